@@ -1,0 +1,7 @@
+"""``python -m daemon`` runs the socbridge command line."""
+
+import sys
+
+from daemon.cli import main
+
+sys.exit(main())

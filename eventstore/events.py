@@ -1,0 +1,89 @@
+"""Event records: what callers append (:class:`NewEvent`) and what the log holds
+(:class:`RecordedEvent`).
+
+Every event says which tenant and which ticket it is about, what caused it
+(``causation_id``), which conversation it belongs to (``correlation_id``) and
+where it came from (``source``). The store assigns ``position``,
+``stream_version``, ``recorded_at`` and ``hash``; everything else is the
+caller's and is part of the event's identity for idempotent appends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Namespace for deterministic event ids (uuid5) derived from a natural key,
+#: e.g. a ConnectWise callback ``MessageId``: the same delivery appended twice
+#: gets the same id and is written once.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1d7c2e-5b0a-4c1e-9d8f-3a2b1c0d9e8f")
+
+
+def new_event_id() -> str:
+    """A fresh random event id."""
+    return str(uuid.uuid4())
+
+
+def derived_event_id(*parts: str) -> str:
+    """A deterministic event id for a natural key (idempotent intake)."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append. ``data`` must be JSON-serialisable by orjson."""
+
+    stream: str
+    type: str
+    data: Mapping[str, Any]
+    tenant: str | None = None
+    ticket: str | None = None
+    event_id: str = field(default_factory=new_event_id)
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    source: str = "socbridge"
+    occurred_at: str | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored in the log, with its place in it and its hash."""
+
+    position: int
+    event_id: str
+    stream: str
+    stream_version: int
+    type: str
+    schema_version: int
+    tenant: str | None
+    ticket: str | None
+    causation_id: str | None
+    correlation_id: str | None
+    source: str
+    occurred_at: str | None
+    recorded_at: str
+    data: dict[str, Any]
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a plain dict (the NDJSON export shape)."""
+        return {
+            "position": self.position,
+            "event_id": self.event_id,
+            "stream": self.stream,
+            "stream_version": self.stream_version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "tenant": self.tenant,
+            "ticket": self.ticket,
+            "causation_id": self.causation_id,
+            "correlation_id": self.correlation_id,
+            "source": self.source,
+            "occurred_at": self.occurred_at,
+            "recorded_at": self.recorded_at,
+            "data": self.data,
+            "hash": self.hash,
+        }
