@@ -28,9 +28,11 @@ EXIT_STORE = 3
 def _modules() -> list[ModuleType]:
     # Imported here, not at module level, so `socbridge --help` stays fast and
     # a feature module's import error names itself.
-    from daemon import store_cli  # event log: verify, export, import
-    from daemon import bench_cli  # benchmarks
-    from daemon import demo_cli  # make demo
+    from daemon import (
+        bench_cli,  # benchmarks
+        demo_cli,  # make demo
+        store_cli,  # event log: verify, export, import
+    )
 
     return [store_cli, bench_cli, demo_cli]
 

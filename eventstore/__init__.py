@@ -6,16 +6,48 @@ in order, follows new appends live, verifies the hash chain, and exports /
 imports NDJSON.
 """
 
-from eventstore.events import (
-    NewEvent,
-    RecordedEvent,
-    derived_event_id,
-    new_event_id,
+from eventstore.errors import (
+    ConcurrencyError,
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseReadOnlyError,
+    DatabaseUnavailableError,
+    DuplicateEventError,
+    ImportError_,
+    IntegrityError,
+    InvalidEventError,
+    OperationalError,
+    SchemaTooNewError,
+    StoreClosedError,
+    StoreError,
 )
+from eventstore.events import NewEvent, RecordedEvent, derived_event_id, new_event_id
+from eventstore.store import EventStore
+from eventstore.transfer import ImportReport, export_ndjson, import_ndjson
+from eventstore.verify import VerifyReport, verify
 
 __all__ = [
+    "ConcurrencyError",
+    "DatabaseCorruptError",
+    "DatabaseLockedError",
+    "DatabaseReadOnlyError",
+    "DatabaseUnavailableError",
+    "DuplicateEventError",
+    "EventStore",
+    "ImportError_",
+    "ImportReport",
+    "IntegrityError",
+    "InvalidEventError",
     "NewEvent",
+    "OperationalError",
     "RecordedEvent",
+    "SchemaTooNewError",
+    "StoreClosedError",
+    "StoreError",
+    "VerifyReport",
     "derived_event_id",
+    "export_ndjson",
+    "import_ndjson",
     "new_event_id",
+    "verify",
 ]

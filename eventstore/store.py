@@ -1,0 +1,643 @@
+"""The event store: one SQLite file, one writer, group-committed appends, ordered reads.
+
+All writes go through a single writer thread that owns the write connection.
+``append`` queues a request and awaits its future; the writer drains every
+queued request into one transaction (each request in its own savepoint, so a
+failed one does not take its neighbours down), commits once, and only then
+resolves the futures: a caller returns when its events are durable, and many
+concurrent callers share one fsync. Reads use a second connection on a reader
+thread, so WAL lets them run while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from eventstore.chain import GENESIS_HASH, encode_data, event_hash
+from eventstore.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    InvalidEventError,
+    StoreClosedError,
+    StoreError,
+    translate,
+)
+from eventstore.events import NewEvent, RecordedEvent
+from eventstore.schema import check_version, migrate
+
+T = TypeVar("T")
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+
+#: Columns in the order of :class:`RecordedEvent`'s fields.
+COLUMNS = (
+    "position, event_id, stream, stream_version, type, schema_version, tenant, ticket, "
+    "causation_id, correlation_id, source, occurred_at, recorded_at, data, hash"
+)
+_INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+#: How many append requests one transaction takes at most.
+MAX_GROUP = 1024
+#: How long a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_MS = 5000
+#: How often a live subscriber re-checks the file for appends made by another process.
+FOREIGN_APPEND_CHECK_S = 0.5
+
+
+def row_to_event(row: tuple[Any, ...]) -> RecordedEvent:
+    """Decode one ``SELECT {COLUMNS}`` row."""
+    return RecordedEvent(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        orjson.loads(row[13]),
+        row[14],
+    )
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """An event validated and encoded in the caller's task, ready for the writer."""
+
+    event: NewEvent
+    data_text: str
+
+
+@dataclass(slots=True)
+class _AppendRequest:
+    events: list[_Prepared]
+    expected_version: int | None
+    future: asyncio.Future[list[RecordedEvent]]
+
+
+@dataclass(slots=True)
+class _Job:
+    """Work that needs the write connection to itself (migrations, import)."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+def _connect(
+    path: Path, *, readonly: bool, synchronous: Synchronous, busy_timeout_ms: int
+) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    # Reading the schema version first makes a non-database file fail here, clearly.
+    conn.execute("PRAGMA user_version").fetchone()
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"event log {path}: could not switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA cache_size = -8192")
+    return conn
+
+
+class EventStore:
+    """The append-only event log in one SQLite file. Open with :meth:`open`."""
+
+    def __init__(
+        self, path: Path, *, readonly: bool, synchronous: Synchronous, busy_timeout_ms: int
+    ) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.readonly = readonly
+        self.synchronous = synchronous
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="eventstore-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="eventstore-reader")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._queue: list[_AppendRequest | _Job] = []
+        self._wakeup = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._appended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> EventStore:
+        """Open (creating and migrating if needed) the event log at ``path``.
+
+        ``readonly`` opens without the writer, for verify and export against a
+        log another process is writing. ``synchronous`` is SQLite's durability
+        level: FULL (the default) fsyncs every commit. ``busy_timeout_ms`` is
+        how long a write waits for another process's lock before
+        :class:`DatabaseLockedError`.
+        """
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        store = cls(
+            Path(path), readonly=readonly, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
+        )
+        try:
+            await store._start()
+        except BaseException:
+            await store._shutdown_threads()
+            raise
+        return store
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        path = self.path
+        if self.readonly and not path.exists():
+            raise translate(sqlite3.OperationalError("unable to open database file"), path)
+        if not self.readonly:
+            self._wconn = await self._guard(
+                loop.run_in_executor(self._writer, self._open_connection, False)
+            )
+            self._writer_task = asyncio.create_task(self._write_loop(), name="eventstore-writer")
+        self._rconn = await self._guard(
+            loop.run_in_executor(self._reader, self._open_connection, self.readonly)
+        )
+
+    def _open_connection(self, readonly: bool) -> sqlite3.Connection:
+        """Open one connection; the writer's migrates, a reader's checks the version."""
+        conn = _connect(
+            self.path,
+            readonly=readonly,
+            synchronous=self.synchronous,
+            busy_timeout_ms=self.busy_timeout_ms,
+        )
+        try:
+            if readonly:
+                check_version(conn, str(self.path))
+            else:
+                migrate(conn, str(self.path))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _guard(self, awaitable: asyncio.Future[T]) -> T:
+        try:
+            return await awaitable
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def close(self) -> None:
+        """Finish queued appends, then close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._writer_task is not None:
+            await self._writer_task
+        if not self._appended.done():
+            self._appended.set_result(None)
+        await self._shutdown_threads()
+
+    async def _shutdown_threads(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+            self._wconn = None
+        if self._rconn is not None:
+            await loop.run_in_executor(self._reader, self._rconn.close)
+            self._rconn = None
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------------- append
+
+    async def append(
+        self, events: Sequence[NewEvent], *, expected_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """Append ``events`` atomically; return them as recorded, once durable.
+
+        Idempotent on ``event_id``: events already recorded with the same body
+        are returned as they were, nothing is written. ``expected_version``
+        (all events in one stream; 0 = the stream must not exist yet) raises
+        :class:`ConcurrencyError` when the stream has moved on.
+        """
+        if self._closed:
+            raise StoreClosedError(f"event log {self.path} is closed")
+        if self.readonly:
+            raise StoreClosedError(f"event log {self.path} was opened read-only")
+        prepared = _prepare(events, expected_version)
+        if not prepared:
+            return []
+        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_AppendRequest(prepared, expected_version, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run_job(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed or self.readonly:
+            raise StoreClosedError(f"event log {self.path} is closed or read-only")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(fn, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Jobs run alone; appends are grouped up to the next job.
+            if isinstance(self._queue[0], _Job):
+                job = self._queue.pop(0)
+                assert isinstance(job, _Job)
+                await self._run_job_now(loop, job)
+                continue
+            group: list[_AppendRequest] = []
+            while (
+                self._queue
+                and len(group) < MAX_GROUP
+                and isinstance(self._queue[0], _AppendRequest)
+            ):
+                item = self._queue.pop(0)
+                assert isinstance(item, _AppendRequest)
+                group.append(item)
+            try:
+                results = await loop.run_in_executor(self._writer, self._write_group, group)
+            except sqlite3.Error as exc:
+                error = translate(exc, self.path)
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                continue
+            except Exception as exc:  # the writer must survive to serve the next group
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            wrote = False
+            for request, result in zip(group, results, strict=True):
+                if request.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    request.future.set_exception(result)
+                else:
+                    wrote = True
+                    request.future.set_result(result)
+            if wrote:
+                self._notify_appended()
+
+    async def _run_job_now(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        assert self._wconn is not None
+        conn = self._wconn
+        try:
+            result = await loop.run_in_executor(self._writer, job.fn, conn)
+        except sqlite3.Error as exc:
+            if not job.future.done():
+                job.future.set_exception(translate(exc, self.path))
+        except Exception as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
+            self._notify_appended()
+
+    def _notify_appended(self) -> None:
+        done, self._appended = self._appended, asyncio.get_running_loop().create_future()
+        done.set_result(None)
+
+    def _write_group(self, group: list[_AppendRequest]) -> list[list[RecordedEvent] | Exception]:
+        """Writer thread: one transaction for the whole group, a savepoint per request."""
+        conn = self._wconn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            last_pos, last_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
+            results: list[list[RecordedEvent] | Exception] = []
+            for request in group:
+                conn.execute("SAVEPOINT request")
+                try:
+                    recorded, new_pos, new_hash = _write_request(conn, request, last_pos, last_hash)
+                except StoreError as exc:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    results.append(exc)
+                    continue
+                conn.execute("RELEASE request")
+                last_pos, last_hash = new_pos, new_hash
+                results.append(recorded)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    # --------------------------------------------------------------------- reads
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._rconn is None:
+            raise StoreClosedError(f"event log {self.path} is closed")
+        conn = self._rconn
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def read_batch(self, from_position: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events from ``from_position`` on, in order."""
+
+        def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
+                (from_position, limit),
+            ).fetchall()
+            return [row_to_event(r) for r in rows]
+
+        return await self._read(fetch)
+
+    async def read(
+        self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from ``from_position`` (to ``until``, inclusive), in batches."""
+        position = from_position
+        while True:
+            batch = await self.read_batch(position, batch_size)
+            for event in batch:
+                if until is not None and event.position > until:
+                    return
+                yield event
+            if len(batch) < batch_size:
+                return
+            position = batch[-1].position + 1
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        """A stream's events in version order."""
+
+        def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND stream_version >= ? "
+                "ORDER BY stream_version",
+                (stream, from_version),
+            ).fetchall()
+            return [row_to_event(r) for r in rows]
+
+        return await self._read(fetch)
+
+    async def last_in_stream(self, stream: str) -> RecordedEvent | None:
+        """A stream's latest event, or None when the stream does not exist."""
+
+        def fetch(conn: sqlite3.Connection) -> RecordedEvent | None:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE stream = ? "
+                "ORDER BY stream_version DESC LIMIT 1",
+                (stream,),
+            ).fetchone()
+            return row_to_event(row) if row else None
+
+        return await self._read(fetch)
+
+    async def read_ticket(self, tenant: str | None, ticket: str) -> list[RecordedEvent]:
+        """Every event about one ticket of one tenant, in log order."""
+
+        def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE tenant IS ? AND ticket = ? ORDER BY position",
+                (tenant, ticket),
+            ).fetchall()
+            return [row_to_event(r) for r in rows]
+
+        return await self._read(fetch)
+
+    async def get(self, event_id: str) -> RecordedEvent | None:
+        """The event with this id, if recorded."""
+
+        def fetch(conn: sqlite3.Connection) -> RecordedEvent | None:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE event_id = ?",
+                (event_id,),
+            ).fetchone()
+            return row_to_event(row) if row else None
+
+        return await self._read(fetch)
+
+    async def last_position(self) -> int:
+        """The position of the newest event (0 for an empty log)."""
+
+        def fetch(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT MAX(position) FROM events").fetchone()
+            return int(row[0] or 0)
+
+        return await self._read(fetch)
+
+    async def subscribe(
+        self,
+        from_position: int = 1,
+        *,
+        batch_size: int = 1000,
+        foreign_check_s: float = FOREIGN_APPEND_CHECK_S,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Catch up from ``from_position``, then follow new appends live until closed.
+
+        Appends through this store wake subscribers at once; appends made by
+        another process on the same file are picked up within
+        ``foreign_check_s``.
+        """
+        position = from_position
+        while not self._closed:
+            # Take the wake-up future before reading, so an append that lands
+            # between the read and the wait is never missed.
+            appended = self._appended
+            batch = await self.read_batch(position, batch_size)
+            if batch:
+                for event in batch:
+                    yield event
+                position = batch[-1].position + 1
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(appended), foreign_check_s)
+            except TimeoutError:
+                pass
+
+    # ----------------------------------------------------------- maintenance
+
+    async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the write connection with no append in between (import)."""
+        return await self._run_job(fn)
+
+    async def read_connection_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``fn`` on the reader connection (verify, export)."""
+        return await self._read(fn)
+
+
+def _prepare(events: Sequence[NewEvent], expected_version: int | None) -> list[_Prepared]:
+    """Validate and encode in the caller's task, so a bad event fails at its call site."""
+    prepared: list[_Prepared] = []
+    seen: set[str] = set()
+    for event in events:
+        if not isinstance(event, NewEvent):
+            raise InvalidEventError(f"append takes NewEvent objects, not {type(event).__name__}")
+        if not event.stream or not isinstance(event.stream, str):
+            raise InvalidEventError(f"event {event.event_id}: stream must be a non-empty string")
+        if not event.type or not isinstance(event.type, str):
+            raise InvalidEventError(f"event {event.event_id}: type must be a non-empty string")
+        try:
+            uuid.UUID(event.event_id)
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidEventError(f"event id {event.event_id!r} is not a UUID") from None
+        if event.event_id in seen:
+            raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
+        seen.add(event.event_id)
+        try:
+            data_text = encode_data(dict(event.data))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise InvalidEventError(
+                f"event {event.event_id} ({event.type}): data is not JSON-serialisable: {exc}"
+            ) from None
+        prepared.append(_Prepared(event, data_text))
+    if expected_version is not None:
+        if expected_version < 0:
+            raise InvalidEventError("expected_version must be 0 (new stream) or more")
+        streams = {p.event.stream for p in prepared}
+        if len(streams) > 1:
+            raise InvalidEventError(
+                "expected_version applies to one stream; this append spans "
+                f"{len(streams)}: {sorted(streams)}"
+            )
+    return prepared
+
+
+def _identity(p: _Prepared) -> tuple[Any, ...]:
+    e = p.event
+    return (
+        e.stream,
+        e.type,
+        e.schema_version,
+        e.tenant,
+        e.ticket,
+        e.causation_id,
+        e.correlation_id,
+        e.source,
+        e.occurred_at,
+        p.data_text,
+    )
+
+
+def _write_request(
+    conn: sqlite3.Connection, request: _AppendRequest, last_pos: int, last_hash: str
+) -> tuple[list[RecordedEvent], int, str]:
+    """Writer thread: idempotency, concurrency check, then insert one request's events."""
+    events = request.events
+    ids = [p.event.event_id for p in events]
+    marks = ",".join("?" * len(ids))
+    existing = {
+        row[1]: row
+        for row in conn.execute(
+            f"SELECT {COLUMNS} FROM events WHERE event_id IN ({marks})",
+            ids,
+        )
+    }
+    if existing:
+        recorded: list[RecordedEvent] = []
+        for p in events:
+            row = existing.get(p.event.event_id)
+            if row is None:
+                raise DuplicateEventError(
+                    next(iter(existing)),
+                    None,
+                    "but this append also holds new events; an append is all-or-nothing, "
+                    "so resend exactly the original batch",
+                )
+            stored = (row[2], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11])
+            if stored != _identity(p)[:9] or row[13] != p.data_text:
+                raise DuplicateEventError(
+                    p.event.event_id,
+                    row[0],
+                    "with a different body; an event id names one event forever, "
+                    "use a new id for a new event",
+                )
+            recorded.append(row_to_event(row))
+        return recorded, last_pos, last_hash
+
+    versions: dict[str, int] = {}
+    for p in events:
+        stream = p.event.stream
+        if stream not in versions:
+            row = conn.execute(
+                "SELECT MAX(stream_version) FROM events WHERE stream = ?", (stream,)
+            ).fetchone()
+            versions[stream] = int(row[0] or 0)
+    if request.expected_version is not None:
+        stream = events[0].event.stream
+        if versions[stream] != request.expected_version:
+            raise ConcurrencyError(stream, request.expected_version, versions[stream])
+
+    recorded_at = utc_now()
+    rows: list[tuple[Any, ...]] = []
+    out: list[RecordedEvent] = []
+    for p in events:
+        e = p.event
+        last_pos += 1
+        versions[e.stream] += 1
+        fields = (
+            last_pos,
+            e.event_id,
+            e.stream,
+            versions[e.stream],
+            e.type,
+            e.schema_version,
+            e.tenant,
+            e.ticket,
+            e.causation_id,
+            e.correlation_id,
+            e.source,
+            e.occurred_at,
+            recorded_at,
+            p.data_text,
+        )
+        last_hash = event_hash(last_hash, fields)
+        rows.append((*fields, last_hash))
+        out.append(row_to_event((*fields[:13], p.data_text, last_hash)))
+    conn.executemany(_INSERT, rows)
+    return out, last_pos, last_hash

@@ -1,0 +1,103 @@
+"""Reading: forward in batches, by stream, by ticket, and live subscription."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from eventstore import EventStore, RecordedEvent
+from tests.eventstore.conftest import ev
+
+
+async def test_read_forward_in_batches_from_a_position(store: EventStore) -> None:
+    recs = await store.append([ev(f"s{i % 4}", data={"i": i}) for i in range(25)])
+    got = [e async for e in store.read(1, batch_size=4)]
+    assert got == recs
+    assert [e.position async for e in store.read(11, batch_size=3)] == list(range(11, 26))
+    assert [e.position async for e in store.read(3, until=7)] == [3, 4, 5, 6, 7]
+    assert [e async for e in store.read(26)] == []
+
+
+async def test_read_stream_ticket_and_last(store: EventStore) -> None:
+    await store.append([ev("cw:ticket:1", tenant="acme", ticket="cw:1", data={"v": 1})])
+    await store.append([ev("cw:ticket:2", tenant="acme", ticket="cw:2")])
+    await store.append([ev("link:1", type="sync.tickets.linked", tenant="acme", ticket="cw:1")])
+    await store.append([ev("cw:ticket:1", tenant="acme", ticket="cw:1", data={"v": 2})])
+    await store.append([ev("cw:ticket:1", tenant="globex", ticket="cw:1")])
+    stream = await store.read_stream("cw:ticket:1")
+    assert [e.stream_version for e in stream] == [1, 2, 3]
+    assert [e.stream_version for e in await store.read_stream("cw:ticket:1", 2)] == [2, 3]
+    ticket = await store.read_ticket("acme", "cw:1")
+    assert [e.position for e in ticket] == [1, 3, 4]
+    last = await store.last_in_stream("cw:ticket:1")
+    assert last is not None and last.position == 5
+    assert await store.last_in_stream("nope") is None
+    assert (await store.get(ticket[1].event_id)) == ticket[1]
+
+
+async def test_subscribe_catches_up_then_follows_live(store: EventStore) -> None:
+    before = await store.append([ev(data={"i": i}) for i in range(3)])
+    seen: list[RecordedEvent] = []
+    caught_up = asyncio.Event()
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in store.subscribe(1):
+            seen.append(event)
+            if len(seen) == 3:
+                caught_up.set()
+            if len(seen) == 6:
+                done.set()
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(caught_up.wait(), 5)
+    live = []
+    for i in range(3):
+        live += await store.append([ev(data={"live": i})])
+    await asyncio.wait_for(done.wait(), 5)
+    await task
+    assert seen == before + live
+
+
+async def first_event_of(store: EventStore, **subscribe_kw: float) -> RecordedEvent:
+    async for event in store.subscribe(1, **subscribe_kw):
+        return event
+    raise AssertionError("subscription ended without an event")
+
+
+async def test_subscribe_is_woken_by_the_append_itself(store: EventStore) -> None:
+    # With the re-check for other processes pushed out to an hour, only the
+    # append's own wake-up can deliver the event within the deadline.
+    waiting = asyncio.create_task(first_event_of(store, foreign_check_s=3600))
+    await asyncio.sleep(0)  # let the subscriber reach its wait
+    [rec] = await store.append([ev()])
+    assert await asyncio.wait_for(waiting, 5) == rec
+
+
+async def test_subscribe_sees_appends_from_another_process_store(
+    store: EventStore, db_path: Path
+) -> None:
+    other = await EventStore.open(db_path)
+    waiting = asyncio.create_task(first_event_of(store))
+    [rec] = await other.append([ev("from-other")])
+    assert await asyncio.wait_for(waiting, 5) == rec
+    await other.close()
+
+
+async def test_subscription_ends_when_store_closes(db_path: Path) -> None:
+    s = await EventStore.open(db_path)
+    await s.append([ev()])
+    seen: list[RecordedEvent] = []
+    first = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in s.subscribe(1):
+            seen.append(event)
+            first.set()
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(first.wait(), 5)
+    await s.close()
+    await asyncio.wait_for(task, 5)
+    assert len(seen) == 1
