@@ -1,0 +1,268 @@
+"""The callback intake, fed by the simulator's signed callbacks and by crafted
+requests, over loopback into a real event log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.intake import ROUTE_PATH, CallbackIntake, make_callback_handler
+from daemon.connectwise.settings import ConnectWiseSettings
+from daemon.connectwise.signing import SigningKeyCache
+from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectwise.simulator.callbacks import sign
+from eventstore import EventStore
+
+TENANTS = {250: "acme", 251: "globex"}
+
+
+class Daemon:
+    def __init__(self, url: str, intake: CallbackIntake, store: EventStore) -> None:
+        self.url = url
+        self.intake = intake
+        self.store = store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    s = await EventStore.open(tmp_path / "events.db")
+    yield s
+    await s.close()
+
+
+@asynccontextmanager
+async def serve_intake(
+    store: EventStore,
+    settings: ConnectWiseSettings,
+    http: aiohttp.ClientSession,
+    key_cache: SigningKeyCache | None = None,
+) -> AsyncIterator[Daemon]:
+    handler = make_callback_handler(store, settings, TENANTS, key_cache, http)
+    app = web.Application()
+    app.router.add_post(ROUTE_PATH, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Daemon(f"http://127.0.0.1:{port}{ROUTE_PATH}", handler.__self__, store)  # type: ignore[attr-defined]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def daemon(
+    store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
+) -> AsyncIterator[Daemon]:
+    async with serve_intake(store, settings, http) as d:
+        yield d
+
+
+async def register(cw: ConnectWiseClient, daemon: Daemon) -> None:
+    await cw.create_callback(
+        {"url": daemon.url, "objectId": fixture.BOARD_ID, "type": "ticket", "level": "board"}
+    )
+
+
+async def ticket_events(store: EventStore, ticket_id: int) -> list[Any]:
+    return await store.read_stream(f"cw:ticket:{ticket_id}")
+
+
+async def test_signed_callbacks_become_observations(
+    sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
+) -> None:
+    await register(cw, daemon)
+    t = await tech.create_ticket({"summary": "Ransomware alert", "company": {"id": 250},
+                                  "board": {"id": fixture.BOARD_ID}})  # fmt: skip
+    await tech.update_ticket(t["id"], {"status": {"id": fixture.STATUS_IDS["Send to SOC"]}})
+    await cw.create_note(t["id"], "SOC reply", "Discussion")
+    await sim.callbacks.drain()
+    events = await ticket_events(daemon.store, t["id"])
+    assert [e.type for e in events] == ["connectwise.ticket.observed"] * 3
+    assert [e.data["action"] for e in events] == ["added", "updated", "updated"]
+    assert events[1].data["status"] == "Send to SOC" and events[1].tenant == "acme"
+    assert events[1].ticket == f"cw:{t['id']}" and events[1].source == "connectwise"
+    assert [e.data["own_write"] for e in events] == [False, False, True]  # note written by us
+    assert daemon.intake.metrics.counts["accepted"] == 3
+
+
+async def test_duplicate_message_is_recorded_once(
+    sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
+) -> None:
+    await register(cw, daemon)
+    sim.faults.update({"duplicate_callbacks": 1})
+    t = await tech.create_ticket({"summary": "Dup", "company": {"id": 251},
+                                  "board": {"id": fixture.BOARD_ID}})  # fmt: skip
+    await sim.callbacks.drain()
+    assert len([d for d in sim.callbacks.deliveries if d.status == 200]) == 2
+    assert len(await ticket_events(daemon.store, t["id"])) == 1
+    assert daemon.intake.metrics.counts["duplicate"] == 1
+
+
+async def test_other_customers_tickets_are_ignored_with_200(
+    sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
+) -> None:
+    await register(cw, daemon)
+    t = await tech.create_ticket({"summary": "Initech printer", "company": {"id": 260},
+                                  "board": {"id": fixture.BOARD_ID}})  # fmt: skip
+    await sim.callbacks.drain()
+    assert [d.status for d in sim.callbacks.deliveries] == [200]  # no retries provoked
+    assert await ticket_events(daemon.store, t["id"]) == []
+    assert daemon.intake.metrics.counts["ignored.not_a_tenant"] == 1
+
+
+async def test_ticket_moved_to_other_company_keeps_being_recorded(
+    sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
+) -> None:
+    await register(cw, daemon)
+    t = await tech.create_ticket({"summary": "Moves", "company": {"id": 250},
+                                  "board": {"id": fixture.BOARD_ID}})  # fmt: skip
+    await tech.update_ticket(t["id"], {"company": {"id": 260}})
+    await tech.remote.request("DELETE", f"service/tickets/{t['id']}")
+    await sim.callbacks.drain()
+    events = await ticket_events(daemon.store, t["id"])
+    assert [e.type for e in events][-1] == "connectwise.ticket.deleted"
+    assert events[1].data["company_id"] == 260 and {e.tenant for e in events} == {"acme"}
+
+
+def envelope(sim: SimServer, **over: Any) -> dict[str, Any]:
+    entity = {
+        "id": 77, "summary": "x", "company": {"id": 250},
+        "board": {"id": 41, "name": "SOC Incidents"},
+        "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
+    }  # fmt: skip
+    doc = {
+        "Action": "updated", "CallbackObjectRecId": 1, "CompanyId": fixture.LOGIN_COMPANY,
+        "Entity": orjson.dumps(entity).decode(), "FromUrl": "127.0.0.1", "ID": 77,
+        "MemberId": "jsmith", "MessageId": "m-1", "Type": "ticket",
+        "Metadata": {"key_url": sim.callbacks.key_url},
+    }  # fmt: skip
+    doc.update(over)
+    return doc
+
+
+async def post(
+    http: aiohttp.ClientSession, daemon: Daemon, body: bytes, sig: str | None
+) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if sig is not None:
+        headers["x-content-signature"] = sig
+    async with http.post(daemon.url, data=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "reason"),
+    [
+        (lambda s, b: (b"{not json", "sign"), 400, "bad_json"),
+        (lambda s, b: (orjson.dumps([1]), "sign"), 400, "bad_envelope"),
+        (lambda s, b: (orjson.dumps({**b, "ID": "77"}), "sign"), 400, "bad_envelope"),
+        (lambda s, b: (orjson.dumps({**b, "Action": "exploded"}), "sign"), 400, "bad_envelope"),
+        (
+            lambda s, b: (orjson.dumps({**b, "CompanyId": "evilcorp"}), "sign"),
+            403,
+            "unknown_company",
+        ),
+        (lambda s, b: (orjson.dumps(b), None), 401, "unsigned"),
+        (lambda s, b: (orjson.dumps(b), "AAAA"), 401, "bad_signature"),
+        (
+            lambda s, b: (
+                orjson.dumps({**b, "Metadata": {"key_url": "https://evil.example/k"}}),
+                "sign",
+            ),
+            403,
+            "unsafe_key_url",
+        ),
+        (lambda s, b: (orjson.dumps({**b, "Entity": "{oops"}), "sign"), 400, "bad_entity"),
+        (lambda s, b: (orjson.dumps({**b, "Entity": '{"id": 5}'}), "sign"), 400, "bad_entity"),
+    ],
+)
+async def test_refusals_are_clear_4xx_and_append_nothing_to_tickets(
+    sim: SimServer,
+    daemon: Daemon,
+    http: aiohttp.ClientSession,
+    mutate: Any,
+    status: int,
+    reason: str,
+) -> None:
+    body, sig = mutate(sim, envelope(sim))
+    if sig == "sign":
+        sig = sign(sim.state.signing_key, body)
+    got_status, doc = await post(http, daemon, body, sig)
+    assert (got_status, doc["reason"]) == (status, reason)
+    assert await ticket_events(daemon.store, 77) == []
+    rejected = await daemon.store.read_stream("intake:rejected")
+    assert [e.data["reason"] for e in rejected] == [reason]
+    assert daemon.intake.metrics.counts[f"rejected.{reason}"] == 1
+
+
+async def test_unsafe_key_url_is_never_fetched(
+    sim: SimServer, daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    hits: list[str] = []
+
+    async def trap(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"signing_key": "attacker"})
+
+    app = web.Application()
+    app.router.add_get("/k", trap)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    evil = f"http://127.0.0.1:{runner.addresses[0][1]}/k"  # same host, other port
+    body = orjson.dumps(envelope(sim, Metadata={"key_url": evil}))
+    status, doc = await post(http, daemon, body, sign("attacker", body))
+    await runner.cleanup()
+    assert (status, doc["reason"], hits) == (403, "unsafe_key_url", [])
+
+
+async def test_oversized_body_is_413(
+    make_settings: Any, store: EventStore, http: aiohttp.ClientSession
+) -> None:
+    settings = make_settings(callback_max_body_bytes=2048)
+    async with serve_intake(store, settings, http) as d:
+        status, doc = await post(http, d, b"x" * 4096, "AAAA")
+    assert (status, doc["reason"]) == (413, "too_large")
+
+
+async def test_signing_key_is_cached_and_refetched_once_on_rotation(
+    sim: SimServer, store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
+) -> None:
+    now = [1000.0]
+    keys = SigningKeyCache(http, ttl=3600, min_refetch=30, clock=lambda: now[0])
+    async with serve_intake(store, settings, http, keys) as daemon:
+        for i in range(3):
+            body = orjson.dumps(envelope(sim, MessageId=f"m-{i}"))
+            assert (await post(http, daemon, body, sign(sim.state.signing_key, body)))[0] == 200
+        assert keys.fetches == 1
+        now[0] += 60
+        sim.state.signing_key = "rotated-key"
+        body = orjson.dumps(envelope(sim, MessageId="m-rot"))
+        assert (await post(http, daemon, body, sign("rotated-key", body)))[0] == 200
+        assert keys.fetches == 2
+        # A forged signature right after cannot force another fetch.
+        forged = body.replace(b"m-rot", b"m-bad")
+        assert (await post(http, daemon, forged, "AAAA"))[0] == 401
+        assert keys.fetches == 2
+
+
+async def test_key_fetch_failure_is_503_so_connectwise_retries(
+    sim: SimServer, daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    sim.state.callback_key_id = "rotated-away"  # the key URL in the payload now 404s
+    body = orjson.dumps(envelope(sim, Metadata={"key_url": sim.callbacks.key_url.replace(
+        "rotated-away", "old")}))  # fmt: skip
+    status, _ = await post(http, daemon, body, sign(sim.state.signing_key, body))
+    assert status == 503
+    assert await daemon.store.read_stream("intake:rejected") == []
