@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -126,6 +127,17 @@ def redact_url(url: str | URL) -> str:
     """The URL without userinfo or query string, safe for logs and messages."""
     u = URL(url)
     return str(u.with_user(None).with_password(None).with_query(None).with_fragment(None))
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (where plain http
+    to a simulator is acceptable)."""
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

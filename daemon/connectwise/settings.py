@@ -11,7 +11,6 @@ in the status mapping) is enforced here, so a bad file is refused at load.
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
-from daemon.remote import Limits, RetryPolicy
+from daemon.remote import Limits, RetryPolicy, is_loopback_host
 from daemon.secrets import Secret, load_secret
 
 NoteSection = Literal["Discussion", "Internal Analysis", "Resolution"]
@@ -33,16 +32,6 @@ class ApiKeys:
 
     public_key: Secret
     private_key: Secret
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is localhost or a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConnectWiseSettings(BaseModel):

@@ -23,6 +23,7 @@ from daemon.remote import (
     RemoteUnavailableError,
     RetryAfterTooLongError,
     RetryPolicy,
+    is_loopback_host,
     parse_retry_after,
     redact_url,
 )
@@ -304,6 +305,8 @@ def test_parse_retry_after() -> None:
 
 def test_redact_url_and_policy_validation() -> None:
     assert redact_url("https://u:p@h.example/a/b?key=s#f") == "https://h.example/a/b"
+    assert is_loopback_host("127.0.0.1") and is_loopback_host("localhost")
+    assert not is_loopback_host("na.myconnectwise.net") and not is_loopback_host(None)
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
