@@ -13,37 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import orjson
-
-from eventstore.chain import GENESIS_HASH, encode_data, event_hash
-from eventstore.errors import (
-    ConcurrencyError,
-    DuplicateEventError,
-    InvalidEventError,
-    StoreClosedError,
-    StoreError,
-    translate,
-)
+from eventstore.errors import StoreClosedError, StoreError, translate
 from eventstore.events import NewEvent, RecordedEvent
 from eventstore.schema import check_version, migrate
+from eventstore.writer import COLUMNS, Prepared, prepare, row_to_event, write_group
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
-
-#: Columns in the order of :class:`RecordedEvent`'s fields.
-COLUMNS = (
-    "position, event_id, stream, stream_version, type, schema_version, tenant, ticket, "
-    "causation_id, correlation_id, source, occurred_at, recorded_at, data, hash"
-)
-_INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 #: How many append requests one transaction takes at most.
 MAX_GROUP = 1024
@@ -53,42 +35,9 @@ BUSY_TIMEOUT_MS = 5000
 FOREIGN_APPEND_CHECK_S = 0.5
 
 
-def row_to_event(row: tuple[Any, ...]) -> RecordedEvent:
-    """Decode one ``SELECT {COLUMNS}`` row."""
-    return RecordedEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-        row[12],
-        orjson.loads(row[13]),
-        row[14],
-    )
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """An event validated and encoded in the caller's task, ready for the writer."""
-
-    event: NewEvent
-    data_text: str
-
-
 @dataclass(slots=True)
 class _AppendRequest:
-    events: list[_Prepared]
+    events: list[Prepared]
     expected_version: int | None
     future: asyncio.Future[list[RecordedEvent]]
 
@@ -259,7 +208,7 @@ class EventStore:
             raise StoreClosedError(f"event log {self.path} is closed")
         if self.readonly:
             raise StoreClosedError(f"event log {self.path} was opened read-only")
-        prepared = _prepare(events, expected_version)
+        prepared = prepare(events, expected_version)
         if not prepared:
             return []
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
@@ -344,29 +293,13 @@ class EventStore:
         done, self._appended = self._appended, asyncio.get_running_loop().create_future()
         done.set_result(None)
 
-    def _write_group(self, group: list[_AppendRequest]) -> list[list[RecordedEvent] | Exception]:
-        """Writer thread: one transaction for the whole group, a savepoint per request."""
+    def _write_group(self, group: list[_AppendRequest]) -> list[list[RecordedEvent] | StoreError]:
+        """Writer thread: the whole group in one transaction, one commit, one fsync."""
         conn = self._wconn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-            ).fetchone()
-            last_pos, last_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
-            results: list[list[RecordedEvent] | Exception] = []
-            for request in group:
-                conn.execute("SAVEPOINT request")
-                try:
-                    recorded, new_pos, new_hash = _write_request(conn, request, last_pos, last_hash)
-                except StoreError as exc:
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    results.append(exc)
-                    continue
-                conn.execute("RELEASE request")
-                last_pos, last_hash = new_pos, new_hash
-                results.append(recorded)
+            results = write_group(conn, [(r.events, r.expected_version) for r in group])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -385,17 +318,18 @@ class EventStore:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
-    async def read_batch(self, from_position: int, limit: int) -> list[RecordedEvent]:
-        """Up to ``limit`` events from ``from_position`` on, in order."""
+    async def _select(self, where: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        """Events matching ``where`` (a fixed SQL tail with placeholders), decoded."""
+        sql = f"SELECT {COLUMNS} FROM events WHERE {where}"
 
         def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
-                (from_position, limit),
-            ).fetchall()
-            return [row_to_event(r) for r in rows]
+            return [row_to_event(r) for r in conn.execute(sql, params).fetchall()]
 
         return await self._read(fetch)
+
+    async def read_batch(self, from_position: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events from ``from_position`` on, in order."""
+        return await self._select("position >= ? ORDER BY position LIMIT ?", (from_position, limit))
 
     async def read(
         self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
@@ -414,53 +348,23 @@ class EventStore:
 
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         """A stream's events in version order."""
-
-        def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND stream_version >= ? "
-                "ORDER BY stream_version",
-                (stream, from_version),
-            ).fetchall()
-            return [row_to_event(r) for r in rows]
-
-        return await self._read(fetch)
+        return await self._select(
+            "stream = ? AND stream_version >= ? ORDER BY stream_version", (stream, from_version)
+        )
 
     async def last_in_stream(self, stream: str) -> RecordedEvent | None:
         """A stream's latest event, or None when the stream does not exist."""
-
-        def fetch(conn: sqlite3.Connection) -> RecordedEvent | None:
-            row = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE stream = ? "
-                "ORDER BY stream_version DESC LIMIT 1",
-                (stream,),
-            ).fetchone()
-            return row_to_event(row) if row else None
-
-        return await self._read(fetch)
+        found = await self._select("stream = ? ORDER BY stream_version DESC LIMIT 1", (stream,))
+        return found[0] if found else None
 
     async def read_ticket(self, tenant: str | None, ticket: str) -> list[RecordedEvent]:
         """Every event about one ticket of one tenant, in log order."""
-
-        def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE tenant IS ? AND ticket = ? ORDER BY position",
-                (tenant, ticket),
-            ).fetchall()
-            return [row_to_event(r) for r in rows]
-
-        return await self._read(fetch)
+        return await self._select("tenant IS ? AND ticket = ? ORDER BY position", (tenant, ticket))
 
     async def get(self, event_id: str) -> RecordedEvent | None:
         """The event with this id, if recorded."""
-
-        def fetch(conn: sqlite3.Connection) -> RecordedEvent | None:
-            row = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE event_id = ?",
-                (event_id,),
-            ).fetchone()
-            return row_to_event(row) if row else None
-
-        return await self._read(fetch)
+        found = await self._select("event_id = ?", (event_id,))
+        return found[0] if found else None
 
     async def last_position(self) -> int:
         """The position of the newest event (0 for an empty log)."""
@@ -509,135 +413,3 @@ class EventStore:
     async def read_connection_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only ``fn`` on the reader connection (verify, export)."""
         return await self._read(fn)
-
-
-def _prepare(events: Sequence[NewEvent], expected_version: int | None) -> list[_Prepared]:
-    """Validate and encode in the caller's task, so a bad event fails at its call site."""
-    prepared: list[_Prepared] = []
-    seen: set[str] = set()
-    for event in events:
-        if not isinstance(event, NewEvent):
-            raise InvalidEventError(f"append takes NewEvent objects, not {type(event).__name__}")
-        if not event.stream or not isinstance(event.stream, str):
-            raise InvalidEventError(f"event {event.event_id}: stream must be a non-empty string")
-        if not event.type or not isinstance(event.type, str):
-            raise InvalidEventError(f"event {event.event_id}: type must be a non-empty string")
-        try:
-            uuid.UUID(event.event_id)
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidEventError(f"event id {event.event_id!r} is not a UUID") from None
-        if event.event_id in seen:
-            raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
-        seen.add(event.event_id)
-        try:
-            data_text = encode_data(dict(event.data))
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            raise InvalidEventError(
-                f"event {event.event_id} ({event.type}): data is not JSON-serialisable: {exc}"
-            ) from None
-        prepared.append(_Prepared(event, data_text))
-    if expected_version is not None:
-        if expected_version < 0:
-            raise InvalidEventError("expected_version must be 0 (new stream) or more")
-        streams = {p.event.stream for p in prepared}
-        if len(streams) > 1:
-            raise InvalidEventError(
-                "expected_version applies to one stream; this append spans "
-                f"{len(streams)}: {sorted(streams)}"
-            )
-    return prepared
-
-
-def _identity(p: _Prepared) -> tuple[Any, ...]:
-    e = p.event
-    return (
-        e.stream,
-        e.type,
-        e.schema_version,
-        e.tenant,
-        e.ticket,
-        e.causation_id,
-        e.correlation_id,
-        e.source,
-        e.occurred_at,
-        p.data_text,
-    )
-
-
-def _write_request(
-    conn: sqlite3.Connection, request: _AppendRequest, last_pos: int, last_hash: str
-) -> tuple[list[RecordedEvent], int, str]:
-    """Writer thread: idempotency, concurrency check, then insert one request's events."""
-    events = request.events
-    ids = [p.event.event_id for p in events]
-    marks = ",".join("?" * len(ids))
-    existing = {
-        row[1]: row
-        for row in conn.execute(
-            f"SELECT {COLUMNS} FROM events WHERE event_id IN ({marks})",
-            ids,
-        )
-    }
-    if existing:
-        recorded: list[RecordedEvent] = []
-        for p in events:
-            row = existing.get(p.event.event_id)
-            if row is None:
-                raise DuplicateEventError(
-                    next(iter(existing)),
-                    None,
-                    "but this append also holds new events; an append is all-or-nothing, "
-                    "so resend exactly the original batch",
-                )
-            stored = (row[2], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11])
-            if stored != _identity(p)[:9] or row[13] != p.data_text:
-                raise DuplicateEventError(
-                    p.event.event_id,
-                    row[0],
-                    "with a different body; an event id names one event forever, "
-                    "use a new id for a new event",
-                )
-            recorded.append(row_to_event(row))
-        return recorded, last_pos, last_hash
-
-    versions: dict[str, int] = {}
-    for p in events:
-        stream = p.event.stream
-        if stream not in versions:
-            row = conn.execute(
-                "SELECT MAX(stream_version) FROM events WHERE stream = ?", (stream,)
-            ).fetchone()
-            versions[stream] = int(row[0] or 0)
-    if request.expected_version is not None:
-        stream = events[0].event.stream
-        if versions[stream] != request.expected_version:
-            raise ConcurrencyError(stream, request.expected_version, versions[stream])
-
-    recorded_at = utc_now()
-    rows: list[tuple[Any, ...]] = []
-    out: list[RecordedEvent] = []
-    for p in events:
-        e = p.event
-        last_pos += 1
-        versions[e.stream] += 1
-        fields = (
-            last_pos,
-            e.event_id,
-            e.stream,
-            versions[e.stream],
-            e.type,
-            e.schema_version,
-            e.tenant,
-            e.ticket,
-            e.causation_id,
-            e.correlation_id,
-            e.source,
-            e.occurred_at,
-            recorded_at,
-            p.data_text,
-        )
-        last_hash = event_hash(last_hash, fields)
-        rows.append((*fields, last_hash))
-        out.append(row_to_event((*fields[:13], p.data_text, last_hash)))
-    conn.executemany(_INSERT, rows)
-    return out, last_pos, last_hash

@@ -19,8 +19,9 @@ import orjson
 
 from eventstore.chain import GENESIS_HASH, encode_data
 from eventstore.errors import ImportError_
-from eventstore.store import _INSERT, COLUMNS, EventStore
+from eventstore.store import EventStore
 from eventstore.verify import ChainWalker
+from eventstore.writer import COLUMNS, INSERT
 
 _FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
     # name, accepted types, may be null
@@ -161,7 +162,7 @@ def import_rows(conn: sqlite3.Connection, lines: Iterable[bytes]) -> ImportRepor
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]], number: int) -> int:
     try:
-        conn.executemany(_INSERT, batch)
+        conn.executemany(INSERT, batch)
     except sqlite3.IntegrityError as exc:
         raise ImportError_(number, f"an event id repeats one already in the log ({exc})") from None
     return len(batch)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventstore.chain import GENESIS_HASH, event_hash
-from eventstore.store import COLUMNS, EventStore
+from eventstore.store import EventStore
+from eventstore.writer import COLUMNS
 
 
 @dataclass(frozen=True, slots=True)

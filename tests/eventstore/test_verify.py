@@ -7,7 +7,7 @@ from pathlib import Path
 
 from eventstore import EventStore, verify
 from eventstore.chain import encode_data, event_hash
-from eventstore.store import COLUMNS
+from eventstore.writer import COLUMNS
 from tests.eventstore.conftest import ev
 
 
