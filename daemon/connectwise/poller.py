@@ -1,0 +1,178 @@
+"""Reconciliation polling: catch what ConnectWise callbacks missed.
+
+Every ``poll_interval_seconds`` the poller lists the integration board's
+tickets with ``lastUpdated >= [watermark]`` (NOTES.md §2; ``>=`` rather than
+``>`` because ``lastUpdated`` has one-second resolution and two writes can
+share a second), appends a ``connectwise.ticket.observed`` (``via: "poll"``)
+for each one whose content differs from the last observation, and a
+``connectwise.note.observed`` for each of its notes (idempotent per note
+version). The watermark is the largest ``lastUpdated`` seen, ConnectWise's own
+clock (so host clock skew does not matter), kept durably as a
+``poller.watermark.advanced`` event in stream ``poller:connectwise``.
+
+:meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
+early refresh of one ticket: intake may not call the API on the request path,
+and callbacks carry no notes, so the poller fetches them right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.errors import ConnectWiseError, NotFoundError
+from daemon.connectwise.observe import (
+    SOURCE,
+    TICKET_OBSERVED,
+    content_digest,
+    note_event,
+    route_ticket,
+    stream_for,
+    ticket_data,
+    ticket_key,
+)
+from daemon.connectwise.settings import ConnectWiseSettings
+from daemon.remote import RemoteError
+from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
+
+WATERMARK_STREAM = "poller:connectwise"
+WATERMARK_EVENT = "poller.watermark.advanced"
+_CONTENT_IGNORED = ("via", "action", "message_id", "updated_by", "own_write")
+
+
+@dataclass
+class PollReport:
+    """What one poll did."""
+
+    seen: int = 0
+    tickets_appended: int = 0
+    notes_appended: int = 0
+    ignored: int = 0
+    watermark: str | None = None
+
+
+def _same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    strip = lambda d: {k: v for k, v in d.items() if k not in _CONTENT_IGNORED}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+class ConnectWisePoller:
+    """Polls the integration board and appends what the event log lacks."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        client: ConnectWiseClient,
+        settings: ConnectWiseSettings,
+        tenants: Mapping[int, str],
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.tenants = dict(tenants)
+        self._wake = asyncio.Event()
+        self._pending: set[int] = set()
+        self._log = structlog.get_logger("socbridge.poller.connectwise")
+
+    def kick(self, ticket_id: int) -> None:
+        """Refresh this ticket (and its notes) soon."""
+        self._pending.add(int(ticket_id))
+        self._wake.set()
+
+    async def watermark(self) -> str | None:
+        last = await self.store.last_in_stream(WATERMARK_STREAM)
+        return str(last.data["watermark"]) if last is not None else None
+
+    def _conditions(self, watermark: str | None) -> str:
+        board = self.settings.board.replace("'", "''")
+        cond = f"board/name = '{board}'"
+        return cond + (f" and lastUpdated >= [{watermark}]" if watermark else "")
+
+    async def run_once(self) -> PollReport:
+        """One reconciliation pass over the board since the watermark."""
+        report = PollReport()
+        watermark = await self.watermark()
+        newest = watermark
+        async for ticket in self.client.iter_tickets(
+            conditions=self._conditions(watermark), order_by="_info/lastUpdated asc, id asc"
+        ):
+            report.seen += 1
+            await self._observe(ticket, report)
+            updated = (ticket.get("_info") or {}).get("lastUpdated")
+            if isinstance(updated, str) and (newest is None or updated > newest):
+                newest = updated
+        if newest is not None and newest != watermark:
+            await self.store.append([
+                NewEvent(stream=WATERMARK_STREAM, type=WATERMARK_EVENT, source=SOURCE,
+                         data={"watermark": newest, "previous": watermark, "seen": report.seen}),
+            ])  # fmt: skip
+        report.watermark = newest
+        return report
+
+    async def refresh(self, ticket_id: int) -> PollReport:
+        """Fetch one ticket and its notes now (after a callback)."""
+        report = PollReport()
+        try:
+            ticket = await self.client.get_ticket(ticket_id)
+        except NotFoundError:
+            return report  # deleted meanwhile: the delete callback or audit covers it
+        await self._observe(ticket, report)
+        return report
+
+    async def _observe(self, ticket: Mapping[str, Any], report: PollReport) -> None:
+        tenant, _why = await route_ticket(self.store, self.settings.board, self.tenants, ticket)
+        if tenant is None:
+            report.ignored += 1
+            return
+        ticket_id = int(ticket["id"])
+        data = ticket_data(ticket, via="poll", api_member=self.settings.api_member)
+        events = await self.store.read_stream(stream_for(ticket_id))
+        last = next((e for e in reversed(events) if e.type == TICKET_OBSERVED), None)
+        if last is None or not _same_content(last.data, data):
+            event_id = derived_event_id("connectwise", "poll", str(ticket_id),
+                                        str(data["updated_at"]), content_digest(data))  # fmt: skip
+            await self._append(NewEvent(
+                stream=stream_for(ticket_id), type=TICKET_OBSERVED, data=data, tenant=tenant,
+                ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
+                occurred_at=data["updated_at"],
+            ))  # fmt: skip
+            report.tickets_appended += 1
+        known = {e.event_id for e in events}
+        for note in await self.client.list_notes(ticket_id):
+            event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
+            if event.event_id not in known:
+                await self._append(event)
+                report.notes_appended += 1
+
+    async def _append(self, event: NewEvent) -> None:
+        try:
+            await self.store.append([event])
+        except DuplicateEventError:
+            # Same natural key, different body: only possible if normalisation
+            # changed between versions; the first observation stands.
+            self._log.warning("poll.duplicate_key", event_id=event.event_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every interval (and on kicks) until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                for ticket_id in sorted(self._pending):
+                    self._pending.discard(ticket_id)
+                    await self.refresh(ticket_id)
+                report = await self.run_once()
+                self._log.info("poll.done", **report.__dict__)
+            except (ConnectWiseError, RemoteError) as exc:
+                self._log.warning("poll.failed", error=str(exc))
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(
+                waiters, timeout=self.settings.poll_interval_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            for w in waiters:
+                w.cancel()

@@ -1,0 +1,103 @@
+"""Reconciliation polling against the simulator, with callbacks lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
+from daemon.connectwise.settings import ConnectWiseSettings
+from daemon.connectwise.simulator import SimServer, fixture
+from eventstore import EventStore
+
+TENANTS = {250: "acme", 251: "globex"}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    s = await EventStore.open(tmp_path / "events.db")
+    yield s
+    await s.close()
+
+
+def on_board(company: int, summary: str) -> dict:
+    return {"summary": summary, "company": {"id": company}, "board": {"id": fixture.BOARD_ID}}
+
+
+async def test_poll_appends_what_callbacks_missed_and_advances_watermark(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    settings: ConnectWiseSettings, store: EventStore,
+) -> None:  # fmt: skip
+    a = await tech.create_ticket({**on_board(250, "Missed"), "initialDescription": "first words"})
+    other = await tech.create_ticket(on_board(260, "Not ours"))
+    await tech.create_ticket({"summary": "Help desk", "company": {"id": 250}, "board": {"id": 1}})
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    report = await poller.run_once()
+    assert (report.seen, report.tickets_appended, report.notes_appended, report.ignored) == (
+        2, 1, 1, 1,
+    )  # fmt: skip
+    events = await store.read_stream(f"cw:ticket:{a['id']}")
+    assert [e.type for e in events] == ["connectwise.ticket.observed", "connectwise.note.observed"]
+    assert events[0].data["via"] == "poll" and events[1].data["section"] == "Discussion"
+    assert await store.read_stream(f"cw:ticket:{other['id']}") == []
+    assert await poller.watermark() == sim.state.tickets[other["id"]]["_info"]["lastUpdated"]
+
+    again = await poller.run_once()
+    assert (again.tickets_appended, again.notes_appended) == (0, 0)
+
+    await tech.update_ticket(a["id"], {"status": {"id": fixture.STATUS_IDS["Send to SOC"]}})
+    await tech.create_note(a["id"], "more detail", "Discussion")
+    third = await ConnectWisePoller(store, cw, settings, TENANTS).run_once()  # fresh: durable wm
+    assert (third.tickets_appended, third.notes_appended) == (1, 1)
+    last = (await store.read_stream(f"cw:ticket:{a['id']}"))[-2]
+    assert last.data["status"] == "Send to SOC"
+    assert len(await store.read_stream(WATERMARK_STREAM)) >= 1
+
+
+async def test_watermark_excludes_older_and_does_not_repeat_equal(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    settings: ConnectWiseSettings, store: EventStore,
+) -> None:  # fmt: skip
+    sim.state.clock = lambda: "2026-03-01T09:00:00Z"
+    older = await tech.create_ticket(on_board(250, "Older"))
+    sim.state.clock = lambda: "2026-03-01T10:00:00Z"
+    at_mark = await tech.create_ticket(on_board(250, "At the watermark"))
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    await poller.run_once()
+    assert await poller.watermark() == "2026-03-01T10:00:00Z"
+    sim.state.clock = lambda: "2026-03-01T11:00:00Z"
+    new = await tech.create_ticket(on_board(251, "New"))
+    report = await poller.run_once()
+    # lastUpdated >= [10:00]: the older ticket is not listed, the one at the
+    # watermark is listed again but not appended again.
+    assert (report.seen, report.tickets_appended) == (2, 1)
+    assert (await store.read_stream(f"cw:ticket:{new['id']}"))[0].tenant == "globex"
+    assert len(await store.read_stream(f"cw:ticket:{at_mark['id']}")) == 1
+    assert len(await store.read_stream(f"cw:ticket:{older['id']}")) == 1
+
+
+async def test_run_loop_refreshes_kicked_ticket_and_stops(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    make_settings, store: EventStore,
+) -> None:  # fmt: skip
+    settings = make_settings(poll_interval_seconds=3600)
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    t = await tech.create_ticket(on_board(250, "Kick me"))
+    await tech.create_note(t["id"], "note to fetch", "Discussion")
+    poller.kick(t["id"])
+
+    async def noted() -> None:
+        while not any(e.type == "connectwise.note.observed"
+                      for e in await store.read_stream(f"cw:ticket:{t['id']}")):  # fmt: skip
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(noted(), timeout=5)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert task.done() and task.exception() is None
