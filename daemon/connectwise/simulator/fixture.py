@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.connectwise.permissions import GUIDE_PERMISSIONS, GUIDE_TABLE_SETUP
+
 CODEBASE = "v2025_1/"
 LOGIN_COMPANY = "demo_msp"
 CLIENT_ID = "3c5b2a9e-7f1d-4e8a-9b6c-0d2e4f6a8b1c"
@@ -49,24 +51,6 @@ STATUS_IDS = {
     "Unlinked": 415,
 }
 TENANT_COMPANIES = {"acme": 250, "globex": 251}
-
-# The guide's "Create a security role" table: (module, function) -> levels
-# (add, edit, delete, inquire).
-GUIDE_PERMISSIONS: dict[tuple[str, str], tuple[str, str, str, str]] = {
-    ("Companies", "Company Maintenance"): ("None", "None", "None", "All"),
-    ("Companies", "Manage Attachments"): ("All", "None", "None", "All"),
-    ("Service Desk", "Close Service Tickets"): ("All", "All", "None", "All"),
-    ("Service Desk", "Service Ticket - Dependencies"): ("All", "All", "None", "All"),
-    ("Service Desk", "Service Tickets"): ("All", "All", "None", "All"),
-    ("System", "Table Setup"): ("None", "None", "None", "All"),
-}
-# The guide's Table Setup "Allow Access to these" list.
-GUIDE_TABLE_SETUP = (
-    "Company / Company Statuses",
-    "Company / Company Type",
-    "Service / Priority",
-    "Service / ServiceBoard",
-)
 
 
 @dataclass

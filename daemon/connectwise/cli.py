@@ -1,0 +1,121 @@
+"""ConnectWise subcommands: ``socbridge callbacks install|remove|status`` and
+``socbridge validate``.
+
+Both read ``--config FILE`` (the ``[connectwise]`` section) and exit 0 when all
+is well, 1 when a check failed or ConnectWise refused, 2 for a usage or
+configuration error. Output never contains keys (R15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+import aiohttp
+
+from daemon.connectwise import install as callbacks
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.errors import ConnectWiseConfigError, ConnectWiseError
+from daemon.connectwise.settings import ConnectWiseSettings
+from daemon.connectwise.validate import run_checks
+from daemon.remote import RemoteError
+from daemon.secrets import SecretError
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``callbacks`` and ``validate`` to the ``socbridge`` subcommands."""
+    cb = sub.add_parser(
+        "callbacks",
+        help="install, remove or show the ConnectWise ticket callback",
+        description=(
+            "Register (idempotently) the ConnectWise ticket callback for the integration "
+            "board, pointing at connectwise.public_callback_url; or remove it; or show it."
+        ),
+        epilog="Example: socbridge callbacks install --config /etc/socbridge/socbridge.toml",
+    )
+    cb.add_argument("action", choices=("install", "remove", "status"))
+    cb.add_argument("--config", required=True, metavar="FILE", help="socbridge TOML config")
+    cb.set_defaults(func=callbacks_command)
+    va = sub.add_parser(
+        "validate",
+        help="check the ConnectWise connection, permissions, board, statuses, priorities",
+        description=(
+            "Validate the ConnectWise side as the vendor guide's 'Validate Connections' does; "
+            "prints a pass/fail checklist with the fix for each failure."
+        ),
+        epilog="Exit status: 0 all checks passed, 1 a check failed, 2 configuration error.",
+    )
+    va.add_argument("--config", required=True, metavar="FILE", help="socbridge TOML config")
+    va.set_defaults(func=validate_command)
+
+
+def load_settings(path: str) -> ConnectWiseSettings:
+    from daemon.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise ConnectWiseConfigError(str(exc)) from None
+    settings = getattr(config, "connectwise", None)
+    if not isinstance(settings, ConnectWiseSettings):
+        raise ConnectWiseConfigError(f"configuration {path} has no [connectwise] section")
+    return settings
+
+
+async def run_callbacks(settings: ConnectWiseSettings, action: str, out: TextIO) -> int:
+    async with aiohttp.ClientSession() as session:
+        try:
+            client = await ConnectWiseClient.connect(settings, settings.load_keys(), session)
+            fn = {"install": callbacks.install, "remove": callbacks.remove,
+                  "status": callbacks.status}[action]  # fmt: skip
+            state = await fn(client, settings)
+        except (ConnectWiseConfigError, SecretError) as exc:
+            print(f"socbridge callbacks {action}: {exc}", file=out)
+            return EXIT_USAGE
+        except (ConnectWiseError, RemoteError) as exc:
+            print(f"socbridge callbacks {action}: {exc}", file=out)
+            return EXIT_PROBLEM
+    print(state.describe(), file=out)
+    if action == "status" and state.action != "present":
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+async def run_validate(settings: ConnectWiseSettings, out: TextIO) -> int:
+    try:
+        keys = settings.load_keys()
+    except SecretError as exc:
+        print(f"FAIL  API keys: {exc}", file=out)
+        return EXIT_PROBLEM
+    async with aiohttp.ClientSession() as session:
+        checks = await run_checks(settings, keys, session)
+    for check in checks:
+        print(check.render(), file=out)
+    failed = sum(1 for c in checks if not c.ok)
+    print(f"{len(checks) - failed} passed, {failed} failed", file=out)
+    return EXIT_PROBLEM if failed else EXIT_OK
+
+
+def _settings_or_exit(args: argparse.Namespace, command: str) -> ConnectWiseSettings | None:
+    try:
+        return load_settings(args.config)
+    except ConnectWiseConfigError as exc:
+        print(f"socbridge {command}: {exc}", file=sys.stderr)
+        return None
+
+
+async def callbacks_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(args, "callbacks")
+    if settings is None:
+        return EXIT_USAGE
+    return await run_callbacks(settings, args.action, sys.stdout)
+
+
+async def validate_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(args, "validate")
+    if settings is None:
+        return EXIT_USAGE
+    return await run_validate(settings, sys.stdout)
