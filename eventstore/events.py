@@ -10,7 +10,7 @@ caller's and is part of the event's identity for idempotent appends.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,12 +29,13 @@ def new_event_id() -> str:
     Time-ordered ids land at the right edge of the event-id index, so a
     commit touches a page or two of it instead of one random page per event.
     """
+    # The random part needs uniqueness, not secrecy: the PRNG is seeded from
+    # os.urandom and reseeded in forked children, and costs no system call.
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    rand_a = random.getrandbits(12)
+    rand_b = random.getrandbits(62)
+    h = f"{ms & 0xFFFF_FFFF_FFFF:012x}{0x7000 | rand_a:04x}{0x8000_0000_0000_0000 | rand_b:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def derived_event_id(*parts: str) -> str:

@@ -12,8 +12,8 @@ because nothing is written until every request has been decided.
 
 from __future__ import annotations
 
+import re
 import sqlite3
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +30,8 @@ COLUMNS = (
     "causation_id, correlation_id, source, occurred_at, recorded_at, data, hash"
 )
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#: The canonical textual form of a UUID, lower-case, as ``str(uuid.UUID(...))`` gives it.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: SQLite's default limit on host parameters is 32766; stay well below it.
 _CHUNK = 900
 
@@ -92,10 +94,8 @@ def prepare(events: Sequence[NewEvent], expected_version: int | None) -> list[Pr
             value = getattr(event, name)
             if value is not None and not isinstance(value, str):
                 raise InvalidEventError(f"event {event.event_id}: {name} must be a string or None")
-        try:
-            uuid.UUID(event.event_id)
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidEventError(f"event id {event.event_id!r} is not a UUID") from None
+        if not isinstance(event.event_id, str) or not _UUID.fullmatch(event.event_id):
+            raise InvalidEventError(f"event id {event.event_id!r} is not a UUID")
         if event.event_id in seen:
             raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
         seen.add(event.event_id)

@@ -182,3 +182,18 @@ async def test_two_stores_on_one_file_keep_one_dense_chain(db_path: Path) -> Non
     assert report.ok and report.checked == 60
     await a.close()
     await b.close()
+
+
+def test_new_event_ids_are_time_ordered_uuid7() -> None:
+    import uuid
+
+    from eventstore import new_event_id
+
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))
+    # The 48-bit millisecond prefix never goes backwards.
+    stamps = [u.int >> 80 for u in parsed]
+    assert stamps == sorted(stamps)
