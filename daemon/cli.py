@@ -34,7 +34,10 @@ def _modules() -> list[ModuleType]:
         store_cli,  # event log: verify, export, import
     )
 
-    return [store_cli, bench_cli, demo_cli]
+    from daemon import sim_cli  # simulators
+    from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
+
+    return [store_cli, bench_cli, demo_cli, connectwise_cli, sim_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
