@@ -31,10 +31,9 @@ def _modules() -> list[ModuleType]:
     from daemon import (
         bench_cli,  # benchmarks
         demo_cli,  # make demo
+        sim_cli,  # simulators
         store_cli,  # event log: verify, export, import
     )
-
-    from daemon import sim_cli  # simulators
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
 
     return [store_cli, bench_cli, demo_cli, connectwise_cli, sim_cli]
