@@ -1,0 +1,94 @@
+"""``socbridge webhooks install|remove|status``: the SOC webhook subscription.
+
+Each takes ``--config FILE`` and uses its ``[soc]`` section. ``install``
+creates or repairs socbridge's webhook and stores the signing secret in the
+configured file; ``remove`` deletes both; ``status`` reports without
+changing anything. The secret is never printed. Exit codes: 0 done/healthy,
+1 installed but not healthy (or the desk refused), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from daemon.remote import RemoteError
+from daemon.secrets import SecretError
+from daemon.soc import install as installer
+from daemon.soc.client import SocClient
+from daemon.soc.errors import SocError
+from daemon.soc.settings import SocSettings
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "webhooks",
+        help="install, remove or check the SOC desk's webhook subscription",
+        description=(
+            "Manage the webhook the SOC desk uses to tell socbridge about ticket changes. "
+            "install is idempotent and stores the signing secret in [soc.webhook] "
+            "signing_secret (mode 0600); remove deletes the webhook and that file."
+        ),
+    )
+    p.add_argument("action", choices=("install", "remove", "status"))
+    p.add_argument("--config", required=True, help="socbridge TOML configuration file")
+    p.set_defaults(func=cmd_webhooks)
+
+
+def _settings(path: str) -> SocSettings:
+    from daemon.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise SocError(str(exc)) from None
+    soc = getattr(config, "soc", None)
+    if not isinstance(soc, SocSettings):
+        raise SocError(f"configuration {path} has no [soc] section; add one (see daemon/soc)")
+    return soc
+
+
+def _print_status(result: installer.WebhookStatus) -> None:
+    print(f"webhook: {'installed' if result.installed else 'not installed'} ({result.action})")
+    if result.installed:
+        print(f"  id: {result.webhook_id}")
+        print(f"  endpoint: {result.endpoint}")
+        print(f"  active: {result.active}  subscriptions ok: {result.subscriptions_ok}")
+        print(f"  signing secret stored: {result.secret_stored}  current: {result.secret_matches}")
+    for problem in result.problems:
+        print(f"  problem: {problem}")
+
+
+async def run_webhooks(action: str, settings: SocSettings) -> int:
+    """Run one action against the desk; prints a report and returns the exit code."""
+    try:
+        token = settings.load_token()
+    except SecretError as exc:
+        print(f"socbridge webhooks: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    async with SocClient.from_settings(settings, token) as client:
+        try:
+            if action == "install":
+                result = await installer.install(client, settings)
+            elif action == "remove":
+                result = await installer.remove(client, settings)
+            else:
+                result = await installer.status(client, settings)
+        except (SocError, RemoteError) as exc:
+            print(f"socbridge webhooks {action}: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+    _print_status(result)
+    if action == "remove":
+        return EXIT_OK
+    return EXIT_OK if result.healthy else EXIT_PROBLEM
+
+
+async def cmd_webhooks(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args.config)
+    except SocError as exc:
+        print(f"socbridge webhooks: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return await run_webhooks(args.action, settings)
