@@ -35,8 +35,9 @@ def _modules() -> list[ModuleType]:
         store_cli,  # event log: verify, export, import
     )
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
+    from daemon.soc import cli as soc_cli  # webhooks install/remove/status
 
-    return [store_cli, bench_cli, demo_cli, connectwise_cli, sim_cli]
+    return [store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, sim_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
