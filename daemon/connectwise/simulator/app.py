@@ -109,10 +109,19 @@ def paged(request: web.Request, records: list[Json]) -> web.Response:
         page = 1
     chunk = rows[(page - 1) * size : page * size]
     headers = {}
-    if page * size < len(rows):
-        nxt = request.url.update_query(page=page + 1, pageSize=size)
-        last = request.url.update_query(page=(len(rows) + size - 1) // size, pageSize=size)
-        headers["Link"] = f'<{nxt}>; rel="next", <{last}>; rel="last"'
+    last_page = max(1, (len(rows) + size - 1) // size)
+    links = []
+    if page > 1:
+        links += [(1, "first"), (page - 1, "prev")]
+    if page < last_page:
+        links += [(page + 1, "next"), (last_page, "last")]
+    if links:
+        # As observed: page is the last query parameter (...?pageSize=1000&page=2).
+        base = request.url.without_query_params("page", "pageSize")
+        headers["Link"] = ", ".join(
+            f'<{base.extend_query(pageSize=size).extend_query(page=n)}>; rel="{rel}"'
+            for n, rel in links
+        )
     return reply(request, [project_fields(r, q.get("fields")) for r in chunk], headers=headers)
 
 
@@ -149,6 +158,7 @@ class Api:
         self.add("POST", r"system/callbacks", self.create_callback)
         self.add("DELETE", r"system/callbacks/(?P<id>\d+)", self.delete_callback)
         self.add("GET", r"service/boards/(?P<board>\d+)/statuses(?P<count>/count)?", self.statuses)
+        self.add("GET", r"service/boards/(?P<board>\d+)/statuses/(?P<id>\d+)", self.status)
         self.add("GET", r"company/companies(?P<count>/count)?", self.companies)
         self.add("GET", r"company/companies/(?P<id>\d+)", self.company)
         self.add("GET", r"service/tickets(?P<count>/count)?", self.tickets)
@@ -158,6 +168,7 @@ class Api:
         self.add("DELETE", r"service/tickets/(?P<id>\d+)", self.delete_ticket)
         self.add("GET", r"service/tickets/(?P<id>\d+)/notes(?P<count>/count)?", self.notes)
         self.add("POST", r"service/tickets/(?P<id>\d+)/notes", self.create_note)
+        self.add("GET", r"service/tickets/(?P<id>\d+)/notes/(?P<note>\d+)", self.note)
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + "$", re.IGNORECASE), handler))
@@ -171,6 +182,10 @@ class Api:
             "lastName": m.last_name,
             "licenseClass": "A" if m.api_member else "F",
             "securityRole": {"id": role.id, "name": role.name},
+            "hireDate": "2023-07-31T00:00:00Z",
+            "defaultEmail": "Office",
+            "defaultPhone": "Office",
+            "primaryEmail": f"{m.identifier}@demo-msp.example",
             "inactiveFlag": False,
             "_info": {"lastUpdated": "2026-01-05T10:00:00Z", "updatedBy": "jsmith"},
         }
@@ -264,6 +279,13 @@ class Api:
         rows = [s for s in self.state.statuses.values() if s["board"]["id"] == board]
         return self.list_or_count(request, m, rows)
 
+    async def status(self, request: web.Request, member: Member, m: re.Match[str]) -> web.Response:
+        check_table(self.state, member, "Service / ServiceBoard")
+        row = self.state.statuses.get(int(m["id"]))
+        if row is None or row["board"]["id"] != int(m["board"]):
+            raise SimError(404, "NotFound", f"BoardStatus {m['id']} not found")
+        return reply(request, row)
+
     async def companies(
         self, request: web.Request, member: Member, m: re.Match[str]
     ) -> web.Response:
@@ -322,6 +344,14 @@ class Api:
     async def notes(self, request: web.Request, member: Member, m: re.Match[str]) -> web.Response:
         self._tickets_perm(member, "inquire")
         return self.list_or_count(request, m, self.state.list_notes(int(m["id"])))
+
+    async def note(self, request: web.Request, member: Member, m: re.Match[str]) -> web.Response:
+        self._tickets_perm(member, "inquire")
+        notes = self.state.list_notes(int(m["id"]))
+        row = next((n for n in notes if n["id"] == int(m["note"])), None)
+        if row is None:
+            raise SimError(404, "NotFound", f"ServiceNote {m['note']} not found")
+        return reply(request, row)
 
     async def create_note(
         self, request: web.Request, member: Member, m: re.Match[str]

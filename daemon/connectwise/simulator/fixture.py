@@ -114,9 +114,10 @@ def companies() -> dict[int, dict[str, Any]]:
 
 
 def boards() -> dict[int, dict[str, Any]]:
+    where = {"location": {"id": 2, "name": "Main"}, "department": {"id": 10, "name": "Services"}}
     return {
-        BOARD_ID: {"id": BOARD_ID, "name": "SOC Incidents", "inactiveFlag": False},
-        1: {"id": 1, "name": "Help Desk", "inactiveFlag": False},
+        BOARD_ID: {"id": BOARD_ID, "name": "SOC Incidents", "inactiveFlag": False, **where},
+        1: {"id": 1, "name": "Help Desk", "inactiveFlag": False, **where},
     }
 
 
@@ -154,7 +155,7 @@ def priorities() -> dict[int, dict[str, Any]]:
             "color": ["Red", "Orange", "Yellow", "Green"][i - 1],
             "sortOrder": i,
             "defaultFlag": i == 3,
-            "level": f"Level{i}",
+            "level": ["Critical", "High", "Medium", "Low"][i - 1],
         }
         for i, name in enumerate(names, start=1)
     }
