@@ -246,10 +246,15 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         raise _Refusal(
             413, "too_large", f"webhook body of {request.content_length} bytes exceeds {limit}"
         )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise _Refusal(413, "too_large", f"webhook body exceeds {limit} bytes")
-    return body
+    # Read in chunks: a chunked body has no Content-Length to check up front.
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await request.content.read(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise _Refusal(413, "too_large", f"webhook body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse(body: bytes) -> _Envelope:

@@ -98,7 +98,9 @@ def paginate(request: web.Request, items: Sequence[Any], key: str) -> dict[str, 
         after_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if chunk else None
         before_cursor = base64.urlsafe_b64encode(str(start).encode()).decode() if chunk else None
         query = {k: v for k, v in request.query.items() if k not in ("page[after]", "page[before]")}
-        nxt = str(here.with_query({**query, "page[after]": after_cursor})) if has_more else None
+        nxt = None
+        if has_more and after_cursor is not None:
+            nxt = str(here.with_query({**query, "page[after]": after_cursor}))
         return {
             key: list(chunk),
             "meta": {

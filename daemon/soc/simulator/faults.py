@@ -29,25 +29,51 @@ class FaultSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    latency: float = Field(0.0, ge=0, le=60, description="Seconds added to every API request.")
-    rate_limit_next: int = Field(0, ge=0, description="Answer the next N API requests with 429.")
-    rate_limit_ratio: float = Field(0.0, ge=0, le=1, description="Share of API requests given 429.")
-    retry_after: int = Field(1, ge=0, le=3600, description="Retry-After seconds sent with a 429.")
+    latency: float = Field(
+        default=0.0, ge=0, le=60, description="Seconds added to every API request."
+    )
+    rate_limit_next: int = Field(
+        default=0, ge=0, description="Answer the next N API requests with 429."
+    )
+    rate_limit_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="Share of API requests given 429."
+    )
+    retry_after: int = Field(
+        default=1, ge=0, le=3600, description="Retry-After seconds sent with a 429."
+    )
     rate_limit_per_minute: int | None = Field(
-        None, ge=1, description="A real request budget per minute (e.g. 700), like a plan limit."
+        default=None,
+        ge=1,
+        description="A real request budget per minute (e.g. 700), like a plan limit.",
     )
-    error_next: int = Field(0, ge=0, description="Answer the next N API requests with a 5xx.")
-    error_ratio: float = Field(0.0, ge=0, le=1, description="Share of API requests given a 5xx.")
+    error_next: int = Field(
+        default=0, ge=0, description="Answer the next N API requests with a 5xx."
+    )
+    error_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="Share of API requests given a 5xx."
+    )
     error_after_commit_next: int = Field(
-        0, ge=0, description="Carry out the next N API requests, then answer 5xx (lost reply)."
+        default=0,
+        ge=0,
+        description="Carry out the next N API requests, then answer 5xx (lost reply).",
     )
-    error_status: Literal[500, 502, 503, 504] = Field(503, description="Which 5xx to send.")
-    webhook_drop_next: int = Field(0, ge=0, description="Drop the next N webhook deliveries.")
-    webhook_drop_ratio: float = Field(0.0, ge=0, le=1, description="Share of deliveries dropped.")
-    webhook_duplicate_next: int = Field(0, ge=0, description="Send the next N deliveries twice.")
-    webhook_duplicate_ratio: float = Field(0.0, ge=0, le=1, description="Share sent twice.")
-    webhook_reorder: bool = Field(False, description="Deliver each pair of changes in reverse.")
-    seed: int | None = Field(None, description="Seed for the ratio knobs (repeatable runs).")
+    error_status: Literal[500, 502, 503, 504] = Field(default=503, description="Which 5xx to send.")
+    webhook_drop_next: int = Field(
+        default=0, ge=0, description="Drop the next N webhook deliveries."
+    )
+    webhook_drop_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="Share of deliveries dropped."
+    )
+    webhook_duplicate_next: int = Field(
+        default=0, ge=0, description="Send the next N deliveries twice."
+    )
+    webhook_duplicate_ratio: float = Field(default=0.0, ge=0, le=1, description="Share sent twice.")
+    webhook_reorder: bool = Field(
+        default=False, description="Deliver each pair of changes in reverse."
+    )
+    seed: int | None = Field(
+        default=None, description="Seed for the ratio knobs (repeatable runs)."
+    )
 
 
 class FaultInjector:

@@ -295,4 +295,5 @@ class DeskState:
 def _ticket_payload(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("ticket"), dict):
         raise bad_request('The request body must be a JSON object {"ticket": {...}}')
-    return body["ticket"]
+    payload: dict[str, Any] = body["ticket"]
+    return payload

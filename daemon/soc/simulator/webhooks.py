@@ -144,7 +144,8 @@ class WebhookRegistry:
 def _webhook_payload(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("webhook"), dict):
         raise webhook_invalid('The request body must be {"webhook": {...}}', "/webhook")
-    return body["webhook"]
+    spec: dict[str, Any] = body["webhook"]
+    return spec
 
 
 def _apply(hook: Webhook, spec: dict[str, Any], *, require_all: bool) -> None:

@@ -230,6 +230,19 @@ async def test_bad_deliveries_get_clear_4xx_and_change_no_ticket(
     assert installed.reveal().encode() not in recorded
 
 
+async def test_chunked_oversized_body_is_refused(
+    installed: Secret, daemon: str, http: aiohttp.ClientSession, store: EventStore
+) -> None:
+    async def chunks() -> Any:
+        for _ in range(40):
+            yield b" " * 10_000
+
+    async with http.post(daemon, data=chunks()) as r:
+        assert r.status == 413 and (await r.json())["error"] == "too_large"
+    [event] = await all_events(store)
+    assert event.data["reason"] == "too_large"
+
+
 async def test_missing_signing_secret_is_503_and_records_nothing(
     settings: SocSettings, store: EventStore, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
