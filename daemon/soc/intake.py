@@ -20,10 +20,10 @@ misconfiguration, not bad input, and the desk will redeliver later.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -116,6 +116,18 @@ class _Envelope(BaseModel):
     time: str = Field(min_length=1, max_length=64)
     detail: _Detail
     event: dict[str, Any]
+
+
+class _Tenant(Protocol):
+    name: str
+    soc_organization_id: int
+    sync_enabled: bool
+
+
+def tenants_by_organization(tenants: Iterable[_Tenant]) -> dict[int, str]:
+    """The ``tenants`` mapping for :func:`make_webhook_handler` and the poller,
+    from ``config.tenants``: only tenants whose sync is on (R9)."""
+    return {t.soc_organization_id: t.name for t in tenants if t.sync_enabled}
 
 
 class SecretFile:

@@ -262,3 +262,16 @@ async def test_missing_signing_secret_is_503_and_records_nothing(
         await runner.cleanup()
     assert status == 503 and "webhooks install" in doc["message"]
     assert await all_events(store) == []
+
+
+def test_tenant_map_keeps_only_sync_enabled_tenants() -> None:
+    from daemon.config import TenantSettings
+    from daemon.soc.intake import tenants_by_organization
+
+    tenants = [
+        TenantSettings(name="acme", soc_organization_id=9001, cw_company_id=250),
+        TenantSettings(
+            name="globex", soc_organization_id=9002, cw_company_id=251, sync_enabled=False
+        ),
+    ]
+    assert tenants_by_organization(tenants) == {9001: "acme"}
