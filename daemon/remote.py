@@ -87,7 +87,7 @@ class RetryPolicy:
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Delay before retry number ``attempt`` (1-based): exponential, capped,
         with "equal jitter" so a burst of clients does not retry in lockstep."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        ceiling = min(self.max_delay, self.base_delay * float(2 ** (attempt - 1)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

@@ -34,6 +34,10 @@ def ticket_key(ticket_id: int) -> str:
     return f"cw:{int(ticket_id)}"
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _name(ref: Any) -> str | None:
     return ref.get("name") if isinstance(ref, Mapping) else None
 
@@ -47,8 +51,8 @@ def ticket_data(
     ticket: Mapping[str, Any], *, via: str, api_member: str, writer: str | None = None
 ) -> dict[str, Any]:
     """The observation ``data`` of a ConnectWise ticket."""
-    info = ticket.get("_info") if isinstance(ticket.get("_info"), Mapping) else {}
-    company = ticket.get("company") if isinstance(ticket.get("company"), Mapping) else {}
+    info = _map(ticket.get("_info"))
+    company = _map(ticket.get("company"))
     updated_by = writer or info.get("updatedBy")
     return {
         "id": ticket["id"],
@@ -64,7 +68,7 @@ def ticket_data(
         "company_identifier": company.get("identifier"),
         "company_name": company.get("name"),
         "source": _name(ticket.get("source")),
-        "owner": (ticket.get("owner") or {}).get("identifier"),
+        "owner": _map(ticket.get("owner")).get("identifier"),
         "external_ref": ticket.get("externalXRef"),
         "record_type": ticket.get("recordType"),
         "entered_at": info.get("dateEntered"),
@@ -79,8 +83,8 @@ def note_data(
     note: Mapping[str, Any], ticket_id: int, *, via: str, api_member: str
 ) -> dict[str, Any]:
     """The observation ``data`` of a ConnectWise ticket note."""
-    info = note.get("_info") if isinstance(note.get("_info"), Mapping) else {}
-    member = note.get("member") if isinstance(note.get("member"), Mapping) else {}
+    info = _map(note.get("_info"))
+    member = _map(note.get("member"))
     author = member.get("identifier") or note.get("createdBy")
     return {
         "id": note["id"],

@@ -56,9 +56,12 @@ class PollReport:
     watermark: str | None = None
 
 
+def _content(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in _CONTENT_IGNORED}
+
+
 def _same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    strip = lambda d: {k: v for k, v in d.items() if k not in _CONTENT_IGNORED}  # noqa: E731
-    return strip(a) == strip(b)
+    return _content(a) == _content(b)
 
 
 class ConnectWisePoller:

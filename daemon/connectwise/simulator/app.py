@@ -131,6 +131,7 @@ class Api:
     def __init__(self, state: SimState) -> None:
         self.state = state
         s = state
+        self._tables: dict[str, tuple[Callable[[], list[Json]], str | None]]
         t = self._tables = {
             "system/members": (lambda: [self.member_doc(m) for m in s.members.values()], None),
             "system/securityroles": (lambda: [self.role_doc(r.id) for r in s.roles.values()], None),

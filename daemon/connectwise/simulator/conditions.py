@@ -106,12 +106,14 @@ def _compare(op: str, value: Any, literal: Any) -> bool:
         return False
     left = _norm(value, literal)
     try:
-        return {
-            "<": left < literal,
-            "<=": left <= literal,
-            ">": left > literal,
-            ">=": left >= literal,
-        }[op]
+        return bool(
+            {
+                "<": left < literal,
+                "<=": left <= literal,
+                ">": left > literal,
+                ">=": left >= literal,
+            }[op]
+        )
     except TypeError:
         return False
 

@@ -157,6 +157,7 @@ class SimState:
         }[kind]
         if not isinstance(value, Mapping):
             raise invalid("ticket", ("InvalidField", f"{kind} must be an object", kind))
+        rec: Json | None
         if isinstance(value.get("id"), int) and value["id"] in table:
             rec = table[value["id"]]
         else:
