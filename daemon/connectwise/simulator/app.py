@@ -158,6 +158,7 @@ class Api:
         )
         self.add("POST", r"system/callbacks", self.create_callback)
         self.add("DELETE", r"system/callbacks/(?P<id>\d+)", self.delete_callback)
+        self.add("PATCH", r"system/callbacks/(?P<id>\d+)", self.patch_callback)
         self.add("GET", r"service/boards/(?P<board>\d+)/statuses(?P<count>/count)?", self.statuses)
         self.add("GET", r"service/boards/(?P<board>\d+)/statuses/(?P<id>\d+)", self.status)
         self.add("GET", r"company/companies(?P<count>/count)?", self.companies)
@@ -263,6 +264,12 @@ class Api:
         self, request: web.Request, member: Member, m: re.Match[str]
     ) -> web.Response:
         return reply(request, self.state.create_callback(await body_json(request), member), 201)
+
+    async def patch_callback(
+        self, request: web.Request, member: Member, m: re.Match[str]
+    ) -> web.Response:
+        ops = await body_json(request)
+        return reply(request, self.state.patch_callback(int(m["id"]), ops, member))
 
     async def delete_callback(
         self, request: web.Request, member: Member, m: re.Match[str]

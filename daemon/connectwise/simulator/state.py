@@ -415,6 +415,37 @@ class SimState:
             raise not_found("CallbackEntry", callback_id)
         return entry
 
+    def patch_callback(self, callback_id: int, ops: Any, member: Member) -> Json:
+        """JSON-Patch an entry; the result is re-validated like a new one."""
+        entry = self.get_callback(callback_id)
+        if not isinstance(ops, list) or not ops:
+            raise SimError(400, "InvalidObject", "PatchOperation list is required")
+        updated = dict(entry)
+        writable = (
+            "url",
+            "description",
+            "objectId",
+            "level",
+            "inactiveFlag",
+            "isSelfSuppressedFlag",
+        )
+        for op in ops:
+            field = str(op.get("path", "") if isinstance(op, Mapping) else "").strip("/")
+            if field not in writable or op.get("op") != "replace":
+                raise invalid("callbackEntry", ("InvalidField", f"Cannot update {field!r}", "path"))
+            updated[field] = op.get("value")
+        del self.callbacks[callback_id]
+        try:
+            fresh = self.create_callback(updated, member)
+        except SimError:
+            self.callbacks[callback_id] = entry  # refused: nothing changes
+            raise
+        # Keep the entry's identity: same id and connectWiseID, new content.
+        del self.callbacks[fresh["id"]]
+        fresh.update(id=callback_id, connectWiseID=entry["connectWiseID"])
+        self.callbacks[callback_id] = fresh
+        return copy.deepcopy(fresh)
+
     def delete_callback(self, callback_id: int) -> None:
         self.get_callback(callback_id)
         del self.callbacks[callback_id]

@@ -208,3 +208,34 @@ async def test_sim_cli_serves_and_writes_private_keys(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_callback_entry_update_keeps_identity_and_revalidates(
+    sim: SimServer, cw: ConnectWiseClient
+) -> None:
+    from daemon.connectwise.errors import BadRequestError
+
+    entry = await cw.create_callback(
+        {"url": "https://a.example/cb", "objectId": 41, "type": "ticket", "level": "board"}
+    )
+    path = f"system/callbacks/{entry['id']}"
+    out = await cw.patch(path, [{"op": "replace", "path": "/inactiveFlag", "value": True}])
+    assert out["inactiveFlag"] is True and out["connectWiseID"] == entry["connectWiseID"]
+    with pytest.raises(BadRequestError) as ei:
+        await cw.patch(path, [{"op": "replace", "path": "/url", "value": "not a url"}])
+    assert ei.value.fields == ("url",)
+    assert (await cw.get(path))["url"] == "https://a.example/cb"  # refused: unchanged
+
+
+async def test_latency_fault_makes_the_client_time_out_then_recover(
+    sim: SimServer, cw: ConnectWiseClient
+) -> None:
+    from daemon.remote import Limits, RemoteUnavailableError, RetryPolicy
+
+    cw.remote.limits = Limits(rate_per_second=100, max_concurrency=2, timeout=0.1)
+    cw.remote.retry = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
+    sim.faults.update({"latency": 0.3})
+    with pytest.raises(RemoteUnavailableError, match="timed out"):
+        await cw.get("system/info")
+    sim.faults.update({"latency": 0})
+    assert "version" in await cw.get("system/info")
