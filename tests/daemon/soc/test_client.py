@@ -135,6 +135,13 @@ async def test_429_storm_loses_no_write(sim: SocSimulator, settings: SocSettings
         assert [c.body for c in ticket.comments] == [f"EDR alert number {i}", f"note {i}"]
 
 
+async def test_429_retry_after_is_waited_out(sim: SocSimulator, client: SocClient) -> None:
+    sim.faults.update({"rate_limit_next": 1, "retry_after": 1})
+    started = time.monotonic()
+    assert (await client.me())["id"] == fixture.API_USER_ID
+    assert time.monotonic() - started >= 1.0
+
+
 async def test_5xx_backs_off_and_then_succeeds(sim: SocSimulator, client: SocClient) -> None:
     t = await make_ticket(client)
     sim.faults.update({"error_next": 3, "error_status": 502})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon.secrets import Secret
 from daemon.soc.signing import (
@@ -106,3 +108,14 @@ def test_refusal_messages_never_contain_the_secret_or_expected_signature() -> No
     text = str(info.value) + repr(info.value)
     assert DOC_SECRET.reveal() not in text
     assert expected not in text
+
+
+@given(body=st.binary(min_size=1, max_size=512), data=st.data())
+def test_any_single_byte_change_is_refused(body: bytes, data: st.DataObject) -> None:
+    sig = sign(DOC_SECRET, DOC_TS, body)
+    i = data.draw(st.integers(0, len(body) - 1))
+    flip = data.draw(st.integers(1, 255))
+    altered = body[:i] + bytes([body[i] ^ flip]) + body[i + 1 :]
+    assert check(DOC_SECRET, sig, DOC_TS, body)
+    with pytest.raises(SignatureMismatchError):
+        check(DOC_SECRET, sig, DOC_TS, altered)

@@ -79,7 +79,7 @@ async def test_zenpy_lists_comments_organizations_and_incremental_export(
 ) -> None:
     z = zenpy_client
 
-    def scenario() -> tuple[list[str], list[str], list[int]]:
+    def scenario() -> tuple[list[str], list[str], list[int], int]:
         t = create(z)
         t2 = z.tickets(id=t.id)
         t2.comment = Comment(body="second", public=True)
@@ -87,9 +87,11 @@ async def test_zenpy_lists_comments_organizations_and_incremental_export(
         bodies = [c.body for c in z.tickets.comments(ticket=t.id)]
         orgs = [o.name for o in z.organizations()]
         exported = [x.id for x in z.tickets.incremental(start_time=int(time.time()) - 3600)]
-        return bodies, orgs, exported
+        audits = len(list(z.tickets.audits(ticket=t.id)))  # sends include=None (NOTES §5)
+        return bodies, orgs, exported, audits
 
-    bodies, orgs, exported = await in_thread(scenario)
+    bodies, orgs, exported, audits = await in_thread(scenario)
+    assert audits == 2
     assert bodies == ["Host WS-12 beaconing to C2", "second"]
     assert orgs == ["ACME Corporation", "Globex Inc", "Initech LLC"]
     assert exported == [fixture.FIRST_TICKET_ID]
