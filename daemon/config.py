@@ -8,11 +8,15 @@ passed down explicitly; nothing deeper reads files or the environment.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from daemon.connectwise.settings import ConnectWiseSettings, NoteSection
+from daemon.soc.settings import SocSettings
 
 
 class ConfigError(Exception):
@@ -36,12 +40,96 @@ class StoreSettings(BaseModel):
     )
 
 
+class TenantSettings(BaseModel):
+    """``[[tenants]]``: one MSP customer, known to the SOC as an organization (R9)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Short key for the tenant (lower-case letters, digits, - and _).",
+    )
+    soc_organization_id: int = Field(gt=0, description="The tenant's SOC organization id.")
+    cw_company_id: int = Field(gt=0, description="The tenant's ConnectWise company id (R9).")
+    sync_enabled: bool = Field(
+        default=True,
+        description="Sync this tenant; when false it is neither read nor written (R9).",
+    )
+    note_type_used: NoteSection | None = Field(
+        default=None, description="Override of [connectwise] note_type_used for this tenant (R8)."
+    )
+    note_types_sent: tuple[NoteSection, ...] | None = Field(
+        default=None,
+        description="Override of [connectwise] note_types_sent for this tenant (R8).",
+    )
+
+
+class ConflictPolicy(BaseModel):
+    """``[sync.conflict]``: who wins when both sides changed a field concurrently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["latest", "soc", "cw"] = Field(
+        default="latest",
+        description="latest: the later change by source time wins, ties go to the SOC.",
+    )
+    priority: Literal["latest", "soc", "cw"] = Field(
+        default="soc", description="Default: the SOC's priority wins."
+    )
+
+
+class SyncSettings(BaseModel):
+    """``[sync]``: how the bridge decides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conflict: ConflictPolicy = Field(default_factory=ConflictPolicy)
+    checkpoint_every: int = Field(
+        default=500, ge=1, description="Save the projections after this many events."
+    )
+
+
+class ServerSettings(BaseModel):
+    """``[server]``: the inbound listener for callbacks, webhooks and health checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8443, ge=0, le=65535, description="Port to listen on.")
+    install_remote_hooks: bool = Field(
+        default=False,
+        description=(
+            "At start, install the ConnectWise callback and the SOC webhook pointing at "
+            "this daemon (idempotent)."
+        ),
+    )
+
+
 class Config(BaseModel):
     """The whole socbridge configuration."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store: StoreSettings
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    connectwise: ConnectWiseSettings
+    soc: SocSettings
+    tenants: tuple[TenantSettings, ...] = Field(min_length=1)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @model_validator(mode="after")
+    def _tenants_unique(self) -> Config:
+        for attr in ("name", "soc_organization_id", "cw_company_id"):
+            values = [getattr(t, attr) for t in self.tenants]
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"tenants: {attr} must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+def config_hash(text: str) -> str:
+    """The hash recorded with each applied configuration (of the file's bytes)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 def register(sub: Any) -> None:
     """Add ``sim`` with one subcommand per simulator."""
     from daemon.connectwise.simulator import register_sim as register_connectwise
+    from daemon.sim_all import register_all
     from daemon.soc.simulator import register_sim as register_soc
 
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -22,3 +23,4 @@ def register(sub: Any) -> None:
     sim_sub = parser.add_subparsers(dest="simulator", metavar="SIMULATOR", required=True)
     register_connectwise(sim_sub)
     register_soc(sim_sub)
+    register_all(sim_sub)

@@ -1,0 +1,184 @@
+"""The daemon's wiring: one aiohttp application, one ``cleanup_ctx`` per component.
+
+Start order (and, reversed, stop order) is visible here in one place: the
+event log, the remote clients, the sync engine, the outbox, the pollers, and
+the remote hooks. Routes are registered up front (aiohttp freezes the router
+at start) and look up their handler in the application state, which the
+contexts fill in as they start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from daemon.config import Config
+from daemon.connectwise import install as cw_install
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.intake import ROUTE_PATH as CW_ROUTE
+from daemon.connectwise.intake import make_callback_handler
+from daemon.connectwise.poller import ConnectWisePoller
+from daemon.outbox.worker import Outbox
+from daemon.secrets import load_secret
+from daemon.soc import install as soc_install
+from daemon.soc.client import SocClient
+from daemon.soc.intake import WEBHOOK_ROUTE as SOC_ROUTE
+from daemon.soc.intake import make_webhook_handler
+from daemon.soc.poller import SocPoller
+from daemon.sync.engine import SyncEngine
+from daemon.sync.rules import rules_from_config
+from eventstore import EventStore
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", EventStore)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+CW_CLIENT = web.AppKey("cw_client", ConnectWiseClient)
+SOC_CLIENT = web.AppKey("soc_client", SocClient)
+ENGINE = web.AppKey("engine", SyncEngine)
+OUTBOX = web.AppKey("outbox", Outbox)
+CW_HANDLER = web.AppKey("cw_handler", object)
+SOC_HANDLER = web.AppKey("soc_handler", object)
+STOP = web.AppKey("stop", asyncio.Event)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def enabled_tenants(config: Config, key: str) -> dict[int, str]:
+    """Remote id -> tenant name, for the tenants whose sync is on (R9)."""
+    return {getattr(t, key): t.name for t in config.tenants if t.sync_enabled}
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
+    yield
+    await app[STORE].close()
+
+
+async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    session = aiohttp.ClientSession()
+    app[SESSION] = session
+    try:
+        keys = config.connectwise.load_keys()
+        app[CW_CLIENT] = await ConnectWiseClient.connect(config.connectwise, keys, session)
+        token = load_secret(config.soc.api_token)
+        app[SOC_CLIENT] = SocClient.from_settings(config.soc, token, session=session)
+    except BaseException:
+        await session.close()
+        raise
+    yield
+    await app[CW_CLIENT].close()
+    await app[SOC_CLIENT].close()
+    await session.close()
+
+
+async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = SyncEngine(
+        app[STORE], rules_from_config(config), checkpoint_every=config.sync.checkpoint_every
+    )
+    await engine.load()
+    app[ENGINE] = engine
+    outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT])
+    app[OUTBOX] = outbox
+    sync_task = asyncio.create_task(engine.run(), name="sync")
+    outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    yield
+    for task in (outbox_task, sync_task):
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = app[STORE]
+    cw_poller = ConnectWisePoller(
+        store, app[CW_CLIENT], config.connectwise, enabled_tenants(config, "cw_company_id")
+    )
+    soc_poller = SocPoller(
+        store, app[SOC_CLIENT], config.soc, enabled_tenants(config, "soc_organization_id"), utc_now
+    )
+    app[CW_HANDLER] = make_callback_handler(
+        store,
+        config.connectwise,
+        enabled_tenants(config, "cw_company_id"),
+        None,
+        app[SESSION],
+        on_accepted=cw_poller.kick,
+    )
+    app[SOC_HANDLER] = make_webhook_handler(
+        store, config.soc, enabled_tenants(config, "soc_organization_id"), utc_now
+    )
+    stop = asyncio.Event()
+    app[STOP] = stop
+    tasks = [
+        asyncio.create_task(cw_poller.run(stop), name="poller-connectwise"),
+        asyncio.create_task(soc_poller.run(stop), name="poller-soc"),
+    ]
+    yield
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    log = structlog.get_logger("socbridge")
+    if config.server.install_remote_hooks:
+        cw_state = await cw_install.install(app[CW_CLIENT], config.connectwise)
+        soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
+        log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
+    yield
+
+
+async def _cw_callback(request: web.Request) -> web.StreamResponse:
+    handler: Handler = request.app[CW_HANDLER]  # type: ignore[assignment]
+    return await handler(request)
+
+
+async def _soc_webhook(request: web.Request) -> web.StreamResponse:
+    handler: Handler = request.app[SOC_HANDLER]  # type: ignore[assignment]
+    return await handler(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    engine = request.app.get(ENGINE)
+    ready = engine is not None and engine.ready.is_set()
+    body = {
+        "ready": ready,
+        "position": engine.state.position if engine else 0,
+        "outbox_depth": len(engine.state.outbox) if engine else 0,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def build_app(config: Config) -> web.Application:
+    """The daemon as an aiohttp application; start it with an AppRunner."""
+    app = web.Application(
+        client_max_size=max(config.connectwise.callback_max_body_bytes, 1_048_576)
+    )
+    app[CONFIG] = config
+    app.router.add_post(CW_ROUTE, _cw_callback)
+    app.router.add_post(SOC_ROUTE, _soc_webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.cleanup_ctx.extend([_store_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx])
+    return app

@@ -1,0 +1,130 @@
+"""Carrying out one command against ConnectWise or the SOC, at most once in effect.
+
+Each kind of command has one function here. Creates and notes carry a marker
+(the SOC ticket's ``external_id``, the ConnectWise ticket's ``externalXRef``,
+a marker line at the end of a mirrored note), and when a command may already
+have been sent (a retry, or a command issued before this process started)
+the marker is looked up first: a crash between the remote write and its
+outcome event never doubles the remote effect. Status and priority updates
+set a value, so repeating one is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.soc.client import SocClient
+from daemon.sync.decide import note_marker
+
+Result = dict[str, Any]
+
+
+class MissingTargetError(Exception):
+    """The other side's ticket is not known yet (its create has not been linked)."""
+
+
+async def deliver(
+    command: dict[str, Any],
+    link: dict[str, Any],
+    cw: ConnectWiseClient,
+    soc: SocClient,
+    *,
+    maybe_sent: bool,
+) -> Result:
+    """Carry out ``command`` for ``link``; return the result (``{"id": ...}`` for creates)."""
+    kind = command["kind"]
+    params = command["params"]
+    if kind == "soc.create_ticket":
+        return await _soc_create(soc, command["command_id"], params, maybe_sent)
+    if kind == "cw.create_ticket":
+        return await _cw_create(cw, params, maybe_sent)
+    target = kind.split(".", 1)[0]
+    remote_id = link.get(f"{target}_id")
+    if remote_id is None:
+        raise MissingTargetError(f"{link['link_id']} has no {target} ticket yet")
+    if kind == "soc.update_ticket":
+        await soc.update_ticket(remote_id, params["remote"])
+        return {}
+    if kind == "cw.update_ticket":
+        changes = {name: {"name": value} for name, value in params["remote"].items()}
+        await cw.update_ticket(remote_id, changes)
+        return {}
+    if kind == "soc.add_comment":
+        return await _soc_comment(soc, remote_id, params, maybe_sent)
+    if kind == "cw.add_note":
+        return await _cw_note(cw, remote_id, params, maybe_sent)
+    raise ValueError(f"unknown command kind {kind!r}")
+
+
+async def _soc_create(
+    soc: SocClient, command_id: str, params: dict[str, Any], maybe_sent: bool
+) -> Result:
+    if maybe_sent:
+        found = await soc.find_by_external_id(params["external_id"])
+        if found:
+            return {"id": min(int(t["id"]) for t in found), "found_by_marker": True}
+    ticket = await soc.create_ticket(
+        subject=params["subject"],
+        body=params["body"],
+        organization_id=params["organization_id"],
+        external_id=params["external_id"],
+        priority=params["priority"],
+        public=True,
+        idempotency_key=command_id,
+    )
+    return {"id": int(ticket["id"])}
+
+
+async def _cw_create(cw: ConnectWiseClient, params: dict[str, Any], maybe_sent: bool) -> Result:
+    marker = params["external_ref"]
+    if maybe_sent:
+        async for ticket in cw.iter_tickets(conditions=f"externalXRef = '{marker}'"):
+            return {"id": int(ticket["id"]), "found_by_marker": True}
+    body: dict[str, Any] = {
+        "summary": params["summary"],
+        "company": {"id": params["company_id"]},
+        "board": {"name": params["board"]},
+        "priority": {"name": params["priority"]},
+        "externalXRef": marker,
+    }
+    if params.get("source"):
+        body["source"] = {"name": params["source"]}
+    ticket = await cw.create_ticket(body)
+    return {"id": int(ticket["id"])}
+
+
+def _marker_of(params: dict[str, Any]) -> str:
+    side, ident = params["note_key"].split(":", 1)
+    return note_marker(side, ident)
+
+
+async def _soc_comment(
+    soc: SocClient, ticket_id: int, params: dict[str, Any], maybe_sent: bool
+) -> Result:
+    marker = _marker_of(params)
+    if maybe_sent:
+        for comment in await soc.list_comments(ticket_id):
+            if marker in (comment.get("body") or ""):
+                return {"id": int(comment["id"]), "found_by_marker": True}
+    doc = await soc.add_comment(ticket_id, params["body"], public=params["public"])
+    for event in (doc.get("audit") or {}).get("events") or []:
+        if event.get("type") == "Comment" and event.get("id") is not None:
+            return {"id": int(event["id"])}
+    # The audit did not name the comment: find it by its marker.
+    for comment in reversed(await soc.list_comments(ticket_id)):
+        if marker in (comment.get("body") or ""):
+            return {"id": int(comment["id"])}
+    return {"id": None}
+
+
+async def _cw_note(
+    cw: ConnectWiseClient, ticket_id: int, params: dict[str, Any], maybe_sent: bool
+) -> Result:
+    marker = _marker_of(params)
+    if maybe_sent:
+        for note in await cw.list_notes(ticket_id):
+            if marker in (note.get("text") or ""):
+                return {"id": int(note["id"]), "found_by_marker": True}
+    note = await cw.create_note(ticket_id, params["text"], params["section"])
+    return {"id": int(note["id"])}

@@ -1,0 +1,224 @@
+"""The outbox: deliver pending commands in order per ticket, in parallel across tickets.
+
+Pending commands are the outbox projection (``state.outbox``), folded by the
+sync engine from ``outbox.command.issued`` and the outcome events. For each
+link only the oldest pending command may be in flight, so a ticket's updates
+land in the order they were decided; different links proceed in parallel up to
+a cap. Every attempt ends in an outcome event: delivered (with the created id
+where there is one), failed (with the error and when it is retried), or
+abandoned (a permanent refusal, the link was unlinked, or too many attempts).
+Commands of a tenant whose sync is off, or after the integration was removed,
+are held, not delivered (R9, R16).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectwise.errors import ConnectWiseApiError
+from daemon.outbox.deliver import MissingTargetError, deliver
+from daemon.remote import RemoteError
+from daemon.soc.client import SocClient
+from daemon.soc.errors import SocApiError
+from daemon.sync.engine import SyncEngine
+from eventstore import EventStore, NewEvent, derived_event_id
+from projections import kinds
+
+#: Remote statuses that will not change by retrying: the command is abandoned.
+PERMANENT = frozenset({400, 404, 409, 410, 422})
+
+Deliver = Callable[..., Awaitable[dict[str, Any]]]
+
+
+class Outbox:
+    """Delivers what sync decided; appends what happened."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        engine: SyncEngine,
+        cw: ConnectWiseClient,
+        soc: SocClient,
+        *,
+        max_parallel: int = 8,
+        max_attempts: int = 12,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 300.0,
+        deliver_fn: Deliver = deliver,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.cw = cw
+        self.soc = soc
+        self.max_parallel = max_parallel
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self._deliver = deliver_fn
+        self._in_flight: dict[str, asyncio.Task[None]] = {}  # link id -> task
+        self._done: set[str] = set()  # command ids with an outcome not yet folded
+        self._retry_at: dict[str, float] = {}  # command id -> monotonic time
+        self._tried: set[str] = set()
+        self._log = structlog.get_logger("socbridge.outbox")
+        self._stopping = False
+
+    @property
+    def depth(self) -> int:
+        return len(self.engine.state.outbox)
+
+    def _ready(self) -> list[dict[str, Any]]:
+        state = self.engine.state
+        if state.removed:
+            return []
+        heads: dict[str, dict[str, Any]] = {}
+        for command in state.outbox.values():
+            if command["command_id"] in self._done:
+                continue
+            head = heads.get(command["link_id"])
+            if head is None or command["issued_at"] < head["issued_at"]:
+                heads[command["link_id"]] = command
+        now = time.monotonic()
+        ready = []
+        for link_id, command in sorted(heads.items(), key=lambda kv: kv[1]["issued_at"]):
+            if link_id in self._in_flight:
+                continue
+            if self._retry_at.get(command["command_id"], 0) > now:
+                continue
+            if not self.engine.tenant_enabled(command["tenant"]):
+                continue  # R9: held until the tenant is switched back on
+            target = command["kind"].split(".", 1)[0]
+            link = state.links.get(link_id)
+            if (
+                link is not None
+                and link["state"] != "unlinked"
+                and not command["kind"].endswith(".create_ticket")
+                and link[f"{target}_id"] is None
+            ):
+                continue  # waits for the link's create to be delivered and linked
+            ready.append(command)
+        return ready
+
+    async def run(self) -> None:
+        """Deliver until cancelled; in-flight deliveries are awaited on the way out."""
+        try:
+            while True:
+                self.engine.changed.clear()
+                self._done.intersection_update(self.engine.state.outbox)
+                for command in self._ready():
+                    if len(self._in_flight) >= self.max_parallel:
+                        break
+                    link_id = command["link_id"]
+                    task = asyncio.create_task(self._attempt(command))
+                    self._in_flight[link_id] = task
+                    task.add_done_callback(lambda _t, k=link_id: self._finished(k))
+                await self._wait()
+        finally:
+            self._stopping = True
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    def _finished(self, link_id: str) -> None:
+        self._in_flight.pop(link_id, None)
+        self.engine.changed.set()
+
+    async def _wait(self) -> None:
+        pending = [
+            t
+            for cid, t in self._retry_at.items()
+            if cid in self.engine.state.outbox and cid not in self._done
+        ]
+        timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
+        try:
+            await asyncio.wait_for(self.engine.changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _attempt(self, command: dict[str, Any]) -> None:
+        command_id = command["command_id"]
+        link = self.engine.state.links.get(command["link_id"])
+        if link is None:
+            return
+        if link["state"] == "unlinked":
+            await self._outcome(command, kinds.COMMAND_ABANDONED, {"reason": "link was unlinked"})
+            return
+        attempt = command["attempts"] + 1
+        maybe_sent = (
+            command_id in self._tried
+            or command["attempts"] > 0
+            or command["issued_at"] <= self.engine.started_at
+        )
+        self._tried.add(command_id)
+        try:
+            result = await self._deliver(command, link, self.cw, self.soc, maybe_sent=maybe_sent)
+        except MissingTargetError:
+            return  # the link's create is delivered but not linked yet: wait for it
+        except (ConnectWiseApiError, SocApiError) as exc:
+            if exc.status in PERMANENT:
+                await self._outcome(
+                    command,
+                    kinds.COMMAND_ABANDONED,
+                    {"reason": f"refused by the remote: {exc}", "attempt": attempt},
+                )
+            else:
+                await self._failed(command, attempt, str(exc))
+            return
+        except (RemoteError, OSError, TimeoutError) as exc:
+            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}")
+            return
+        self._retry_at.pop(command_id, None)
+        await self._outcome(
+            command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt}
+        )
+
+    async def _failed(self, command: dict[str, Any], attempt: int, error: str) -> None:
+        if attempt >= self.max_attempts:
+            await self._outcome(
+                command,
+                kinds.COMMAND_ABANDONED,
+                {"reason": f"gave up after {attempt} attempts: {error}", "attempt": attempt},
+            )
+            return
+        delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        delay *= 0.5 + random.random() / 2  # jitter, so a recovered remote is not stampeded
+        self._retry_at[command["command_id"]] = time.monotonic() + delay
+        await self._outcome(
+            command,
+            kinds.COMMAND_FAILED,
+            {"attempt": attempt, "error": error, "retry_in_s": round(delay, 3)},
+            suffix=str(attempt),
+        )
+
+    async def _outcome(
+        self, command: dict[str, Any], type_: str, data: dict[str, Any], suffix: str = ""
+    ) -> None:
+        command_id = command["command_id"]
+        event = NewEvent(
+            stream=f"outbox:{command['link_id']}",
+            type=type_,
+            data={
+                "command_id": command_id,
+                "kind": command["kind"],
+                "link_id": command["link_id"],
+                **data,
+            },
+            tenant=command["tenant"],
+            ticket=command["link_id"],
+            event_id=derived_event_id("outbox", command_id, type_, suffix),
+            causation_id=command_id,
+            correlation_id=command["link_id"],
+            source=kinds.OUTBOX_SOURCE,
+        )
+        await self.store.append([event])
+        if type_ != kinds.COMMAND_FAILED:
+            self._done.add(command_id)
+        self._log.info(
+            type_, command_id=command_id, kind=command["kind"], link=command["link_id"],
+            tenant=command["tenant"],
+        )  # fmt: skip

@@ -1,0 +1,401 @@
+"""Deciding: from one input event and the folded state, the decisions and commands it implies.
+
+``decide(state, event, rules)`` is pure: no I/O, no clock, no randomness.
+Decision event ids are derived from the cause's id and their index, so
+deciding the same event again (after a crash, or in a replay) yields the very
+same events, and appending them again writes nothing.
+
+Values are compared in the SOC's vocabulary: a status is ``solved`` or
+``open`` (R7: ConnectWise's Solved status is ``solved``, any other is
+``open``; SOC ``solved``/``closed`` are ``solved``), a priority is a SOC
+priority (R6: a ConnectWise priority maps back through the mapping). Commands
+carry both the normalised value (for the fold) and the remote value to write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from daemon.sync.rules import SOC_SOLVED, Rules, TenantRule
+from eventstore import NewEvent, RecordedEvent, derived_event_id
+from projections import kinds
+from projections.state import BridgeState, other
+
+SOC_MARKER = "socbridge:cw:"
+CW_MARKER = "socbridge:soc:"
+TEXT_MARKER = "[socbridge:"
+
+
+def soc_external_id(cw_id: int) -> str:
+    return f"{SOC_MARKER}{cw_id}"
+
+
+def cw_external_ref(soc_id: int) -> str:
+    return f"{CW_MARKER}{soc_id}"
+
+
+def note_marker(side: str, ident: int | str) -> str:
+    where = "ConnectWise note" if side == "cw" else "SOC comment"
+    return f"{TEXT_MARKER} {where} {ident}]"
+
+
+class _Decision:
+    """Collects the events one input implies, with derived ids and the cause attached."""
+
+    def __init__(self, cause: RecordedEvent) -> None:
+        self.cause = cause
+        self.events: list[NewEvent] = []
+
+    def emit(self, type_: str, link: dict[str, Any] | str, data: dict[str, Any]) -> str:
+        link_id = link if isinstance(link, str) else link["link_id"]
+        tenant = self.cause.tenant if isinstance(link, str) else link["tenant"]
+        event_id = derived_event_id("sync", self.cause.event_id, str(len(self.events)))
+        stream = f"outbox:{link_id}" if type_ == kinds.COMMAND_ISSUED else f"link:{link_id}"
+        self.events.append(
+            NewEvent(
+                stream=stream,
+                type=type_,
+                data={"link_id": link_id, **data},
+                tenant=tenant,
+                ticket=link_id,
+                event_id=event_id,
+                causation_id=self.cause.event_id,
+                correlation_id=self.cause.correlation_id or link_id,
+                source=kinds.SYNC_SOURCE,
+                occurred_at=self.cause.occurred_at,
+            )
+        )
+        return event_id
+
+    def command(self, link: dict[str, Any] | str, kind: str, params: dict[str, Any]) -> str:
+        return self.emit(kinds.COMMAND_ISSUED, link, {"kind": kind, "params": params})
+
+
+def decide(state: BridgeState, event: RecordedEvent, rules: Rules) -> list[NewEvent]:
+    """The decisions and commands ``event`` implies, given ``state`` folded before it."""
+    if state.removed:
+        return []
+    handler = _INPUTS.get(event.type)
+    if handler is None:
+        return []
+    tenant = rules.tenants.get(event.tenant or "")
+    if tenant is None or not state.tenant_switches.get(tenant.name, tenant.sync_enabled):
+        return []  # R9: a tenant whose sync is off is neither read nor written
+    decision = _Decision(event)
+    handler(decision, state, event.data, tenant, rules)
+    return decision.events
+
+
+# --------------------------------------------------------------------- values
+
+
+def cw_status(rules: Rules, status: str | None) -> str:
+    return "solved" if rules.cw_status_is_solved(status) else "open"
+
+
+def soc_status(status: str | None) -> str:
+    return "solved" if status in SOC_SOLVED else "open"
+
+
+def remote_value(rules: Rules, target: str, name: str, value: str) -> dict[str, str]:
+    """The remote field and value that make ``target`` hold normalised ``value``."""
+    if target == "cw":
+        if name == "status":
+            # R7: SOC solved -> Solved; reopened after solved -> Unresolved.
+            return {"status": rules.solved_status if value == "solved" else rules.unresolved_status}
+        return {"priority": rules.priority_mapping[value]}
+    if name == "status":
+        return {"status": "solved" if value == "solved" else "open"}
+    return {"priority": value}
+
+
+def _update(
+    d: _Decision, link: dict[str, Any], rules: Rules, writes: dict[str, tuple[str, str]]
+) -> None:
+    """One update command per target side, carrying every field written to it."""
+    by_target: dict[str, dict[str, str]] = {}
+    for target, (name, value) in writes.items():
+        by_target.setdefault(target, {})[name] = value
+    for target, values in by_target.items():
+        remote: dict[str, str] = {}
+        for name, value in values.items():
+            remote.update(remote_value(rules, target, name, value))
+        d.command(link, f"{target}.update_ticket", {"fields": values, "remote": remote})
+
+
+def _later(a: str | None, b: str | None) -> int:
+    """1 when ``a`` is later than ``b``, -1 when earlier, 0 when equal or unknown."""
+    if a is None or b is None:
+        return 0 if a == b else (1 if b is None else -1)
+    ta = datetime.fromisoformat(a.replace("Z", "+00:00"))
+    tb = datetime.fromisoformat(b.replace("Z", "+00:00"))
+    return (ta > tb) - (ta < tb)
+
+
+def _field(
+    d: _Decision,
+    link: dict[str, Any],
+    rules: Rules,
+    name: str,
+    side: str,
+    value: str,
+    at: str | None,
+    own_write: bool,
+) -> None:
+    f = link["fields"][name]
+    o = other(side)
+    expect = f[f"expect_{side}"]
+    if value == f[side] and expect != value:
+        return  # nothing changed in this field
+    if value == expect or own_write:
+        # Our own write coming back (or a repeat of it): never re-sent.
+        d.emit(
+            kinds.ECHO_RECOGNISED,
+            link,
+            {"kind": "field", "field": name, "side": side, "value": value},
+        )
+        return
+    other_moved = f[o] != f["base"] or expect is not None
+    if other_moved and f[o] is not None and f[o] != value:
+        policy = rules.policy.get(name, "latest")
+        if policy == "latest":
+            order = _later(at, f[f"{o}_at"])
+            winner = side if order > 0 else o if order < 0 else "soc"
+        else:
+            winner = policy
+        writes: dict[str, str] = {}
+        if winner == side:
+            writes[o] = value
+            if expect is not None and expect != value:
+                writes[side] = value  # our stale write to this side must not stick
+        else:
+            writes[side] = f[o]
+        d.emit(
+            kinds.CONFLICT_RESOLVED,
+            link,
+            {
+                "field": name,
+                "side": side,
+                "value": value,
+                "at": at,
+                "other_value": f[o],
+                "other_at": f[f"{o}_at"],
+                "base": f["base"],
+                "policy": policy,
+                "winner": winner,
+                "writes": writes,
+            },
+        )
+        for target, v in writes.items():
+            _update(d, link, rules, {target: (name, v)})
+        return
+    writes = {o: value} if f[o] != value or f[f"expect_{o}"] not in (None, value) else {}
+    d.emit(
+        kinds.FIELD_DECIDED,
+        link,
+        {"field": name, "side": side, "value": value, "at": at, "writes": writes},
+    )
+    if writes:
+        _update(d, link, rules, {o: (name, value)})
+
+
+def _active(link: dict[str, Any] | None) -> bool:
+    return link is not None and link["state"] in ("requested", "linked")
+
+
+# --------------------------------------------------------------------- inputs
+
+
+def _cw_ticket(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    cw_id = data["id"]
+    link = state.link_for("cw", cw_id)
+    if link is None:
+        if str(cw_id) in state.unlinked:
+            return  # R3: never linked again
+        if str(data.get("external_ref") or "").startswith(CW_MARKER):
+            return  # a ticket socbridge created for a SOC incident; linked on delivery
+        if data.get("board") != rules.board or data.get("status") != rules.routing_status:
+            return  # R1: only the routing status on the integration board starts a sync
+        priority = rules.soc_priority_for_cw(data.get("priority"))
+        link_id = f"cw:{cw_id}"
+        d.emit(
+            kinds.LINK_REQUESTED,
+            link_id,
+            {
+                "tenant": tenant.name,
+                "origin": "cw",
+                "ticket_id": cw_id,
+                "fields": {
+                    "status": {"cw": "open", "soc": "open"},
+                    "priority": {"cw": priority, "soc": priority},
+                },
+            },
+        )
+        summary = data.get("summary") or f"ConnectWise ticket {cw_id}"
+        d.command(
+            link_id,
+            "soc.create_ticket",
+            {
+                "organization_id": tenant.soc_organization_id,
+                "subject": summary,
+                "body": f"{summary}\n\n{TEXT_MARKER} ConnectWise ticket {cw_id}]",
+                "priority": priority,
+                "status": "open",
+                "external_id": soc_external_id(cw_id),
+            },
+        )
+        return
+    if not _active(link):
+        return
+    if rules.unlinked_status is not None and data.get("status") == rules.unlinked_status:
+        d.emit(
+            kinds.UNLINKED,
+            link,
+            {"reason": f"set to the unlinked status {rules.unlinked_status!r} in ConnectWise"},
+        )
+        return
+    at, own = data.get("updated_at"), bool(data.get("own_write"))
+    _field(d, link, rules, "status", "cw", cw_status(rules, data.get("status")), at, own)
+    priority = rules.soc_priority_for_cw(data.get("priority"))
+    _field(d, link, rules, "priority", "cw", priority, at, own)
+
+
+def _cw_deleted(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    link = state.link_for("cw", data["id"])
+    if _active(link):
+        assert link is not None
+        d.emit(kinds.UNLINKED, link, {"reason": "deleted in ConnectWise"})
+
+
+def _cw_note(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    link = state.link_for("cw", data["ticket_id"])
+    if not _active(link):
+        return
+    assert link is not None
+    key = f"cw:{data['id']}"
+    if key in link["notes"]:
+        return  # already mirrored, skipped or recognised
+    text = data.get("text") or ""
+    if data.get("own_write") or TEXT_MARKER in text:
+        d.emit(kinds.ECHO_RECOGNISED, link, {"kind": "note", "note_key": key})
+        return
+    section = data.get("section")
+    if section not in tenant.note_types_sent:
+        d.emit(
+            kinds.NOTE_SKIPPED,
+            link,
+            {"note_key": key, "reason": f"note type {section} is not sent to the SOC"},
+        )
+        return
+    d.emit(kinds.NOTE_MIRROR_DECIDED, link, {"note_key": key, "target": "soc"})
+    d.command(
+        link,
+        "soc.add_comment",
+        {"note_key": key, "body": f"{text}\n\n{note_marker('cw', data['id'])}", "public": True},
+    )
+
+
+def _soc_ticket(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    soc_id = data["id"]
+    link = state.link_for("soc", soc_id)
+    status = soc_status(data.get("status"))
+    priority = data.get("priority") or "normal"
+    if link is None:
+        if str(data.get("external_id") or "").startswith(SOC_MARKER):
+            return  # a SOC ticket socbridge created; linked on delivery
+        if status == "solved":
+            return  # a finished incident never seen open is not brought over
+        link_id = f"soc:{soc_id}"
+        d.emit(
+            kinds.LINK_REQUESTED,
+            link_id,
+            {
+                "tenant": tenant.name,
+                "origin": "soc",
+                "ticket_id": soc_id,
+                "fields": {
+                    "status": {"soc": status, "cw": status},
+                    "priority": {"soc": priority, "cw": priority},
+                },
+            },
+        )
+        d.command(
+            link_id,
+            "cw.create_ticket",
+            {
+                "company_id": tenant.cw_company_id,
+                "board": rules.board,  # R2
+                "summary": (data.get("subject") or f"SOC incident {soc_id}")[:100],
+                "priority": rules.priority_mapping[priority],  # R6
+                "source": rules.source,  # R5
+                "external_ref": cw_external_ref(soc_id),
+            },
+        )
+        return
+    if not _active(link):
+        return
+    at = data.get("updated_at")
+    _field(d, link, rules, "status", "soc", status, at, False)
+    _field(d, link, rules, "priority", "soc", priority, at, False)
+
+
+def _soc_comment(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    link = state.link_for("soc", data["ticket_id"])
+    if not _active(link):
+        return
+    assert link is not None
+    key = f"soc:{data['comment_id']}"
+    if key in link["notes"]:
+        return
+    body = data.get("body") or ""
+    if TEXT_MARKER in body:
+        d.emit(kinds.ECHO_RECOGNISED, link, {"kind": "note", "note_key": key})
+        return
+    d.emit(kinds.NOTE_MIRROR_DECIDED, link, {"note_key": key, "target": "cw"})
+    d.command(
+        link,
+        "cw.add_note",
+        {
+            "note_key": key,
+            "text": f"{body}\n\n{note_marker('soc', data['comment_id'])}",
+            "section": tenant.note_type_used,  # R8
+        },
+    )
+
+
+def _delivered(
+    d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
+) -> None:
+    kind = data.get("kind")
+    if kind not in ("soc.create_ticket", "cw.create_ticket"):
+        return
+    link = state.links.get(data.get("link_id", ""))
+    if link is None or link["state"] != "requested":
+        return
+    created = (data.get("result") or {}).get("id")
+    if created is None:
+        return
+    cw_id = link["cw_id"] if kind == "soc.create_ticket" else created
+    soc_id = created if kind == "soc.create_ticket" else link["soc_id"]
+    d.emit(kinds.LINKED, link, {"cw_id": cw_id, "soc_id": soc_id})
+
+
+_INPUTS = {
+    kinds.CW_TICKET_OBSERVED: _cw_ticket,
+    kinds.CW_TICKET_DELETED: _cw_deleted,
+    kinds.CW_NOTE_OBSERVED: _cw_note,
+    kinds.SOC_TICKET_OBSERVED: _soc_ticket,
+    kinds.SOC_COMMENT_OBSERVED: _soc_comment,
+    kinds.COMMAND_DELIVERED: _delivered,
+}

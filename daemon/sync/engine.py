@@ -1,0 +1,144 @@
+"""The sync loop: fold every event in log order, decide on inputs, append the decisions.
+
+The engine follows the log from the projection checkpoint. Every event is
+folded into the bridge state in log order, so the state is exactly what a
+rebuild from position 0 gives. Inputs (observations and delivered creates)
+are decided against that state; when an input's decisions are appended, the
+next inputs wait until those decisions have come round in the log and been
+folded, so no decision is ever made on a state that misses an earlier one
+(a duplicated callback cannot create a second ticket).
+
+Decisions have ids derived from their cause, so after a crash the inputs past
+the checkpoint are decided again into the very same events, which the store
+then writes only once. The checkpoint is saved only when nothing is waiting,
+so it never sits in the middle of a cause and its decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from daemon.sync.decide import decide
+from daemon.sync.rules import Rules
+from eventstore import DuplicateEventError, EventStore, RecordedEvent
+from projections import kinds
+from projections.fold import apply
+from projections.persist import ProjectionStore
+from projections.state import BridgeState
+
+INPUTS = kinds.OBSERVATIONS | {kinds.COMMAND_DELIVERED}
+
+
+class SyncEngine:
+    """Folds the log into :attr:`state` and appends the decisions inputs imply."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        rules: Rules,
+        *,
+        checkpoint_every: int = 500,
+        checkpoint_idle_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.projections = ProjectionStore(store)
+        self.state = BridgeState()
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_idle_s = checkpoint_idle_s
+        #: Set whenever the state changes; the outbox waits on it.
+        self.changed = asyncio.Event()
+        self._listeners: list[Callable[[RecordedEvent], None]] = []
+        self._log = structlog.get_logger("socbridge.sync")
+        self._pending_own: set[str] = set()
+        self._deferred: deque[RecordedEvent] = deque()
+        self._unsaved = 0
+        self._deciding = False
+        self.started_at = 0
+        self.ready = asyncio.Event()
+
+    def on_event(self, listener: Callable[[RecordedEvent], None]) -> None:
+        """Call ``listener`` with every event after it is folded (tests, metrics, demo)."""
+        self._listeners.append(listener)
+
+    async def load(self) -> None:
+        """Load the saved projection; folding resumes after its checkpoint."""
+        self.state = await self.projections.load()
+        self.started_at = await self.store.last_position()
+
+    @property
+    def quiescent(self) -> bool:
+        return not self._deferred and not self._pending_own and not self._deciding
+
+    async def run(self) -> None:
+        """Follow the log until cancelled; save a checkpoint on the way out."""
+        saver = asyncio.create_task(self._save_when_idle(), name="sync-checkpoint")
+        try:
+            async for event in self.store.subscribe(self.state.position + 1):
+                await self._step(event)
+                if not self.ready.is_set() and event.position >= self.started_at:
+                    self.ready.set()
+        finally:
+            saver.cancel()
+            if self.quiescent and self._unsaved:
+                await self.projections.save(self.state)
+
+    async def _step(self, event: RecordedEvent) -> None:
+        apply(self.state, event)
+        self._pending_own.discard(event.event_id)
+        self._unsaved += 1
+        if event.type in INPUTS:
+            self._deferred.append(event)
+        self._deciding = True
+        try:
+            while self._deferred and not self._pending_own:
+                await self._decide(self._deferred.popleft())
+        finally:
+            self._deciding = False
+        if event.type in kinds.OUTCOMES or event.type == kinds.COMMAND_ISSUED:
+            self.changed.set()
+        elif event.type in (kinds.LINKED, kinds.UNLINKED) or event.type.startswith("admin."):
+            self.changed.set()
+        for listener in self._listeners:
+            listener(event)
+        if self.quiescent and self._unsaved >= self.checkpoint_every:
+            await self.save()
+
+    async def _decide(self, event: RecordedEvent) -> None:
+        decisions = decide(self.state, event, self.rules)
+        if not decisions:
+            return
+        try:
+            recorded = await self.store.append(decisions)
+        except DuplicateEventError as exc:
+            # The log already holds other decisions for this cause (the rules
+            # changed since): the log is the truth, keep it and say so.
+            self._log.warning(
+                "sync.decision_differs_from_log", cause=event.event_id, error=str(exc)
+            )
+            recorded = [r for d in decisions if (r := await self.store.get(d.event_id))]
+        # Decisions already folded (re-decided after a crash) are not waited for.
+        self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
+
+    async def save(self) -> None:
+        """Save the projection rows and checkpoint (only between a cause and its decisions)."""
+        if not self.quiescent:
+            return
+        await self.projections.save(self.state)
+        self._unsaved = 0
+
+    async def _save_when_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_idle_s)
+            if self._unsaved and self.quiescent:
+                await self.save()
+
+    def tenant_enabled(self, tenant: str | None) -> bool:
+        rule = self.rules.tenants.get(tenant or "")
+        if rule is None:
+            return False
+        return self.state.tenant_switches.get(rule.name, rule.sync_enabled)

@@ -1,0 +1,158 @@
+"""Projection rows and their checkpoint, saved in one transaction in the event log's file.
+
+The links, the outbox, the abandoned commands and a few counters are kept as
+JSON rows in ``projection_*`` tables beside the events, and the position they
+were folded up to is saved in the same transaction, through the event store's
+own writer connection. A crash therefore leaves rows and checkpoint agreeing,
+and start-up resumes folding from the checkpoint. Only rows that changed
+since the last save are written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from eventstore import EventStore, RecordedEvent
+from projections.fold import apply
+from projections.state import BridgeState
+
+NAME = "bridge"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS projection_checkpoints ("
+    " name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS projection_links ("
+    " link_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS projection_outbox ("
+    " command_id TEXT PRIMARY KEY, link_id TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS projection_meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
+)
+_META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+
+
+def derive_indexes(state: BridgeState) -> None:
+    """Rebuild the lookup maps from the links (they are not stored separately)."""
+    state.by_cw.clear()
+    state.by_soc.clear()
+    state.unlinked.clear()
+    for link_id, link in state.links.items():
+        if link["cw_id"] is not None:
+            state.by_cw[str(link["cw_id"])] = link_id
+        if link["soc_id"] is not None:
+            state.by_soc[str(link["soc_id"])] = link_id
+        if link["state"] == "unlinked" and link["cw_id"] is not None:
+            state.unlinked[str(link["cw_id"])] = link["unlinked_at"]
+
+
+class ProjectionStore:
+    """Loads and saves the bridge projection next to the events it was folded from."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._saved_links: dict[str, bytes] = {}
+        self._saved_outbox: dict[str, bytes] = {}
+        self._saved_meta: dict[str, bytes] = {}
+
+    async def load(self) -> BridgeState:
+        """The saved state (empty at position 0 when nothing was saved yet)."""
+        await self.store.run_exclusive(_ensure_schema)
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            row = conn.execute(
+                "SELECT position FROM projection_checkpoints WHERE name = ?", (NAME,)
+            ).fetchone()
+            links = conn.execute("SELECT link_id, body FROM projection_links").fetchall()
+            outbox = conn.execute("SELECT command_id, body FROM projection_outbox").fetchall()
+            meta = conn.execute("SELECT key, body FROM projection_meta").fetchall()
+            return (row[0] if row else 0), links, outbox, meta
+
+        position, links, outbox, meta = await self.store.read_connection_call(read)
+        state = BridgeState(position=position)
+        for link_id, body in links:
+            self._saved_links[link_id] = body.encode()
+            state.links[link_id] = orjson.loads(body)
+        for command_id, body in outbox:
+            self._saved_outbox[command_id] = body.encode()
+            state.outbox[command_id] = orjson.loads(body)
+        for key, body in meta:
+            self._saved_meta[key] = body.encode()
+            setattr(state, key, orjson.loads(body))
+        derive_indexes(state)
+        return state
+
+    async def save(self, state: BridgeState) -> int:
+        """Write changed rows and the checkpoint in one transaction; return rows written."""
+        link_rows = []
+        for link_id, link in state.links.items():
+            body = orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
+            if self._saved_links.get(link_id) != body:
+                link_rows.append((link_id, link["tenant"], link["state"], body))
+        outbox_rows = []
+        for command_id, command in state.outbox.items():
+            body = orjson.dumps(command, option=orjson.OPT_SORT_KEYS)
+            if self._saved_outbox.get(command_id) != body:
+                outbox_rows.append((command_id, command["link_id"], body))
+        gone = [c for c in self._saved_outbox if c not in state.outbox]
+        meta_rows = []
+        for key in _META_KEYS:
+            body = orjson.dumps(getattr(state, key), option=orjson.OPT_SORT_KEYS)
+            if self._saved_meta.get(key) != body:
+                meta_rows.append((key, body))
+        position = state.position
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO projection_links VALUES (?, ?, ?, ?)",
+                    [(a, b, c, d.decode()) for a, b, c, d in link_rows],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO projection_outbox VALUES (?, ?, ?)",
+                    [(a, b, c.decode()) for a, b, c in outbox_rows],
+                )
+                conn.executemany(
+                    "DELETE FROM projection_outbox WHERE command_id = ?", [(c,) for c in gone]
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO projection_meta VALUES (?, ?)",
+                    [(k, b.decode()) for k, b in meta_rows],
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?)", (NAME, position)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self.store.run_exclusive(write)
+        for link_id, _, _, body in link_rows:
+            self._saved_links[link_id] = body
+        for command_id, _, body in outbox_rows:
+            self._saved_outbox[command_id] = body
+        for command_id in gone:
+            del self._saved_outbox[command_id]
+        for key, body in meta_rows:
+            self._saved_meta[key] = body
+        return len(link_rows) + len(outbox_rows) + len(gone) + len(meta_rows)
+
+
+async def rebuild(
+    events: AsyncIterator[RecordedEvent], state: BridgeState | None = None
+) -> BridgeState:
+    """Fold ``events`` (normally the whole log from position 1) into a fresh state."""
+    state = state if state is not None else BridgeState()
+    async for event in events:
+        apply(state, event)
+    return state
