@@ -195,6 +195,9 @@ class ConnectWiseClient:
             for item in items:
                 yield item
             link = next_link(resp.headers.get("Link"))
+            if link is not None and URL(link).origin() != self.remote.base_url.origin():
+                # Requests carry the credentials: never follow a link off the site.
+                link = None
             if link is not None:
                 target, page = URL(link, encoded=True), None
             elif len(items) < page_size:

@@ -8,7 +8,9 @@ for each one whose content differs from the last observation, and a
 ``connectwise.note.observed`` for each of its notes (idempotent per note
 version). The watermark is the largest ``lastUpdated`` seen, ConnectWise's own
 clock (so host clock skew does not matter), kept durably as a
-``poller.watermark.advanced`` event in stream ``poller:connectwise``.
+``poller.watermark.advanced`` event in stream ``poller:connectwise``. The
+very first poll looks back ``poll_initial_lookback_hours`` (host clock), so a
+long-lived board's history is not imported wholesale.
 
 :meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
 early refresh of one ticket: intake may not call the API on the request path,
@@ -18,8 +20,9 @@ and callbacks carry no notes, so the poller fetches them right after.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -73,8 +76,11 @@ class ConnectWisePoller:
         client: ConnectWiseClient,
         settings: ConnectWiseSettings,
         tenants: Mapping[int, str],
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
+        self._now = now
         self.client = client
         self.settings = settings
         self.tenants = dict(tenants)
@@ -101,8 +107,14 @@ class ConnectWisePoller:
         report = PollReport()
         watermark = await self.watermark()
         newest = watermark
+        since = watermark
+        lookback = self.settings.poll_initial_lookback_hours
+        if since is None and lookback is not None:
+            # First poll ever: the host clock is good enough for a rough start.
+            start = self._now() - timedelta(hours=lookback)
+            since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         async for ticket in self.client.iter_tickets(
-            conditions=self._conditions(watermark), order_by="_info/lastUpdated asc, id asc"
+            conditions=self._conditions(since), order_by="_info/lastUpdated asc, id asc"
         ):
             report.seen += 1
             await self._observe(ticket, report)

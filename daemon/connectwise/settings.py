@@ -120,6 +120,14 @@ class ConnectWiseSettings(BaseModel):
     poll_interval_seconds: float = Field(
         default=300, gt=0, description="Reconciliation poll period for missed callbacks."
     )
+    poll_initial_lookback_hours: float | None = Field(
+        default=72,
+        gt=0,
+        description=(
+            "On the very first poll (no watermark yet), look back only this many hours, so "
+            "years of closed tickets on the board are not imported; unset for full history."
+        ),
+    )
     requests_per_second: float = Field(default=5.0, gt=0, description="API request rate cap.")
     max_concurrency: int = Field(default=4, ge=1, le=64, description="Parallel API requests.")
     timeout_seconds: float = Field(default=30.0, gt=0, description="Per-attempt timeout.")

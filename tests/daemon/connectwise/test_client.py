@@ -195,3 +195,43 @@ def test_helpers() -> None:
     )
     assert next_link('<https://h/x?page=9>; rel="last"') is None
     assert patch_operations({"owner": {"id": 1, "name": "a"}}, {"owner": {"id": 1}}) == []
+
+
+async def test_link_to_another_origin_is_not_followed(
+    http: aiohttp.ClientSession, settings: ConnectWiseSettings
+) -> None:
+    """Credentials must never follow a Link header off the ConnectWise site."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append((request.path, request.headers.get("Authorization")))
+        return web.json_response([])
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append((request.path, None))
+        page = int(request.query["page"])
+        body = [{"id": page}] if page <= 2 else []
+        return web.json_response(body, headers={"Link": f'<{evil}/steal?page=2>; rel="next"'})
+
+    other, site = web.Application(), web.Application()
+    other.router.add_get("/steal", elsewhere)
+    site.router.add_get("/{tail:.*}", api)
+    runners = [web.AppRunner(other), web.AppRunner(site)]
+    for r in runners:
+        await r.setup()
+        await web.TCPSite(r, "127.0.0.1", 0).start()
+    evil = f"http://127.0.0.1:{runners[0].addresses[0][1]}"
+    base = f"http://127.0.0.1:{runners[1].addresses[0][1]}"
+    cw = await ConnectWiseClient.connect(
+        settings.model_copy(update={"site_url": base, "codebase": "v2025_1/"}),
+        settings.load_keys(), http,
+    )  # fmt: skip
+    try:
+        items = await cw.list_all("service/tickets", page_size=1)
+    finally:
+        for r in runners:
+            await r.cleanup()
+    assert [i["id"] for i in items] == [1, 2]
+    assert all(path != "/steal" for path, _ in seen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,9 @@ async def test_poll_appends_what_callbacks_missed_and_advances_watermark(
 
 async def test_watermark_excludes_older_and_does_not_repeat_equal(
     sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
-    settings: ConnectWiseSettings, store: EventStore,
+    make_settings, store: EventStore,
 ) -> None:  # fmt: skip
+    settings = make_settings(poll_initial_lookback_hours=None)  # fixed 2026-03 clock below
     sim.state.clock = lambda: "2026-03-01T09:00:00Z"
     older = await tech.create_ticket(on_board(250, "Older"))
     sim.state.clock = lambda: "2026-03-01T10:00:00Z"
@@ -101,3 +103,19 @@ async def test_run_loop_refreshes_kicked_ticket_and_stops(
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert task.done() and task.exception() is None
+
+
+async def test_first_poll_looks_back_only_so_far(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    make_settings, store: EventStore,
+) -> None:  # fmt: skip
+    sim.state.clock = lambda: "2026-03-01T09:00:00Z"
+    ancient = await tech.create_ticket(on_board(250, "Closed years ago"))
+    sim.state.clock = lambda: "2026-03-05T09:00:00Z"
+    recent = await tech.create_ticket(on_board(250, "Yesterday"))
+    settings = make_settings(poll_initial_lookback_hours=48)
+    now = lambda: datetime(2026, 3, 6, 9, 0, tzinfo=UTC)  # noqa: E731
+    report = await ConnectWisePoller(store, cw, settings, TENANTS, now=now).run_once()
+    assert report.seen == 1
+    assert await store.read_stream(f"cw:ticket:{ancient['id']}") == []
+    assert len(await store.read_stream(f"cw:ticket:{recent['id']}")) == 1
