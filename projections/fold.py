@@ -47,7 +47,7 @@ def _link_requested(state: BridgeState, event: RecordedEvent, d: dict[str, Any])
     for name, values in d["fields"].items():
         f = link["fields"][name] = new_field()
         f[origin] = values[origin]
-        f[f"expect_{other(origin)}"] = values[other(origin)]
+        f[f"expect_{other(origin)}"] = [values[other(origin)]]
     state.links[d["link_id"]] = link
     index = state.by_cw if origin == "cw" else state.by_soc
     index[str(d["ticket_id"])] = d["link_id"]
@@ -62,9 +62,10 @@ def _linked(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None
     state.by_soc[str(d["soc_id"])] = d["link_id"]
     created = other(link["origin"])
     for f in link["fields"].values():
-        if f[f"expect_{created}"] is not None:
-            f[created] = f[f"expect_{created}"]
-            f[f"expect_{created}"] = None
+        if f[f"expect_{created}"]:
+            # The created ticket holds what it was created with.
+            f[created] = f[f"expect_{created}"][0]
+            f[f"expect_{created}"] = []
         _agree(f)
 
 
@@ -82,7 +83,7 @@ def _field_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) 
     f[d["side"]] = d["value"]
     f[f"{d['side']}_at"] = d["at"]
     for target, value in d["writes"].items():
-        f[f"expect_{target}"] = value
+        f[f"expect_{target}"].append(value)
     _agree(f)
 
 
@@ -98,8 +99,10 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     if d["kind"] == "field":
         f = link["fields"][d["field"]]
         f[d["side"]] = d["value"]
-        if f[f"expect_{d['side']}"] == d["value"]:
-            f[f"expect_{d['side']}"] = None
+        expects = f[f"expect_{d['side']}"]
+        if d["value"] in expects:
+            # Writes land in order: this one and every earlier one have come back.
+            del expects[: expects.index(d["value"]) + 1]
         _agree(f)
     else:
         link["notes"].setdefault(d["note_key"], d.get("mirror_of") or "echo")

@@ -7,9 +7,10 @@ position 0 must give exactly the state that live folding gave.
 Per link and field (``status``, ``priority``) the state keeps the last value
 known on each side (``cw``, ``soc``), the last value both sides agreed on
 (``base``), when each side last changed it by hand (``cw_at``, ``soc_at``,
-source timestamps), and the value socbridge is writing to a side and expects
-to see come back (``expect_cw``, ``expect_soc``): that is how an echo is told
-from a human change, and a concurrent change from a plain one.
+source timestamps), and the values socbridge has written or is writing to a
+side and expects to see come back, in order (``expect_cw``, ``expect_soc``):
+that is how an echo is told from a human change, and a concurrent change from
+a plain one, even with several writes to one side in flight.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def new_field(cw: str | None = None, soc: str | None = None) -> dict[str, Any]:
         "base": cw if cw == soc else None,
         "cw_at": None,
         "soc_at": None,
-        "expect_cw": None,
-        "expect_soc": None,
+        "expect_cw": [],
+        "expect_soc": [],
     }
 
 

@@ -145,10 +145,10 @@ def _field(
 ) -> None:
     f = link["fields"][name]
     o = other(side)
-    expect = f[f"expect_{side}"]
-    if value == f[side] and expect != value:
+    expects: list[str] = f[f"expect_{side}"]
+    if value == f[side] and value not in expects:
         return  # nothing changed in this field
-    if value == expect or own_write:
+    if value in expects or own_write:
         # Our own write coming back (or a repeat of it): never re-sent.
         d.emit(
             kinds.ECHO_RECOGNISED,
@@ -156,7 +156,7 @@ def _field(
             {"kind": "field", "field": name, "side": side, "value": value},
         )
         return
-    other_moved = f[o] != f["base"] or expect is not None
+    other_moved = f[o] != f["base"] or bool(expects)
     if other_moved and f[o] is not None and f[o] != value:
         policy = rules.policy.get(name, "latest")
         if policy == "latest":
@@ -167,7 +167,7 @@ def _field(
         writes: dict[str, str] = {}
         if winner == side:
             writes[o] = value
-            if expect is not None and expect != value:
+            if expects and expects[-1] != value:
                 writes[side] = value  # our stale write to this side must not stick
         else:
             writes[side] = f[o]
@@ -190,7 +190,8 @@ def _field(
         for target, v in writes.items():
             _update(d, link, rules, {target: (name, v)})
         return
-    writes = {o: value} if f[o] != value or f[f"expect_{o}"] not in (None, value) else {}
+    pending_o: list[str] = f[f"expect_{o}"]
+    writes = {o: value} if f[o] != value or (pending_o and pending_o[-1] != value) else {}
     d.emit(
         kinds.FIELD_DECIDED,
         link,

@@ -60,11 +60,12 @@ def test_verify_names_the_tampered_position_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_verify_through_a_config_file(tmp_path: Path) -> None:
-    db = tmp_path / "state" / "events.db"
-    db.parent.mkdir()
-    make_log(db)
+    from daemon.sim_all import write_config
+
     config = tmp_path / "socbridge.toml"
-    config.write_text('[store]\npath = "state/events.db"\n')
+    write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0)
+    db = tmp_path / "events.db"  # write_config puts the log beside the config
+    make_log(db)
     result = socbridge("verify", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert str(db).encode() in result.stdout
@@ -72,7 +73,7 @@ def test_verify_through_a_config_file(tmp_path: Path) -> None:
 
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "socbridge.toml"
-    config.write_text('[store]\npath = "x.db"\nsynchronus = "FULL"\n')
+    config.write_text('[store]\npath = "x.db"\nsynchronus = "FULL"\n')  # misspelt key
     result = socbridge("verify", "--config", str(config))
     assert result.returncode == 2
     assert b"store.synchronus" in result.stderr and b"unknown key" in result.stderr
