@@ -120,7 +120,11 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
         on_accepted=cw_poller.kick,
     )
     app[SOC_HANDLER] = make_webhook_handler(
-        store, config.soc, enabled_tenants(config, "soc_organization_id"), utc_now
+        store,
+        config.soc,
+        enabled_tenants(config, "soc_organization_id"),
+        utc_now,
+        on_created=soc_poller.kick,
     )
     stop = asyncio.Event()
     app[STOP] = stop

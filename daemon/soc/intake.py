@@ -159,12 +159,16 @@ def make_webhook_handler(
     clock: Clock,
     *,
     secret: Callable[[], Secret] | None = None,
+    on_created: Callable[[int, str], None] | None = None,
 ) -> Handler:
     """The ``POST /webhooks/soc`` handler.
 
     ``tenants`` maps SOC organization id -> tenant key (only tenants whose
     sync is on); ``clock`` gives the current UTC time; ``secret`` overrides
-    where the signing secret comes from (default: the configured file).
+    where the signing secret comes from (default: the configured file);
+    ``on_created(ticket_id, tenant)`` is called for each new ticket accepted, so
+    its description (first comment, which the created event does not carry)
+    can be read soon rather than at the next reconciliation.
     """
     hook = settings.webhook
     get_secret = secret or SecretFile(hook.signing_secret).get
@@ -248,6 +252,8 @@ def make_webhook_handler(
             tenant=tenant,
             duplicate=duplicate,
         )
+        if on_created is not None and not duplicate and envelope.type.endswith("ticket.created"):
+            on_created(int(envelope.detail.id), tenant)
         return web.json_response({"status": "duplicate" if duplicate else "accepted"})
 
     return handler

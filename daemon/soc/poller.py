@@ -61,6 +61,21 @@ class SocPoller:
         self.tenants = tenants
         self.clock = clock
         self._log = structlog.get_logger("socbridge.soc.poller")
+        self._kicked: dict[int, str] = {}
+        self._wake = asyncio.Event()
+
+    def kick(self, ticket_id: int, tenant: str) -> None:
+        """Read this ticket's comments soon (a new ticket's description, say)."""
+        self._kicked[int(ticket_id)] = tenant
+        self._wake.set()
+
+    async def refresh_kicked(self) -> int:
+        """Observe the comments of every kicked ticket; return how many were new."""
+        report = PollReport()
+        while self._kicked:
+            ticket_id, tenant = self._kicked.popitem()
+            await self._observe_comments(ticket_id, tenant, report)
+        return report.comments_observed
 
     async def poll_once(self) -> PollReport:
         """Read the export from the stored cursor to its end."""
@@ -123,6 +138,9 @@ class SocPoller:
                 ]
             )
             report.tickets_observed += 1
+        await self._observe_comments(tid, tenant, report)
+
+    async def _observe_comments(self, tid: int, tenant: str, report: PollReport) -> None:
         for comment in await self.client.list_comments(tid):
             cid = int(comment["id"])
             if await self.store.get(observe.comment_event_id(cid)) is not None:
@@ -150,12 +168,27 @@ class SocPoller:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``poll_interval_seconds`` until ``stop`` is set; a failed
         poll is logged and retried at the next interval (the cursor did not move)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 await self.poll_once()
             except Exception as exc:  # the loop must survive a remote outage
                 self._log.error("soc.poll.failed", error=str(exc), error_type=type(exc).__name__)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_interval_seconds)
-            except TimeoutError:
-                pass
+            next_poll = loop.time() + self.settings.poll_interval_seconds
+            while not stop.is_set() and loop.time() < next_poll:
+                self._wake.clear()
+                try:
+                    await self.refresh_kicked()
+                except Exception as exc:  # retried at the next full poll
+                    self._log.error("soc.refresh.failed", error=str(exc))
+                waiters = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                ]
+                await asyncio.wait(
+                    waiters,
+                    timeout=max(0.0, next_poll - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for waiter in waiters:
+                    waiter.cancel()

@@ -60,10 +60,17 @@ async def test_r2_r5_r6_soc_incident_creates_connectwise_ticket(bridge: Bridge) 
     assert cw["source"]["name"] == "SOC Platform"  # R5
     assert cw["priority"]["name"] == "Priority 1 - Emergency Response"  # R6
     assert cw["company"]["id"] == 250
-    await bridge.settled()
     # The description (first comment) arrives as a note of the configured type (R8).
+
+    async def described() -> list:  # type: ignore[type-arg]
+        notes = await bridge.technician.notes(cw["id"])
+        return [n for n in notes if "Sign-ins from two continents" in n["text"]]
+
+    [note] = await bridge.until(described, "the incident's description as a note")
+    assert note["detailDescriptionFlag"] is True
+    await bridge.settled()
     notes = await bridge.technician.notes(cw["id"])
-    assert any("Sign-ins from two continents" in n["text"] for n in notes)
+    assert sum("Sign-ins from two continents" in n["text"] for n in notes) == 1
 
 
 async def test_r3_unlinked_ticket_stops_syncing_for_good(bridge: Bridge) -> None:
