@@ -163,10 +163,13 @@ class SimState:
         else:
             key = "identifier" if kind == "company" and "identifier" in value else "name"
             wanted = str(value.get(key, "")).casefold()
-            rec = next(
-                (r for r in table.values() if str(r.get(key, "")).casefold() == wanted and wanted),
-                None,
-            )
+            candidates = [
+                r for r in table.values() if wanted and str(r.get(key, "")).casefold() == wanted
+            ]
+            if kind == "status" and board_id is not None:
+                # Status names repeat across boards ("New"): a name means this board's.
+                candidates = [r for r in candidates if r["board"]["id"] == board_id] or candidates
+            rec = candidates[0] if candidates else None
             if rec is None:
                 raise invalid("ticket", ("InvalidField", f"{kind} is invalid", kind))
         if kind == "status" and board_id is not None and rec["board"]["id"] != board_id:

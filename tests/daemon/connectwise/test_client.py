@@ -235,3 +235,11 @@ async def test_link_to_another_origin_is_not_followed(
             await r.cleanup()
     assert [i["id"] for i in items] == [1, 2]
     assert all(path != "/steal" for path, _ in seen)
+
+
+async def test_status_by_name_resolves_on_the_tickets_board(cw: ConnectWiseClient) -> None:
+    # "New" exists on both boards; a Help Desk ticket's "New" is the Help Desk one.
+    t = await cw.create_ticket({"summary": "HD", "company": ACME, "board": {"id": 1}})
+    await cw.update_ticket(t["id"], {"status": {"name": "Closed"}})
+    back = await cw.update_ticket(t["id"], {"status": {"name": "New"}})
+    assert back is not None and back["status"]["id"] == 11
