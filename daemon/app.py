@@ -48,6 +48,23 @@ SOC_HANDLER = web.AppKey("soc_handler", object)
 STOP = web.AppKey("stop", asyncio.Event)
 
 
+class Reobserver:
+    """Routes the outbox's "read this ticket again" to the side's poller, once it runs."""
+
+    def __init__(self) -> None:
+        self.cw: Callable[[int], None] | None = None
+        self.soc: Callable[[int, str], None] | None = None
+
+    def __call__(self, side: str, ticket_id: int, tenant: str) -> None:
+        if side == "cw" and self.cw is not None:
+            self.cw(ticket_id)
+        elif side == "soc" and self.soc is not None:
+            self.soc(ticket_id, tenant)
+
+
+REOBSERVE = web.AppKey("reobserve", Reobserver)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -89,7 +106,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await engine.load()
     app[ENGINE] = engine
-    outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT])
+    app[ENGINE] = engine
+    outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT], reobserve=app[REOBSERVE])
     app[OUTBOX] = outbox
     sync_task = asyncio.create_task(engine.run(), name="sync")
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
@@ -126,6 +144,8 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
         utc_now,
         on_created=soc_poller.kick,
     )
+    app[REOBSERVE].cw = cw_poller.kick
+    app[REOBSERVE].soc = soc_poller.kick
     stop = asyncio.Event()
     app[STOP] = stop
     tasks = [
@@ -180,6 +200,7 @@ def build_app(config: Config) -> web.Application:
         client_max_size=max(config.connectwise.callback_max_body_bytes, 1_048_576)
     )
     app[CONFIG] = config
+    app[REOBSERVE] = Reobserver()
     app.router.add_post(CW_ROUTE, _cw_callback)
     app.router.add_post(SOC_ROUTE, _soc_webhook)
     app.router.add_get("/healthz", _healthz)

@@ -159,6 +159,16 @@ def _failed(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None
 def _abandoned(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     command = state.outbox.pop(d["command_id"], None)
     if command is not None:
+        link = state.links.get(command["link_id"])
+        if link is not None and command["kind"].endswith(".update_ticket"):
+            # The value was never written: it will not come back as an echo.
+            target = command["kind"].split(".", 1)[0]
+            for name, value in command["params"]["fields"].items():
+                expects = link["fields"][name][f"expect_{target}"]
+                if value in expects:
+                    expects.reverse()
+                    expects.remove(value)
+                    expects.reverse()
         command["reason"] = d["reason"]
         command["abandoned_at"] = event.position
         state.abandoned[d["command_id"]] = command

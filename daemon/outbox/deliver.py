@@ -24,6 +24,49 @@ class MissingTargetError(Exception):
     """The other side's ticket is not known yet (its create has not been linked)."""
 
 
+class StaleTargetError(Exception):
+    """Someone else changed the target field since the decision: do not overwrite it."""
+
+    def __init__(self, target: str, ticket_id: int, changed: dict[str, str]) -> None:
+        self.target = target
+        self.ticket_id = ticket_id
+        self.changed = changed
+        super().__init__(
+            f"{target} ticket {ticket_id} changed since the decision ({changed}); re-read it"
+        )
+
+
+def current_values(target: str, ticket: dict[str, Any], params: dict[str, Any]) -> dict[str, str]:
+    """The target ticket's status and priority, in the SOC's vocabulary (as sync compares)."""
+    if target == "soc":
+        return {
+            "status": "solved" if ticket.get("status") in ("solved", "closed") else "open",
+            "priority": ticket.get("priority") or "normal",
+        }
+    norm = params["normalize"]
+    status = (ticket.get("status") or {}).get("name")
+    priority = (ticket.get("priority") or {}).get("name")
+    soc_priority = next(
+        (soc for soc, cw in norm["priority_mapping"].items() if cw == priority),
+        norm["default_soc_priority"],
+    )
+    return {
+        "status": "solved" if status == norm["solved_status"] else "open",
+        "priority": soc_priority,
+    }
+
+
+def _check_fresh(
+    target: str, ticket_id: int, ticket: dict[str, Any], params: dict[str, Any]
+) -> None:
+    now = current_values(target, ticket, params)
+    changed = {
+        name: now[name] for name, accepted in params["accept"].items() if now[name] not in accepted
+    }
+    if changed:
+        raise StaleTargetError(target, ticket_id, changed)
+
+
 async def deliver(
     command: dict[str, Any],
     link: dict[str, Any],
@@ -44,9 +87,11 @@ async def deliver(
     if remote_id is None:
         raise MissingTargetError(f"{link['link_id']} has no {target} ticket yet")
     if kind == "soc.update_ticket":
+        _check_fresh(target, remote_id, await soc.get_ticket(remote_id), params)
         await soc.update_ticket(remote_id, params["remote"])
         return {}
     if kind == "cw.update_ticket":
+        _check_fresh(target, remote_id, await cw.get_ticket(remote_id), params)
         changes = {name: {"name": value} for name, value in params["remote"].items()}
         await cw.update_ticket(remote_id, changes)
         return {}

@@ -23,7 +23,7 @@ import structlog
 
 from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.errors import ConnectWiseApiError
-from daemon.outbox.deliver import MissingTargetError, deliver
+from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
 from daemon.remote import RemoteError
 from daemon.soc.client import SocClient
 from daemon.soc.errors import SocApiError
@@ -52,6 +52,7 @@ class Outbox:
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         deliver_fn: Deliver = deliver,
+        reobserve: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -62,6 +63,8 @@ class Outbox:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self._deliver = deliver_fn
+        #: Asks intake to read a ticket again: (side, ticket id, tenant).
+        self._reobserve = reobserve
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # link id -> task
         self._done: set[str] = set()  # command ids with an outcome not yet folded
         self._retry_at: dict[str, float] = {}  # command id -> monotonic time
@@ -159,6 +162,17 @@ class Outbox:
             result = await self._deliver(command, link, self.cw, self.soc, maybe_sent=maybe_sent)
         except MissingTargetError:
             return  # the link's create is delivered but not linked yet: wait for it
+        except StaleTargetError as exc:
+            # Someone changed the field meanwhile: overwriting it blindly would
+            # lose their change. Re-read the ticket so sync decides with it.
+            await self._outcome(
+                command,
+                kinds.COMMAND_ABANDONED,
+                {"reason": f"not overwritten: {exc}", "attempt": attempt, "stale": exc.changed},
+            )
+            if self._reobserve is not None:
+                self._reobserve(exc.target, exc.ticket_id, command["tenant"])
+            return
         except (ConnectWiseApiError, SocApiError) as exc:
             if exc.status in PERMANENT:
                 await self._outcome(

@@ -65,17 +65,18 @@ class SocPoller:
         self._wake = asyncio.Event()
 
     def kick(self, ticket_id: int, tenant: str) -> None:
-        """Read this ticket's comments soon (a new ticket's description, say)."""
+        """Read this ticket and its comments soon (a new ticket's description, or a
+        ticket the outbox found changed behind its back)."""
         self._kicked[int(ticket_id)] = tenant
         self._wake.set()
 
     async def refresh_kicked(self) -> int:
-        """Observe the comments of every kicked ticket; return how many were new."""
+        """Observe every kicked ticket and its comments; return how many events were new."""
         report = PollReport()
         while self._kicked:
-            ticket_id, tenant = self._kicked.popitem()
-            await self._observe_comments(ticket_id, tenant, report)
-        return report.comments_observed
+            ticket_id, _tenant = self._kicked.popitem()
+            await self._observe(await self.client.get_ticket(ticket_id), report)
+        return report.tickets_observed + report.comments_observed
 
     async def poll_once(self) -> PollReport:
         """Read the export from the stored cursor to its end."""

@@ -113,15 +113,33 @@ def remote_value(rules: Rules, target: str, name: str, value: str) -> dict[str, 
 def _update(
     d: _Decision, link: dict[str, Any], rules: Rules, writes: dict[str, tuple[str, str]]
 ) -> None:
-    """One update command per target side, carrying every field written to it."""
+    """One update command per target side, carrying every field written to it.
+
+    ``accept`` lists, per field, the values the target may hold when the
+    command is delivered without anyone else having touched it (what we last
+    knew, or one of our own writes before this one). The outbox reads the
+    ticket first and, if a field holds anything else, does not overwrite it
+    blindly: the change is re-read and decided again (a conflict, usually).
+    """
     by_target: dict[str, dict[str, str]] = {}
     for target, (name, value) in writes.items():
         by_target.setdefault(target, {})[name] = value
     for target, values in by_target.items():
         remote: dict[str, str] = {}
+        accept: dict[str, list[str]] = {}
         for name, value in values.items():
             remote.update(remote_value(rules, target, name, value))
-        d.command(link, f"{target}.update_ticket", {"fields": values, "remote": remote})
+            f = link["fields"][name]
+            known = [f[target]] if f[target] is not None else []
+            accept[name] = [*known, *f[f"expect_{target}"], value]
+        params: dict[str, Any] = {"fields": values, "remote": remote, "accept": accept}
+        if target == "cw":
+            params["normalize"] = {
+                "solved_status": rules.solved_status,
+                "priority_mapping": dict(rules.priority_mapping),
+                "default_soc_priority": rules.default_soc_priority,
+            }
+        d.command(link, f"{target}.update_ticket", params)
 
 
 def _later(a: str | None, b: str | None) -> int:
