@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.connectwise.client import (
     ConnectWiseClient,
@@ -168,10 +169,14 @@ async def test_survives_429_storm_and_5xx_burst_without_losing_a_write(
         {"status": 500, "count": 2, "method": "PATCH"},
         {"status": 502, "count": 1, "method": "PATCH"},
     ]})  # fmt: skip
-    results = await asyncio.gather(
-        *(cw.update_ticket(t["id"], {"summary": f"v{i}"}) for i in range(3)),
-        cw.create_note(t["id"], "reply during storm", "Discussion"),
-    )
+    with capture_logs() as logs:
+        results = await asyncio.gather(
+            *(cw.update_ticket(t["id"], {"summary": f"v{i}"}) for i in range(3)),
+            cw.create_note(t["id"], "reply during storm", "Discussion"),
+        )
+    assert len(logs) >= 7  # every injected failure was retried, and logged
+    secrets = (fixture.API_PRIVATE_KEY, fixture.API_PUBLIC_KEY)
+    assert not any(s in repr(entry) for entry in logs for s in secrets)
     assert all(r is not None for r in results)
     assert sim.faults.api == []  # every injected failure was consumed and survived
     assert len(sim.state.notes[t["id"]]) == 1  # the note was written exactly once

@@ -189,6 +189,7 @@ async def test_sim_cli_serves_and_writes_private_keys(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daemon", "sim", "connectwise", "--port", "0",
         "--fail", "429x1:0", "--write-keys", str(tmp_path / "keys"),
+        "--remove-permission", "Service Desk/Service Tickets",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -201,6 +202,11 @@ async def test_sim_cli_serves_and_writes_private_keys(tmp_path: Path) -> None:
                 assert (await r.json())["Codebase"] == fixture.CODEBASE
             async with http.get(f"{url}{API}/system/info") as r:
                 assert r.status == 429  # the --fail flag took effect
+            token = base64.b64encode(f"{fixture.LOGIN_COMPANY}+{fixture.API_PUBLIC_KEY}:"
+                                     f"{fixture.API_PRIVATE_KEY}".encode()).decode()  # fmt: skip
+            auth = {"Authorization": f"Basic {token}", "clientId": fixture.CLIENT_ID}
+            async with http.get(f"{url}{API}/service/tickets", headers=auth) as r:
+                assert r.status == 403  # --remove-permission took effect
         key = tmp_path / "keys" / "cw_private_key"
         assert key.read_text().strip() == fixture.API_PRIVATE_KEY
         assert key.stat().st_mode & 0o077 == 0
