@@ -1,18 +1,24 @@
 """The event store: one SQLite file, one writer, group-committed appends, ordered reads.
 
 All writes go through a single writer thread that owns the write connection.
-``append`` queues a request and awaits its future; the writer drains every
-queued request into one transaction (each request in its own savepoint, so a
-failed one does not take its neighbours down), commits once, and only then
-resolves the futures: a caller returns when its events are durable, and many
-concurrent callers share one fsync. Reads use a second connection on a reader
-thread, so WAL lets them run while the writer commits.
+``append`` validates its events in the caller's task, puts a request on the
+writer's queue and awaits its future; the writer thread drains every queued
+request into one transaction (a refused request writes nothing and does not
+take its neighbours down), commits once, and only then hands the results back
+to the event loop in one call: a caller returns when its events are durable,
+and many concurrent callers share one fsync. The writer is a plain thread fed
+by a thread-safe queue rather than a task driving an executor, so an append
+costs one wake-up each way and no extra event-loop round trips. Reads use a
+second connection on a reader thread, so WAL lets them run while the writer
+commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +56,16 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+@dataclass(slots=True)
+class _Stop:
+    """The last item the writer thread takes: close the connection and exit."""
+
+    future: asyncio.Future[None]
+
+
+_WriterItem = _AppendRequest | _Job | _Stop
+
+
 def _connect(
     path: Path, *, readonly: bool, synchronous: Synchronous, busy_timeout_ms: int
 ) -> sqlite3.Connection:
@@ -74,6 +90,16 @@ def _connect(
     return conn
 
 
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Resolve ``future`` with ``result`` or ``error`` unless its waiter gave up."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class EventStore:
     """The append-only event log in one SQLite file. Open with :meth:`open`."""
 
@@ -84,15 +110,14 @@ class EventStore:
         self.busy_timeout_ms = busy_timeout_ms
         self.readonly = readonly
         self.synchronous = synchronous
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="eventstore-writer")
+        self._loop = asyncio.get_running_loop()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="eventstore-reader")
-        self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._queue: list[_AppendRequest | _Job] = []
-        self._wakeup = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._wqueue: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
+        self._wthread: threading.Thread | None = None
         self._closed = False
-        self._appended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._appended: asyncio.Future[None] = self._loop.create_future()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -126,17 +151,18 @@ class EventStore:
         return store
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         path = self.path
         if self.readonly and not path.exists():
             raise translate(sqlite3.OperationalError("unable to open database file"), path)
         if not self.readonly:
-            self._wconn = await self._guard(
-                loop.run_in_executor(self._writer, self._open_connection, False)
+            opened: asyncio.Future[None] = self._loop.create_future()
+            self._wthread = threading.Thread(
+                target=self._writer_main, args=(opened,), name="eventstore-writer", daemon=True
             )
-            self._writer_task = asyncio.create_task(self._write_loop(), name="eventstore-writer")
+            self._wthread.start()
+            await self._guard(opened)
         self._rconn = await self._guard(
-            loop.run_in_executor(self._reader, self._open_connection, self.readonly)
+            self._loop.run_in_executor(self._reader, self._open_connection, self.readonly)
         )
 
     def _open_connection(self, readonly: bool) -> sqlite3.Connection:
@@ -168,22 +194,22 @@ class EventStore:
         if self._closed:
             return
         self._closed = True
-        self._wakeup.set()
-        if self._writer_task is not None:
-            await self._writer_task
         if not self._appended.done():
             self._appended.set_result(None)
         await self._shutdown_threads()
 
     async def _shutdown_threads(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._wconn is not None:
-            await loop.run_in_executor(self._writer, self._wconn.close)
-            self._wconn = None
+        thread, self._wthread = self._wthread, None
+        if thread is not None:
+            # Queued after every append already accepted, so those finish first.
+            stopped: asyncio.Future[None] = self._loop.create_future()
+            self._wqueue.put(_Stop(stopped))
+            if thread.is_alive():
+                await stopped
+            thread.join()
         if self._rconn is not None:
-            await loop.run_in_executor(self._reader, self._rconn.close)
+            await self._loop.run_in_executor(self._reader, self._rconn.close)
             self._rconn = None
-        self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
     async def __aenter__(self) -> EventStore:
@@ -211,87 +237,62 @@ class EventStore:
         prepared = prepare(events, expected_version)
         if not prepared:
             return []
-        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_AppendRequest(prepared, expected_version, future))
-        self._wakeup.set()
+        future: asyncio.Future[list[RecordedEvent]] = self._loop.create_future()
+        self._wqueue.put(_AppendRequest(prepared, expected_version, future))
         return await future
 
     async def _run_job(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self.readonly:
             raise StoreClosedError(f"event log {self.path} is closed or read-only")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(fn, future))
-        self._wakeup.set()
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._wqueue.put(_Job(fn, future))
         return await future
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            # Jobs run alone; appends are grouped up to the next job.
-            if isinstance(self._queue[0], _Job):
-                job = self._queue.pop(0)
-                assert isinstance(job, _Job)
-                await self._run_job_now(loop, job)
-                continue
-            group: list[_AppendRequest] = []
-            while (
-                self._queue
-                and len(group) < MAX_GROUP
-                and isinstance(self._queue[0], _AppendRequest)
-            ):
-                item = self._queue.pop(0)
-                assert isinstance(item, _AppendRequest)
-                group.append(item)
-            try:
-                results = await loop.run_in_executor(self._writer, self._write_group, group)
-            except sqlite3.Error as exc:
-                error = translate(exc, self.path)
-                for request in group:
-                    if not request.future.done():
-                        request.future.set_exception(error)
-                continue
-            except Exception as exc:  # the writer must survive to serve the next group
-                for request in group:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            wrote = False
-            for request, result in zip(group, results, strict=True):
-                if request.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    request.future.set_exception(result)
-                else:
-                    wrote = True
-                    request.future.set_result(result)
-            if wrote:
-                self._notify_appended()
+    # ------------------------------------------------------------ writer thread
 
-    async def _run_job_now(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
-        assert self._wconn is not None
-        conn = self._wconn
+    def _writer_main(self, opened: asyncio.Future[None]) -> None:
+        """The writer thread: open the write connection, then serve the queue until stopped."""
         try:
-            result = await loop.run_in_executor(self._writer, job.fn, conn)
-        except sqlite3.Error as exc:
-            if not job.future.done():
-                job.future.set_exception(translate(exc, self.path))
-        except Exception as exc:
-            if not job.future.done():
-                job.future.set_exception(exc)
-        else:
-            if not job.future.done():
-                job.future.set_result(result)
-            self._notify_appended()
+            self._wconn = self._open_connection(False)
+        except BaseException as exc:  # reported to open(), which shuts the store down
+            self._reply(_settle, opened, None, exc)
+            self._drain_after_failure()
+            return
+        self._reply(_settle, opened, None, None)
+        get, get_nowait, empty = self._wqueue.get, self._wqueue.get_nowait, queue.Empty
+        carried: _WriterItem | None = None
+        while True:
+            item = carried if carried is not None else get()
+            carried = None
+            if isinstance(item, _AppendRequest):
+                # Group every append already queued, up to the next job or stop.
+                group = [item]
+                while len(group) < MAX_GROUP:
+                    try:
+                        nxt = get_nowait()
+                    except empty:
+                        break
+                    if isinstance(nxt, _AppendRequest):
+                        group.append(nxt)
+                    else:
+                        carried = nxt
+                        break
+                self._reply(self._deliver, group, *self._write_group_safely(group))
+            elif isinstance(item, _Job):
+                self._run_job_now(item)
+            else:
+                self._stop_now(item)
+                return
 
-    def _notify_appended(self) -> None:
-        done, self._appended = self._appended, asyncio.get_running_loop().create_future()
-        done.set_result(None)
+    def _write_group_safely(
+        self, group: list[_AppendRequest]
+    ) -> tuple[list[list[RecordedEvent] | StoreError] | None, BaseException | None]:
+        try:
+            return self._write_group(group), None
+        except sqlite3.Error as exc:
+            return None, translate(exc, self.path)
+        except Exception as exc:  # the writer must survive to serve the next group
+            return None, exc
 
     def _write_group(self, group: list[_AppendRequest]) -> list[list[RecordedEvent] | StoreError]:
         """Writer thread: the whole group in one transaction, one commit, one fsync."""
@@ -307,6 +308,81 @@ class EventStore:
             raise
         return results
 
+    def _run_job_now(self, job: _Job) -> None:
+        conn = self._wconn
+        assert conn is not None
+        try:
+            result = job.fn(conn)
+        except sqlite3.Error as exc:
+            self._reply(_settle, job.future, None, translate(exc, self.path))
+        except Exception as exc:
+            self._reply(_settle, job.future, None, exc)
+        else:
+            self._reply(self._job_done, job.future, result)
+
+    def _stop_now(self, stop: _Stop) -> None:
+        conn, self._wconn = self._wconn, None
+        error: BaseException | None = None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:
+                error = translate(exc, self.path)
+        self._reply(_settle, stop.future, None, error)
+
+    def _drain_after_failure(self) -> None:
+        """The connection never opened: refuse whatever is queued until stopped."""
+        while True:
+            item = self._wqueue.get()
+            if isinstance(item, _Stop):
+                self._reply(_settle, item.future, None, None)
+                return
+            error = StoreClosedError(f"event log {self.path} could not be opened")
+            self._reply(_settle, item.future, None, error)
+
+    def _reply(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop (from the writer thread)."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    # ------------------------------------------------ back on the event loop
+
+    def _deliver(
+        self,
+        group: list[_AppendRequest],
+        results: list[list[RecordedEvent] | StoreError] | None,
+        error: BaseException | None,
+    ) -> None:
+        """Resolve a group's futures once its transaction is durable (or failed)."""
+        if results is None:
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(error or StoreError("append failed"))
+            return
+        wrote = False
+        for request, result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                if not request.future.done():
+                    request.future.set_exception(result)
+                continue
+            wrote = True
+            if not request.future.done():
+                request.future.set_result(result)
+        if wrote:
+            self._notify_appended()
+
+    def _job_done(self, future: asyncio.Future[Any], result: Any) -> None:
+        if not future.done():
+            future.set_result(result)
+        self._notify_appended()
+
+    def _notify_appended(self) -> None:
+        done, self._appended = self._appended, self._loop.create_future()
+        if not done.done():
+            done.set_result(None)
+
     # --------------------------------------------------------------------- reads
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -314,7 +390,7 @@ class EventStore:
             raise StoreClosedError(f"event log {self.path} is closed")
         conn = self._rconn
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+            return await self._loop.run_in_executor(self._reader, fn, conn)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
