@@ -31,6 +31,7 @@ def _modules() -> list[ModuleType]:
     from daemon import (
         bench_cli,  # benchmarks
         demo_cli,  # make demo
+        remove_cli,  # R16
         run_cli,  # the daemon
         sim_cli,  # simulators
         store_cli,  # event log: verify, export, import
@@ -38,7 +39,7 @@ def _modules() -> list[ModuleType]:
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
     from daemon.soc import cli as soc_cli  # webhooks install/remove/status
 
-    return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, sim_cli]
+    return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, remove_cli, sim_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -475,10 +475,9 @@ class EventStore:
                     yield event
                 position = batch[-1].position + 1
                 continue
-            try:
-                await asyncio.wait_for(asyncio.shield(appended), foreign_check_s)
-            except TimeoutError:
-                pass
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races its timeout, and the subscriber would never stop.
+            await asyncio.wait((appended,), timeout=foreign_check_s)
 
     # ----------------------------------------------------------- maintenance
 

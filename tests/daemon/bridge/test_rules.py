@@ -167,3 +167,36 @@ async def test_r9_tenant_with_sync_off_is_neither_read_nor_written(bridge: Bridg
     observed = [e async for e in bridge.store.read() if e.tenant == "globex"]
     assert observed == []
     assert cw["id"]
+
+
+async def test_r16_removing_the_integration_stops_syncing_and_keeps_the_log(
+    bridge: Bridge,
+) -> None:
+    from daemon.remove_cli import remove_integration
+    from eventstore import verify
+
+    cw = await bridge.technician.create_ticket("Before removal")
+    soc = await soc_ticket_for(bridge, cw["id"])
+    await bridge.settled()
+    before = [e async for e in bridge.store.read()]
+    assert bridge.config is not None and bridge.rehearsal is not None
+    done = await remove_integration(bridge.config)
+    assert "removed" in done["connectwise"] and done["soc_webhook"] == "removed"
+    assert bridge.rehearsal.cw.state.callbacks == {}
+
+    async def removed() -> bool:
+        return bridge.engine.state.removed
+
+    await bridge.until(removed, "the daemon to fold the removal")
+    await bridge.analyst.comment(soc["id"], "After removal")
+    await bridge.technician.set(cw["id"], priority="Priority 1 - Emergency Response")
+    await bridge.technician.create_ticket("Routed after removal")
+    await bridge.settled()
+    after = [e async for e in bridge.store.read()]
+    assert after[: len(before)] == before  # the log is kept, nothing rewritten
+    assert (await verify(bridge.store)).ok
+    new = after[len(before) :]
+    assert not [e for e in new if e.type in (kinds.COMMAND_ISSUED, kinds.LINK_REQUESTED)]
+    notes = await bridge.technician.notes(cw["id"])
+    assert not any("After removal" in n["text"] for n in notes)
+    assert len(await bridge.analyst.tickets()) == 1
