@@ -162,7 +162,9 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     log = structlog.get_logger("socbridge")
-    if config.server.install_remote_hooks:
+    if config.server.install_remote_hooks and app[ENGINE].state.removed:
+        log.warning("hooks.not_installed", reason="the integration was removed (socbridge remove)")
+    elif config.server.install_remote_hooks:
         cw_state = await cw_install.install(app[CW_CLIENT], config.connectwise)
         soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
         log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
