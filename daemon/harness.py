@@ -158,10 +158,13 @@ class Analyst:
 class Bridge:
     """Simulators + daemon in a temp folder; ``async with Bridge() as b: ...``."""
 
-    def __init__(self, folder: Path | None = None, *, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, folder: Path | None = None, *, poll_s: float = 0.5, export_lag: float = 60.0
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.folder = folder
         self.poll_s = poll_s
+        self.export_lag = export_lag
         self.rehearsal: Rehearsal | None = None
         self.config: Config | None = None
         self._runner: web.AppRunner | None = None
@@ -175,7 +178,7 @@ class Bridge:
             self.folder = Path(self._tmp.name)
         self.rehearsal = await start_rehearsal(
             "127.0.0.1", 0, self.folder / "socbridge.toml", self.folder / "sheet.json",
-            poll_s=self.poll_s,
+            poll_s=self.poll_s, export_lag=self.export_lag,
         )  # fmt: skip
         self.config = load_config(self.rehearsal.config_path)
         self.session = aiohttp.ClientSession()

@@ -192,11 +192,21 @@ def info_sheet(
 
 
 async def start_rehearsal(
-    host: str, port: int, config_path: Path, info_path: Path | None, *, poll_s: float = 5.0
+    host: str,
+    port: int,
+    config_path: Path,
+    info_path: Path | None,
+    *,
+    poll_s: float = 5.0,
+    export_lag: float = 60.0,
 ) -> Rehearsal:
-    """Start both simulators on ``port`` and ``port + 1``; write config and sheet."""
+    """Start both simulators on ``port`` and ``port + 1``; write config and sheet.
+
+    ``export_lag`` is how long the SOC simulator's incremental export holds
+    back recent changes (the real export excludes the last minute).
+    """
     cw = await SimServer(host, port).start()
-    soc = SocSimulator(host=host, port=port + 1 if port else 0)
+    soc = SocSimulator(host=host, port=port + 1 if port else 0, export_lag=export_lag)
     await soc.start()
     daemon_port = port + 2 if port else _free_port(host)
     config_path = config_path.resolve()
