@@ -77,6 +77,10 @@ class SyncEngine:
     async def run(self) -> None:
         """Follow the log until cancelled; save a checkpoint on the way out."""
         saver = asyncio.create_task(self._save_when_idle(), name="sync-checkpoint")
+        if self.state.position >= self.started_at:
+            # The checkpoint is at the end of the log: caught up already, even if no
+            # further event ever arrives (an idle restart must still become ready).
+            self.ready.set()
         try:
             async for event in self.store.subscribe(self.state.position + 1):
                 await self._step(event)
