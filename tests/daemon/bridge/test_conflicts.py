@@ -20,10 +20,18 @@ async def test_a_change_socbridge_wrote_comes_back_as_an_echo_not_a_ping_pong(
         return t["priority"]["name"] == "Priority 1 - Emergency Response"
 
     await bridge.until(cw_urgent, "the SOC's priority on ConnectWise")
+
+    async def echoed() -> bool:
+        return any(
+            e.type == kinds.ECHO_RECOGNISED
+            and e.data.get("side") == "cw"
+            and e.data.get("value") == "urgent"
+            for e in await bridge.events(f"cw:{cw['id']}")
+        )
+
+    await bridge.until(echoed, "the ConnectWise write to come back as an echo")
     await bridge.settled()
     events = await bridge.events(f"cw:{cw['id']}")
-    echoes = [e for e in events if e.type == kinds.ECHO_RECOGNISED]
-    assert any(e.data.get("side") == "cw" and e.data.get("value") == "urgent" for e in echoes)
     commands = [e.data["kind"] for e in events if e.type == kinds.COMMAND_ISSUED]
     # One create and one update to ConnectWise; nothing was sent back to the SOC.
     assert commands == ["soc.create_ticket", "cw.update_ticket"]
