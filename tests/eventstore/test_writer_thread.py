@@ -1,0 +1,103 @@
+"""The writer thread: grouping, ordering with exclusive jobs, cancellation, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventstore.writer
+from eventstore import DatabaseCorruptError, EventStore, StoreClosedError, verify
+from tests.eventstore.conftest import ev
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "eventstore-writer"]
+
+
+async def test_concurrent_appends_share_transactions_and_stay_dense(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[int] = []
+    real = eventstore.writer.write_group
+
+    def counting(conn: sqlite3.Connection, group: list[Any]) -> Any:
+        groups.append(len(group))
+        return real(conn, group)
+
+    monkeypatch.setattr("eventstore.store.write_group", counting)
+
+    async def appender(w: int) -> list[int]:
+        return [(await store.append([ev(f"s{w}")]))[0].position for _ in range(10)]
+
+    positions = await asyncio.gather(*(appender(w) for w in range(16)))
+    assert sorted(p for ps in positions for p in ps) == list(range(1, 161))
+    assert all(ps == sorted(ps) for ps in positions)
+    assert sum(groups) == 160
+    assert len(groups) < 160  # appends queued together were committed together
+    assert (await verify(store)).ok
+
+
+async def test_exclusive_job_runs_between_the_appends_around_it(store: EventStore) -> None:
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    before = [asyncio.create_task(store.append([ev("a")])) for _ in range(5)]
+    await asyncio.sleep(0)  # the five appends are queued first
+    job = asyncio.create_task(store.run_exclusive(count))
+    await asyncio.sleep(0)
+    after = [asyncio.create_task(store.append([ev("a")])) for _ in range(3)]
+    assert await job == 5
+    done = await asyncio.gather(*before, *after)
+    assert sorted(r[0].position for r in done) == list(range(1, 9))
+
+
+async def test_job_error_reaches_its_caller_and_the_writer_goes_on(store: EventStore) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM no_such_table")
+
+    def boom(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(Exception, match="no_such_table"):
+        await store.run_exclusive(broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.run_exclusive(boom)
+    [rec] = await store.append([ev()])
+    assert rec.position == 1
+
+
+async def test_cancelled_append_does_not_disturb_its_group(store: EventStore) -> None:
+    tasks = [asyncio.create_task(store.append([ev(f"s{i}")])) for i in range(6)]
+    await asyncio.sleep(0)  # all six are queued
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    # The cancelled caller stopped waiting, but its request was already queued:
+    # it is written like the others, and the chain stays whole.
+    assert await store.last_position() == 6
+    assert (await verify(store)).ok
+
+
+async def test_close_stops_the_writer_thread(db_path: Path) -> None:
+    before = len(writer_threads())
+    s = await EventStore.open(db_path)
+    assert len(writer_threads()) == before + 1
+    await s.append([ev()])
+    await s.close()
+    assert len(writer_threads()) == before
+    with pytest.raises(StoreClosedError):
+        await s.run_exclusive(lambda conn: None)
+
+
+async def test_failed_open_leaves_no_writer_thread(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    path.write_bytes(b"this is not sqlite" * 500)
+    before = len(writer_threads())
+    with pytest.raises(DatabaseCorruptError):
+        await EventStore.open(path)
+    assert len(writer_threads()) == before
