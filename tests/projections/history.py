@@ -1,0 +1,93 @@
+"""Building real logs for the replay and audit tests: a live engine over a real SQLite file.
+
+Observations and outcomes are appended the way intake and the outbox append
+them; the sync engine decides on them as it does in the daemon, so the logs
+hold real decisions. Hand-written outcomes (failed, abandoned, delivered
+without a result) seed the states the audit must find.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
+from projections import kinds
+from tests.projections.test_rebuild import CW_PRIORITIES, Live
+
+
+def cw_seen(ident: int, at: str, *, status: str = "Send to SOC", priority: str = "normal",
+            own_write: bool = False) -> NewEvent:  # fmt: skip
+    data = {"id": ident, "summary": f"t{ident}", "status": status,
+            "priority": CW_PRIORITIES[priority], "board": "SOC Incidents", "company_id": 250,
+            "own_write": own_write, "external_ref": None, "updated_at": at}  # fmt: skip
+    return NewEvent(f"cw:ticket:{ident}", kinds.CW_TICKET_OBSERVED, data, tenant="acme",
+                    ticket=f"cw:{ident}", source="connectwise", occurred_at=at)  # fmt: skip
+
+
+def soc_seen(ident: int, at: str, *, status: str = "open", priority: str = "normal") -> NewEvent:
+    data = {"id": ident, "subject": f"s{ident}", "status": status, "priority": priority,
+            "organization_id": 9001, "external_id": "socbridge:cw:1", "updated_at": at}  # fmt: skip
+    return NewEvent(f"soc:ticket:{ident}", kinds.SOC_TICKET_OBSERVED, data, tenant="acme",
+                    ticket=f"soc:{ident}", source="soc", occurred_at=at)  # fmt: skip
+
+
+def outcome(command: dict[str, Any], type_: str, **data: Any) -> NewEvent:
+    suffix = type_.rsplit(".", 1)[1] + str(data.get("attempt", ""))
+    return NewEvent(
+        f"outbox:{command['link_id']}", type_,
+        {"command_id": command["command_id"], "kind": command["kind"],
+         "link_id": command["link_id"], **data},
+        tenant="acme", ticket=command["link_id"],
+        event_id=derived_event_id("outbox", command["command_id"], suffix),
+        causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
+    )  # fmt: skip
+
+
+class Log:
+    """A real event log with a live engine deciding on what is appended."""
+
+    def __init__(self, store: EventStore, live: Live) -> None:
+        self.store, self.live = store, live
+
+    @classmethod
+    async def open(cls, path: Path) -> Log:
+        store = await EventStore.open(path, synchronous="NORMAL")
+        live = Live(store)
+        await live.start()
+        return cls(store, live)
+
+    async def close(self) -> None:
+        await self.live.stop()
+        await self.store.close()
+
+    @property
+    def outbox(self) -> list[dict[str, Any]]:
+        assert self.live.engine is not None
+        return sorted(self.live.engine.state.outbox.values(), key=lambda c: c["issued_at"])
+
+    def command(self, kind: str) -> dict[str, Any]:
+        return next(c for c in self.outbox if c["kind"] == kind)
+
+    async def add(self, *events: NewEvent) -> None:
+        for event in events:
+            await self.store.append([event])
+            await self.live.settle()
+
+    async def deliver(self, kind: str, result: dict[str, Any] | None = None) -> None:
+        command = self.command(kind)
+        await self.add(outcome(command, kinds.COMMAND_DELIVERED, result=result or {}, attempt=1))
+
+    async def linked(self) -> None:
+        """cw:1 routed and its SOC ticket 11 created: a linked pair, both at normal/open."""
+        await self.add(cw_seen(1, "2026-11-29T10:00:00Z"))
+        await self.deliver("soc.create_ticket", {"id": 11})
+
+    async def events(self) -> list[RecordedEvent]:
+        return [e async for e in self.store.read()]
+
+    async def conflict(self) -> None:
+        """The SOC raises priority; before it lands, a technician lowers it in ConnectWise."""
+        await self.linked()
+        await self.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="urgent"))
+        await self.add(cw_seen(1, "2026-11-29T10:02:00Z", priority="low"))

@@ -1,0 +1,103 @@
+"""Replay: same log, same decisions; another policy changes only what it touches; same bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+
+from daemon.sync.decide import decide
+from eventstore import RecordedEvent
+from projections import kinds
+from projections.replay import preview, replay, state_digest
+from projections.state import BridgeState
+from tests.projections.history import Log
+from tests.projections.test_rebuild import RULES, Live, delivered, histories, observation
+
+
+def deciding(**policy: str) -> Any:
+    rules = RULES.with_policy(**policy)
+    return lambda state, event: decide(state, event, rules)
+
+
+async def played(path: Path, history: list[tuple[Any, ...]]) -> list[RecordedEvent]:
+    """The generator's history (both sides editing, deliveries interleaved) on a live engine."""
+    log = await Log.open(path)
+    live: Live = log.live
+    for n, op in enumerate(history):
+        if op[0] == "restart":
+            continue
+        assert live.engine is not None
+        event = delivered(live.engine, op[1], n) if op[0] == "deliver" else observation(op, n)
+        if event is not None:
+            await log.add(event)
+    events = await log.events()
+    await log.close()
+    return events
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories)
+def test_generated_history_replays_to_the_same_decisions(history: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        events = asyncio.run(played(Path(tmp) / "e.db", history))
+    result = preview(events, deciding())
+    assert result.diffs == []
+    assert (
+        result.same
+        == result.inputs
+        == sum(e.type in kinds.OBSERVATIONS | {kinds.COMMAND_DELIVERED} for e in events)
+    )
+
+
+async def test_concurrent_edits_on_both_sides_replay_to_the_recorded_conflict(
+    tmp_path: Path,
+) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.conflict()
+    events = await log.events()
+    await log.close()
+    assert [e.type for e in events].count(kinds.CONFLICT_RESOLVED) == 1
+    assert preview(events, deciding()).diffs == []
+
+
+async def test_policy_preview_changes_only_the_decisions_that_policy_touches(
+    tmp_path: Path,
+) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.conflict()
+    events = await log.events()
+    await log.close()
+    cause = next(e for e in events if e.type == kinds.CONFLICT_RESOLVED).causation_id
+
+    untouched = preview(events, deciding(status="cw"))  # no status conflict in this history
+    assert untouched.diffs == []
+
+    changed = preview(events, deciding(priority="cw"))
+    assert len(changed.diffs) == 1
+    diff = changed.diffs[0]
+    assert next(e for e in events if e.position == diff.cause_position).event_id == cause
+    recorded = next(d for d in diff.recorded if d["type"] == kinds.CONFLICT_RESOLVED)
+    proposed = next(d for d in diff.proposed if d["type"] == kinds.CONFLICT_RESOLVED)
+    assert (recorded["data"]["winner"], proposed["data"]["winner"]) == ("soc", "cw")
+    assert proposed["data"]["writes"]["soc"] == "low"
+    assert changed.same == changed.inputs - 1
+
+
+async def test_replay_until_a_position_shows_the_state_as_it_was(tmp_path: Path) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.linked()
+    events = await log.events()
+    await log.close()
+    linked_at = next(e.position for e in events if e.type == kinds.LINKED)
+    before = replay(events, until=linked_at - 1)
+    after = replay(events)
+    assert before.state.links["cw:1"]["state"] == "requested"
+    assert after.state.links["cw:1"]["state"] == "linked"
+    assert before.position == linked_at - 1 and after.position == events[-1].position
+    assert state_digest(replay(events).state) == state_digest(after.state)
+    assert state_digest(before.state) != state_digest(after.state)
+    assert state_digest(BridgeState()) != state_digest(after.state)
