@@ -29,9 +29,12 @@ def _modules() -> list[ModuleType]:
     # Imported here, not at module level, so `socbridge --help` stays fast and
     # a feature module's import error names itself.
     from daemon import (
+        audit_cli,  # audit, --remote, --fix
         bench_cli,  # benchmarks
         demo_cli,  # make demo
+        events_cli,  # a ticket's timeline
         remove_cli,  # R16
+        replay_cli,  # replay, policy preview
         run_cli,  # the daemon
         sim_cli,  # simulators
         store_cli,  # event log: verify, export, import
@@ -39,7 +42,8 @@ def _modules() -> list[ModuleType]:
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
     from daemon.soc import cli as soc_cli  # webhooks install/remove/status
 
-    return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, remove_cli, sim_cli]
+    return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, remove_cli, sim_cli,
+            events_cli, replay_cli, audit_cli]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

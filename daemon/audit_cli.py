@@ -1,0 +1,145 @@
+"""``socbridge audit``: what in the history (and with ``--remote`` live) needs attention.
+
+The report starts with ``verify``'s check of the log's hash chain, then lists
+every finding of :func:`projections.audit.audit` (divergent links, conflicts,
+misread echoes, stuck or abandoned commands, tickets linked on one side
+only), and with ``--remote`` the drift between the live tickets and the
+projections. ``--fix`` appends repair decisions and their commands, which the
+running daemon's outbox delivers; history is never rewritten. Exit code 0
+when nothing needs attention, 1 when something does, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import IO, Any
+
+import orjson
+
+from daemon.audit.remote import Remote, clients, fetch_remote
+from daemon.audit.repair import apply_repairs
+from daemon.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from daemon.config import Config, load_config
+from daemon.connectwise.errors import ConnectWiseError
+from daemon.soc.errors import SocError
+from daemon.store_cli import _guarded, add_db_arguments, resolve_db
+from daemon.sync.rules import rules_from_config
+from eventstore import EventStore, verify
+from projections.audit import Limits, audit, compare_remote, plan_repairs
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="find divergences, conflicts, stuck commands; --fix appends repairs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Verify the log's chain, then fold it and list what needs attention: divergent\n"
+            "links (sides disagree with nothing pending), conflicts (resolved by policy, or\n"
+            "unresolved), echoes misread, commands stuck or abandoned, tickets linked on one\n"
+            "side only. --remote also reads both live APIs and compares them with the log.\n"
+            "--fix appends repair decisions and commands (the daemon's outbox delivers them).\n\n"
+            "exit codes: 0 nothing needs attention, 1 something does, 2 bad usage"
+        ),
+        epilog=(
+            "examples:\n"
+            "  socbridge audit --db events.db\n"
+            "  socbridge audit --config socbridge.toml --remote --json\n"
+            "  socbridge audit --config socbridge.toml --remote --fix"
+        ),
+    )
+    add_db_arguments(p)
+    p.add_argument("--remote", action="store_true", help="compare with both live APIs")
+    p.add_argument("--fix", action="store_true", help="append repairs for divergent fields")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--stuck-attempts", type=int, default=3, metavar="N",
+        help="a pending command with N failed attempts is stuck (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stuck-age", type=int, default=1000, metavar="EVENTS",
+        help="a command pending while this many events were appended is stuck (default 1000)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_audit)
+
+
+async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Audit the log at ``path`` (and the live sides with ``--remote``); maybe fix."""
+    store = await EventStore.open(path, readonly=not args.fix)
+    try:
+        checked = await verify(store)
+        events = [e async for e in store.read()]
+        report = audit(events, Limits(args.stuck_attempts, args.stuck_age))
+        findings = list(report.findings)
+        remote: Remote | None = None
+        rules = rules_from_config(config) if config is not None else None
+        if args.remote:
+            assert config is not None and rules is not None
+            async with clients(config) as (cw, soc):
+                remote = await fetch_remote(report.state, rules, cw, soc)
+            findings.extend(compare_remote(report.state, remote))
+        repaired: list[dict[str, Any]] = []
+        if args.fix:
+            assert rules is not None
+            repairs = plan_repairs(report.state, rules.policy, remote)
+            appended = await apply_repairs(store, report.state, rules, repairs)
+            repaired = [{"position": e.position, "type": e.type, **e.data} for e in appended]
+    finally:
+        await store.close()
+    attention = not checked.ok or any(f.severity == "attention" for f in findings)
+    return {
+        "verify": checked.to_dict(),
+        "findings": [f.to_dict() for f in findings],
+        "repairs": repaired,
+        "needs_attention": attention,
+    }
+
+
+def render(doc: dict[str, Any], out: IO[str]) -> None:
+    v = doc["verify"]
+    if v["ok"]:
+        out.write(f"verify: intact, {v['checked']} events, chain verified\n")
+    else:
+        out.write(f"verify: BROKEN at position {v['first_bad_position']}: {v['problem']}\n")
+    findings = doc["findings"]
+    if findings:
+        width = max(len(f["kind"]) for f in findings)
+        for f in findings:
+            mark = "!" if f["severity"] == "attention" else " "
+            out.write(f"{mark} {f['kind']:<{width}}  {f['link_id'] or '-':<10}  {f['detail']}\n")
+    for r in doc["repairs"]:
+        if r["type"] == "sync.repair.decided":
+            out.write(f"repair #{r['position']}: {r['link_id']} {r['field']} -> {r['target']} "
+                      f"{r['value']!r} ({r['reason']})\n")  # fmt: skip
+    attention = sum(f["severity"] == "attention" for f in findings)
+    repairs = sum(r["type"] == "sync.repair.decided" for r in doc["repairs"])
+    tail = f", {repairs} repairs appended" if repairs else ""
+    out.write(f"{len(findings)} findings, {attention} need attention{tail}\n")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if (args.remote or args.fix) and args.config is None:
+        print("socbridge: error: --remote and --fix need --config (rules and API access)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.stuck_attempts < 1 or args.stuck_age < 1:
+        print("socbridge: error: --stuck-attempts and --stuck-age must be at least 1",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+
+    def action() -> int:
+        config = load_config(args.config) if args.config else None
+        try:
+            doc = asyncio.run(run_audit(resolve_db(args), config, args))
+        except (ConnectWiseError, SocError) as exc:
+            print(f"socbridge: error: --remote could not read a live side: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+        if args.json:
+            sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        else:
+            render(doc, sys.stdout)
+        return EXIT_PROBLEM if doc["needs_attention"] else EXIT_OK
+
+    return _guarded(action, "cannot read the event log")

@@ -1,0 +1,114 @@
+"""``socbridge audit``: --remote catches drift the log never saw, --fix converges both sides.
+
+The whole bridge runs on loopback (both simulators, the daemon in this
+process); the audit opens the same SQLite file the daemon writes, as an
+operator's second process would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from daemon.audit_cli import run_audit
+from daemon.cli import main
+from daemon.harness import Bridge
+from projections import kinds
+from tests.daemon.bridge.test_rules import soc_ticket_for
+from tests.projections.history import Log, outcome, soc_seen
+
+LOW = "Priority 4 - Schedule Maintenance"
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
+    async with Bridge(tmp_path) as b:
+        yield b
+
+
+def args(**over: Any) -> argparse.Namespace:
+    values = {"remote": False, "fix": False, "json": True, "stuck_attempts": 3, "stuck_age": 1000}
+    return argparse.Namespace(**{**values, **over})
+
+
+async def drifted(bridge: Bridge) -> tuple[int, int]:
+    """A linked pair; then the analyst lowers the SOC priority while webhooks are dropped."""
+    cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
+    soc = await soc_ticket_for(bridge, cw["id"])
+    await bridge.settled()
+    assert bridge.rehearsal is not None
+    bridge.rehearsal.soc.faults.update({"webhook_drop_ratio": 1.0})
+    await bridge.analyst.set(soc["id"], priority="low")
+    return cw["id"], soc["id"]
+
+
+async def test_remote_detects_a_change_made_while_callbacks_were_dropped(
+    bridge: Bridge,
+) -> None:
+    assert bridge.config is not None
+    db = bridge.config.store.path
+    quiet = await run_audit(db, bridge.config, args(remote=True))
+    assert quiet["findings"] == [] and not quiet["needs_attention"]
+
+    cw_id, _ = await drifted(bridge)
+    local = await run_audit(db, bridge.config, args())
+    assert not local["needs_attention"]  # the log alone cannot see it
+    doc = await run_audit(db, bridge.config, args(remote=True))
+    assert doc["needs_attention"] and doc["verify"]["ok"]
+    found = [
+        (f["kind"], f["link_id"], f["data"]["side"], f["data"]["live"]) for f in doc["findings"]
+    ]
+    assert found == [("remote-drift", f"cw:{cw_id}", "soc", "low")]
+
+
+async def test_fix_appends_repairs_that_the_outbox_delivers_and_both_sides_converge(
+    bridge: Bridge,
+) -> None:
+    assert bridge.config is not None
+    db = bridge.config.store.path
+    cw_id, soc_id = await drifted(bridge)
+    before = await bridge.store.last_position()
+    doc = await run_audit(db, bridge.config, args(remote=True, fix=True))
+    types = [r["type"] for r in doc["repairs"]]
+    assert types == [kinds.REPAIR_DECIDED, kinds.COMMAND_ISSUED]
+    assert all(r["position"] > before for r in doc["repairs"])  # appended, nothing rewritten
+
+    async def converged() -> bool:
+        cw = await bridge.technician.ticket(cw_id)
+        return bool(cw["priority"]["name"] == LOW)
+
+    await bridge.until(converged, "the repair to reach ConnectWise")
+    assert (await bridge.analyst.ticket(soc_id))["priority"] == "low"
+    await bridge.settled()
+    again = await run_audit(db, bridge.config, args(remote=True, fix=True))
+    assert again["repairs"] == []  # both sides agree: nothing left to repair
+
+
+def test_exit_codes_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def build(path: Path, abandon: bool) -> None:
+        log = await Log.open(path)
+        await log.linked()
+        if abandon:
+            await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="high"))
+            command = log.command("cw.update_ticket")
+            await log.add(outcome(command, kinds.COMMAND_ABANDONED, reason="x", attempt=1))
+        await log.close()
+
+    clean, dirty = tmp_path / "clean.db", tmp_path / "dirty.db"
+    asyncio.run(build(clean, False))
+    asyncio.run(build(dirty, True))
+    assert main(["audit", "--db", str(clean)]) == 0
+    assert "0 need attention" in capsys.readouterr().out
+    assert main(["audit", "--db", str(dirty), "--json"]) == 1
+    doc = orjson.loads(capsys.readouterr().out)
+    assert {f["kind"] for f in doc["findings"]} == {"divergent", "command-abandoned"}
+    size = dirty.stat().st_size
+    assert main(["audit", "--db", str(dirty), "--fix"]) == 2  # needs the config's rules
+    assert "--fix need --config" in capsys.readouterr().err
+    assert dirty.stat().st_size == size
