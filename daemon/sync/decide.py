@@ -166,10 +166,11 @@ def _field(
     expects: list[str] = f[f"expect_{side}"]
     if value == f[side] and value not in expects:
         return  # nothing changed in this field
-    if value in expects or (own_write and value == f[o]):
-        # Our own write coming back (or a repeat of it): never re-sent. A ticket socbridge
-        # wrote last (a mirrored note, say) can still carry someone else's earlier change
-        # to this field: a value we neither expect nor hold on the other side is a change.
+    wrote: list[str] = f.get(f"wrote_{side}", [])
+    if value in expects or (own_write and (value == f[o] or value in wrote)):
+        # Our own write coming back (or a late repeat of it): never re-sent. A ticket
+        # socbridge wrote last (a mirrored note, say) can still carry someone else's
+        # earlier change to this field: a value we never wrote there is a change.
         d.emit(
             kinds.ECHO_RECOGNISED,
             link,
