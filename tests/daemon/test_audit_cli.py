@@ -38,13 +38,14 @@ def args(**over: Any) -> argparse.Namespace:
 
 
 async def drifted(bridge: Bridge) -> tuple[int, int]:
-    """A linked pair; then the analyst lowers the SOC priority while webhooks are dropped."""
+    """A linked pair; then, with callbacks dropped, its ConnectWise priority changes directly
+    in the simulator (no callback, no lastUpdated move: neither intake nor polling sees it)."""
     cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
     soc = await soc_ticket_for(bridge, cw["id"])
     await bridge.settled()
     assert bridge.rehearsal is not None
-    bridge.rehearsal.soc.faults.update({"webhook_drop_ratio": 1.0})
-    await bridge.analyst.set(soc["id"], priority="low")
+    bridge.rehearsal.cw.faults.update({"drop_callbacks": 1_000_000})
+    bridge.rehearsal.cw.state.tickets[cw["id"]]["_ref_priority"] = 4  # Priority 4
     return cw["id"], soc["id"]
 
 
@@ -64,7 +65,7 @@ async def test_remote_detects_a_change_made_while_callbacks_were_dropped(
     found = [
         (f["kind"], f["link_id"], f["data"]["side"], f["data"]["live"]) for f in doc["findings"]
     ]
-    assert found == [("remote-drift", f"cw:{cw_id}", "soc", "low")]
+    assert found == [("remote-drift", f"cw:{cw_id}", "cw", "low")]
 
 
 async def test_fix_appends_repairs_that_the_outbox_delivers_and_both_sides_converge(
@@ -80,11 +81,10 @@ async def test_fix_appends_repairs_that_the_outbox_delivers_and_both_sides_conve
     assert all(r["position"] > before for r in doc["repairs"])  # appended, nothing rewritten
 
     async def converged() -> bool:
-        cw = await bridge.technician.ticket(cw_id)
-        return bool(cw["priority"]["name"] == LOW)
+        return bool((await bridge.analyst.ticket(soc_id))["priority"] == "low")
 
-    await bridge.until(converged, "the repair to reach ConnectWise")
-    assert (await bridge.analyst.ticket(soc_id))["priority"] == "low"
+    await bridge.until(converged, "the repair to reach the SOC")
+    assert (await bridge.technician.ticket(cw_id))["priority"]["name"] == LOW
     await bridge.settled()
     again = await run_audit(db, bridge.config, args(remote=True, fix=True))
     assert again["repairs"] == []  # both sides agree: nothing left to repair
@@ -112,3 +112,21 @@ def test_exit_codes_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["audit", "--db", str(dirty), "--fix"]) == 2  # needs the config's rules
     assert "--fix need --config" in capsys.readouterr().err
     assert dirty.stat().st_size == size
+
+
+async def test_the_commands_work_from_a_real_config_and_print_no_secret(
+    bridge: Bridge, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bridge.rehearsal is not None
+    config = str(bridge.rehearsal.config_path)
+    await drifted(bridge)
+    # The entry point runs its own event loop, as from a shell: give it a thread.
+    code = await asyncio.to_thread(main, ["audit", "--config", config, "--remote"])
+    out = capsys.readouterr().out
+    assert code == 1 and "remote-drift" in out and "1 need attention" in out
+    code = await asyncio.to_thread(main, ["replay", "--config", config, "--policy", "status=cw"])
+    out += capsys.readouterr().out
+    assert code == 0 and "policy preview (status=cw): 0 of" in out
+    folder = bridge.rehearsal.config_path.parent / "secrets"
+    secrets = [p.read_text().strip() for p in folder.iterdir() if p.is_file()]
+    assert secrets and not any(s in out for s in secrets if len(s) > 8)
