@@ -13,6 +13,7 @@ anywhere, so the same log always gives the same, byte-identical output.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -131,48 +132,48 @@ class Preview:
 
 
 class _Walk:
-    def __init__(self, decide: Decide) -> None:
-        self.decide = decide
-        self.state = BridgeState()
-        self.pending: list[RecordedEvent] = []
-        self.proposed: dict[str, list[dict[str, Any]]] = {}
-        self.recorded: dict[str, list[dict[str, Any]]] = {}
-        self.order: list[RecordedEvent] = []
+    """Plays the sync engine's order against the recorded log.
 
-    def decide_through(self, cause_id: str | None) -> None:
-        """Decide every pending input up to and including ``cause_id`` (all when None)."""
-        while self.pending:
-            event = self.pending.pop(0)
-            found = self.decide(self.state, event)
-            self.proposed[event.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
-            if event.event_id == cause_id:
-                return
+    As in the engine, an input is decided once it is folded and every decision
+    of the inputs before it has come round in the log and been folded too, so
+    each input is judged on exactly the state the engine judged it on.
+    """
+
+    def __init__(self, decide: Decide, decisions: Mapping[str, list[RecordedEvent]]) -> None:
+        self.decide = decide
+        self.decisions = decisions
+        self.state = BridgeState()
+        self.deferred: deque[RecordedEvent] = deque()
+        self.pending: set[str] = set()
+        self.proposed: dict[str, list[dict[str, Any]]] = {}
 
     def step(self, event: RecordedEvent) -> None:
-        cause = event.causation_id
-        if event.source == kinds.SYNC_SOURCE and cause is not None:
-            if any(p.event_id == cause for p in self.pending):
-                # The engine decided inputs in log order, on the state before its decisions.
-                self.decide_through(cause)
-            if cause in self.proposed:
-                self.recorded.setdefault(cause, []).append(
-                    canonical(event.type, event.ticket, event.data)
-                )
         apply(self.state, event)
+        self.pending.discard(event.event_id)
         if event.type in INPUTS:
-            self.pending.append(event)
-            self.order.append(event)
+            self.deferred.append(event)
+        while self.deferred and not self.pending:
+            cause = self.deferred.popleft()
+            found = self.decide(self.state, cause)
+            self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
+            recorded = self.decisions.get(cause.event_id, [])
+            self.pending.update(r.event_id for r in recorded if r.position > event.position)
 
 
-def preview(events: Iterable[RecordedEvent], decide: Decide) -> Preview:
+def preview(events: Sequence[RecordedEvent], decide: Decide) -> Preview:
     """Every input's recorded decisions next to what ``decide`` proposes for it."""
-    walk = _Walk(decide)
+    decisions: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        if event.source == kinds.SYNC_SOURCE and event.causation_id is not None:
+            decisions.setdefault(event.causation_id, []).append(event)
+    walk = _Walk(decide, decisions)
     for event in events:
         walk.step(event)
-    walk.decide_through(None)
     result = Preview()
-    for event in walk.order:
-        recorded = walk.recorded.get(event.event_id, [])
+    for event in events:
+        if event.type not in INPUTS:
+            continue
+        recorded = [canonical(d.type, d.ticket, d.data) for d in decisions.get(event.event_id, [])]
         proposed = walk.proposed.get(event.event_id, [])
         result.inputs += 1
         if recorded == proposed:

@@ -75,8 +75,18 @@ class Log:
             await self.live.settle()
 
     async def deliver(self, kind: str, result: dict[str, Any] | None = None) -> None:
-        command = self.command(kind)
+        await self.deliver_command(self.command(kind), result)
+
+    async def deliver_command(
+        self, command: dict[str, Any], result: dict[str, Any] | None = None
+    ) -> None:
         await self.add(outcome(command, kinds.COMMAND_DELIVERED, result=result or {}, attempt=1))
+
+    async def restart(self) -> None:
+        """Stop the engine (it saves its checkpoint), start a new one from it (a restart)."""
+        await self.live.settle()
+        await self.live.stop()
+        await self.live.start()
 
     async def linked(self) -> None:
         """cw:1 routed and its SOC ticket 11 created: a linked pair, both at normal/open."""

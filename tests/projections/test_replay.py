@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from daemon.sync.decide import decide
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.replay import preview, replay, state_digest
 from projections.state import BridgeState
-from tests.projections.history import Log
-from tests.projections.test_rebuild import RULES, Live, delivered, histories, observation
+from tests.projections.history import Log, cw_seen, soc_seen
+from tests.projections.test_rebuild import RULES
+
+PRIORITIES = ["urgent", "high", "normal", "low"]
 
 
 def deciding(**policy: str) -> Any:
@@ -23,27 +26,50 @@ def deciding(**policy: str) -> Any:
     return lambda state, event: decide(state, event, rules)
 
 
-async def played(path: Path, history: list[tuple[Any, ...]]) -> list[RecordedEvent]:
-    """The generator's history (both sides editing, deliveries interleaved) on a live engine."""
+STATUSES = {"cw": ["In Progress", "Solved", "Unresolved"], "soc": ["open", "pending", "solved"]}
+edits = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["cw", "soc"]), st.sampled_from(["status", "priority"]),
+                  st.integers(0, 3), st.booleans()),
+        st.tuples(st.just("deliver"), st.none(), st.integers(0, 3), st.none()),
+        st.tuples(st.just("restart"), st.none(), st.none(), st.none()),
+    ),
+    min_size=1, max_size=20,
+)  # fmt: skip
+
+
+async def edited(path: Path, ops: list[tuple[Any, ...]]) -> list[RecordedEvent]:
+    """One linked pair; both sides edit it while the bridge's writes are still in flight."""
     log = await Log.open(path)
-    live: Live = log.live
-    for n, op in enumerate(history):
-        if op[0] == "restart":
-            continue
-        assert live.engine is not None
-        event = delivered(live.engine, op[1], n) if op[0] == "deliver" else observation(op, n)
-        if event is not None:
-            await log.add(event)
+    await log.linked()
+    for n, (kind, name, pick, own) in enumerate(ops):
+        at = f"2026-11-29T11:{n // 60:02d}:{n % 60:02d}Z"
+        if kind == "deliver":
+            if log.outbox:
+                command = log.outbox[pick % len(log.outbox)]
+                await log.deliver_command(command)
+        elif kind == "restart":
+            await log.restart()
+        elif kind == "cw":
+            status = STATUSES["cw"][pick % 3] if name == "status" else "In Progress"
+            priority = PRIORITIES[pick] if name == "priority" else "normal"
+            await log.add(cw_seen(1, at, status=status, priority=priority, own_write=own))
+        else:
+            status = STATUSES["soc"][pick % 3] if name == "status" else "open"
+            priority = PRIORITIES[pick] if name == "priority" else "normal"
+            await log.add(soc_seen(11, at, status=status, priority=priority))
     events = await log.events()
     await log.close()
     return events
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(histories)
-def test_generated_history_replays_to_the_same_decisions(history: list[tuple[Any, ...]]) -> None:
+@given(edits)
+def test_concurrent_edits_on_both_sides_replay_to_the_same_decisions(
+    ops: list[tuple[Any, ...]],
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        events = asyncio.run(played(Path(tmp) / "e.db", history))
+        events = asyncio.run(edited(Path(tmp) / "e.db", ops))
     result = preview(events, deciding())
     assert result.diffs == []
     assert (
