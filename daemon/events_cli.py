@@ -24,7 +24,9 @@ import orjson
 from daemon.cli import EXIT_OK, EXIT_USAGE
 from daemon.store_cli import _guarded, add_db_arguments, resolve_db
 from eventstore import EventStore, RecordedEvent
-from projections.fold import fold
+from projections import kinds
+from projections.fold import apply, fold
+from projections.state import BridgeState
 
 _COLOURS = {"observed": "36", "sync": "33", "outbox": "32", "failed": "31", "admin": "35"}
 
@@ -102,9 +104,8 @@ class Filter:
         return True
 
 
-def ticket_keys(events: list[RecordedEvent], ticket: str) -> frozenset[str]:
+def ticket_keys(state: BridgeState, ticket: str) -> frozenset[str]:
     """The ticket keys of one ticket's timeline: its link and both sides' observations."""
-    state = fold(events)
     side, _, ident = ticket.partition(":")
     link = state.link_for(side, ident) or state.links.get(ticket)
     if link is None:
@@ -186,7 +187,8 @@ async def show_events(
 ) -> int:
     """Print the filtered timeline to ``out``; with ``follow``, keep going until cancelled."""
     events = [e async for e in store.read()]
-    tickets = ticket_keys(events, args.ticket) if args.ticket else None
+    state = fold(events)
+    tickets = ticket_keys(state, args.ticket) if args.ticket else None
     match = Filter(args.tenant, tickets, args.type, args.since, args.until)
     printer = Printer(out, as_json=args.json, colour=not args.json and out.isatty())
     printer.header()
@@ -197,6 +199,9 @@ async def show_events(
     if args.follow:
         last = events[-1].position if events else 0
         async for event in store.subscribe(last + 1):
+            apply(state, event)
+            if args.ticket and event.type in (kinds.LINK_REQUESTED, kinds.LINKED):
+                match.tickets = ticket_keys(state, args.ticket)  # a partner was linked
             printer.remember(event)
             if match(event):
                 printer.show(event)

@@ -158,3 +158,29 @@ async def test_follow_prints_a_new_event_as_it_is_appended(db: Path) -> None:
         await writer.close()
         await reader.close()
     assert orjson.loads(out.getvalue().splitlines()[-1])["ticket"] == "soc:12"
+
+
+async def test_follow_of_a_ticket_picks_up_its_partner_once_linked(tmp_path: Path) -> None:
+    seen = asyncio.Event()
+
+    class Watched(io.StringIO):
+        def write(self, text: str) -> int:
+            if "soc:11" in text:
+                seen.set()
+            return super().write(text)
+
+    log = await Log.open(tmp_path / "e.db")
+    await log.add(cw_seen(1, "2026-11-29T10:00:00Z"))  # not linked yet: no partner known
+    reader = await EventStore.open(tmp_path / "e.db", readonly=True)
+    out = Watched()
+    task = asyncio.create_task(show_events(reader, _args(follow=True, ticket="cw:1"), out))
+    try:
+        await log.deliver("soc.create_ticket", {"id": 11})
+        await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="high"))
+        await asyncio.wait_for(seen.wait(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await reader.close()
+        await log.close()
+    assert "soc.ticket.observed" in out.getvalue()
