@@ -136,22 +136,28 @@ def _args(**over: object) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
+class Watched(io.StringIO):
+    """An output that says when a line with ``needle`` has been written."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        if self.needle in text:
+            self.seen.set()
+        return super().write(text)
+
+
 async def test_follow_prints_a_new_event_as_it_is_appended(db: Path) -> None:
-    seen = asyncio.Event()
-
-    class Watched(io.StringIO):
-        def write(self, text: str) -> int:
-            if "soc:12" in text:
-                seen.set()
-            return super().write(text)
-
-    out = Watched()
+    out = Watched("soc:12")
     reader = await EventStore.open(db, readonly=True)
     writer = await EventStore.open(db)
     task = asyncio.create_task(show_events(reader, _args(follow=True, json=True), out))
     try:
         await writer.append([soc_seen(12, "2026-11-29T10:05:00Z")])
-        await asyncio.wait_for(seen.wait(), 10)
+        await asyncio.wait_for(out.seen.wait(), 10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -161,23 +167,15 @@ async def test_follow_prints_a_new_event_as_it_is_appended(db: Path) -> None:
 
 
 async def test_follow_of_a_ticket_picks_up_its_partner_once_linked(tmp_path: Path) -> None:
-    seen = asyncio.Event()
-
-    class Watched(io.StringIO):
-        def write(self, text: str) -> int:
-            if "soc:11" in text:
-                seen.set()
-            return super().write(text)
-
     log = await Log.open(tmp_path / "e.db")
     await log.add(cw_seen(1, "2026-11-29T10:00:00Z"))  # not linked yet: no partner known
     reader = await EventStore.open(tmp_path / "e.db", readonly=True)
-    out = Watched()
+    out = Watched("soc:11")
     task = asyncio.create_task(show_events(reader, _args(follow=True, ticket="cw:1"), out))
     try:
         await log.deliver("soc.create_ticket", {"id": 11})
         await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="high"))
-        await asyncio.wait_for(seen.wait(), 10)
+        await asyncio.wait_for(out.seen.wait(), 10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
