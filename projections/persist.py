@@ -10,6 +10,7 @@ since the last save are written.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,6 +62,8 @@ class ProjectionStore:
         self._saved_links: dict[str, bytes] = {}
         self._saved_outbox: dict[str, bytes] = {}
         self._saved_meta: dict[str, bytes] = {}
+        # One save at a time: each diffs against what the previous one wrote.
+        self._saving = asyncio.Lock()
 
     async def load(self) -> BridgeState:
         """The saved state (empty at position 0 when nothing was saved yet)."""
@@ -91,6 +94,10 @@ class ProjectionStore:
 
     async def save(self, state: BridgeState) -> int:
         """Write changed rows and the checkpoint in one transaction; return rows written."""
+        async with self._saving:
+            return await self._save(state)
+
+    async def _save(self, state: BridgeState) -> int:
         link_rows = []
         for link_id, link in state.links.items():
             body = orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
