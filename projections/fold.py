@@ -113,6 +113,13 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
         link["notes"].setdefault(d["note_key"], d.get("mirror_of") or "echo")
 
 
+def _repair(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
+    # An audit repair writes a value to one side: it will come back as an echo.
+    link = state.links.get(d["link_id"])
+    if link is not None:
+        link["fields"][d["field"]][f"expect_{d['target']}"].append(d["value"])
+
+
 def _note_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     state.links[d["link_id"]]["notes"][d["note_key"]] = "pending"
 
@@ -201,6 +208,7 @@ _HANDLERS: dict[str, Handler] = {
     kinds.CONFLICT_RESOLVED: _conflict_resolved,
     kinds.ECHO_RECOGNISED: _echo,
     kinds.NOTE_MIRROR_DECIDED: _note_decided,
+    kinds.REPAIR_DECIDED: _repair,
     kinds.NOTE_SKIPPED: _note_skipped,
     kinds.COMMAND_ISSUED: _issued,
     kinds.COMMAND_DELIVERED: _delivered,
