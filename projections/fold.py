@@ -9,6 +9,7 @@ log always gives the same state, live or rebuilt from position 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from eventstore import RecordedEvent
@@ -33,6 +34,19 @@ def fold(events: Iterable[RecordedEvent], state: BridgeState | None = None) -> B
     for event in events:
         apply(state, event)
     return state
+
+
+def _saw(f: dict[str, Any], side: str, at: str | None) -> None:
+    """Remember the newest source time known of ``side`` (older observations are stale)."""
+    if at is None:
+        return
+    seen = f.get(f"{side}_seen")
+    if seen is None or _when(at) > _when(seen):
+        f[f"{side}_seen"] = at
+
+
+def _when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _agree(f: dict[str, Any]) -> None:
@@ -82,6 +96,7 @@ def _field_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) 
     f = state.links[d["link_id"]]["fields"][d["field"]]
     f[d["side"]] = d["value"]
     f[f"{d['side']}_at"] = d["at"]
+    _saw(f, d["side"], d["at"])
     for target, value in d["writes"].items():
         f[f"expect_{target}"].append(value)
         # The last few values written to a side: a late (retried or reordered) callback of
@@ -104,6 +119,7 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     if d["kind"] == "field":
         f = link["fields"][d["field"]]
         f[d["side"]] = d["value"]
+        _saw(f, d["side"], d.get("at"))
         expects = f[f"expect_{d['side']}"]
         if d["value"] in expects:
             # Writes land in order: this one and every earlier one have come back.
@@ -154,6 +170,11 @@ def _delivered(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> N
         for name, value in params["fields"].items():
             f = link["fields"][name]
             f[target] = value
+            expects = f[f"expect_{target}"]
+            if value in expects:
+                # Delivered: this write and every earlier one to this side have landed.
+                del expects[: expects.index(value) + 1]
+            _saw(f, target, result.get("updated_at"))
             _agree(f)
     elif kind.endswith((".add_comment", ".add_note")) and result.get("id") is not None:
         created = f"{target}:{result['id']}"

@@ -88,13 +88,14 @@ async def deliver(
         raise MissingTargetError(f"{link['link_id']} has no {target} ticket yet")
     if kind == "soc.update_ticket":
         _check_fresh(target, remote_id, await soc.get_ticket(remote_id), params)
-        await soc.update_ticket(remote_id, params["remote"])
-        return {}
+        doc = await soc.update_ticket(remote_id, params["remote"])
+        return {"updated_at": (doc.get("ticket") or {}).get("updated_at")}
     if kind == "cw.update_ticket":
-        _check_fresh(target, remote_id, await cw.get_ticket(remote_id), params)
+        current = await cw.get_ticket(remote_id)
+        _check_fresh(target, remote_id, current, params)
         changes = {name: {"name": value} for name, value in params["remote"].items()}
-        await cw.update_ticket(remote_id, changes)
-        return {}
+        updated = await cw.update_ticket(remote_id, changes, current) or current
+        return {"updated_at": (updated.get("_info") or {}).get("lastUpdated")}
     if kind == "soc.add_comment":
         return await _soc_comment(soc, remote_id, params, maybe_sent)
     if kind == "cw.add_note":

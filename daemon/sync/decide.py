@@ -163,6 +163,22 @@ def _field(
 ) -> None:
     f = link["fields"][name]
     o = other(side)
+    seen = f.get(f"{side}_seen")
+    if at is not None and seen is not None:
+        order = _later(at, seen)
+        if order < 0:
+            # Older than what we already know of this side (a late poll, a duplicated
+            # or reordered delivery): its value was superseded.
+            return
+        if order == 0 and value == f[side]:
+            if value in f.get(f"wrote_{side}", []):
+                # Our delivered write seen coming back: recognised, nothing to do.
+                d.emit(
+                    kinds.ECHO_RECOGNISED,
+                    link,
+                    {"kind": "field", "field": name, "side": side, "value": value, "at": at},
+                )
+            return
     expects: list[str] = f[f"expect_{side}"]
     if value == f[side] and value not in expects:
         return  # nothing changed in this field
@@ -174,7 +190,7 @@ def _field(
         d.emit(
             kinds.ECHO_RECOGNISED,
             link,
-            {"kind": "field", "field": name, "side": side, "value": value},
+            {"kind": "field", "field": name, "side": side, "value": value, "at": at},
         )
         return
     other_moved = f[o] != f["base"] or bool(expects)

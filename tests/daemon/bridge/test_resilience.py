@@ -91,17 +91,8 @@ async def final_picture(
     return pic
 
 
-KNOWN_FIELD_BUG = (
-    "known bug, not fixed here: echo matching in sync is fooled by late or repeated "
-    "observations of values socbridge wrote (see test_fields_converge_to_the_last_change_"
-    "under_duplicated_and_reordered_deliveries)"
-)
-
-
 async def fields_converged(bridge: Bridge, what: str, **expect: Any) -> None:
-    """Last check of a scenario: statuses and priorities agree and hold the last change. A
-    miss is the known echo-matching bug, reported as an expected failure saying what
-    differed (visible in the summary), never counted as a pass."""
+    """Last check of a scenario: statuses and priorities agree and hold the last change."""
 
     async def check() -> bool:
         pic = await picture(bridge.technician, bridge.analyst)
@@ -111,7 +102,7 @@ async def fields_converged(bridge: Bridge, what: str, **expect: Any) -> None:
         await bridge.until(check, what, 10)
     except TimeoutError:
         pic = await picture(bridge.technician, bridge.analyst)
-        pytest.xfail(f"{KNOWN_FIELD_BUG}: {what}: {pic.problems or _unmet(pic, expect)}")
+        raise AssertionError(f"{what}: {pic.problems or _unmet(pic, expect)}") from None
 
 
 async def commands_per_link(bridge: Bridge) -> Counter[str]:
@@ -342,16 +333,6 @@ async def test_reordered_deliveries_never_double_or_ping_pong(bridge: Bridge) ->
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, not fixed here (echo matching in sync): a callback delivered after a "
-        "fresher poll flaps a field (SOC low, high, low); a repeated observation of the first "
-        "'low' then consumes every expected echo up to the last 'low', so the 'high' echo is "
-        "decided as a SOC change and written back, while the delivered 'low' masks it: the "
-        "sides can end disagreeing, or a technician's Solved overwritten by Unresolved"
-    ),
-)
 async def test_fields_converge_to_the_last_change_under_duplicated_and_reordered_deliveries(
     bridge: Bridge,
 ) -> None:
