@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Literal
 
@@ -103,6 +104,84 @@ class ServerSettings(BaseModel):
             "this daemon (idempotent)."
         ),
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description=(
+            "PEM certificate chain the listener serves (R13: TLS 1.2/1.3, the guide's ciphers)."
+        ),
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key of tls_cert (readable by the service only)."
+    )
+    allow_plain_http: bool = Field(
+        default=False,
+        description=(
+            "Serve plain HTTP instead of TLS. Only for demos and tests: refused unless host "
+            "is a loopback address."
+        ),
+    )
+    allowed_sources: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        description=(
+            "CIDR ranges allowed to call the callback and webhook routes (R14); add the "
+            "vendor's published ranges. Others get 403 and nothing is recorded."
+        ),
+    )
+    admin_sources: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        description="CIDR ranges allowed to read /healthz, /readyz and /metrics (loopback).",
+    )
+    admin_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "If set, /healthz, /readyz and /metrics are also served over plain HTTP on "
+            "admin_host:admin_port (loopback by default) for local probes and scrapers."
+        ),
+    )
+    admin_host: str = Field(default="127.0.0.1", description="Address of the admin listener.")
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted on any route; larger gets 413.",
+    )
+    stop_deadline_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "On SIGTERM, how long in-flight deliveries may take to finish; the rest stay "
+            "pending in the log and are retried at the next start. Keep below TimeoutStopSec."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _tls_or_loopback(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.allow_plain_http and not _is_loopback(self.host):
+            raise ValueError(
+                f"allow_plain_http is only allowed with a loopback host, not {self.host!r}; "
+                "set tls_cert and tls_key instead"
+            )
+        return self
+
+    def require_listener_policy(self) -> None:
+        """Refuse to serve when neither TLS nor loopback plain HTTP is configured (R13)."""
+        if self.tls_cert is None and not self.allow_plain_http:
+            raise ValueError(
+                "server: no tls_cert/tls_key; set them (R13), or allow_plain_http = true "
+                "with a loopback host for demos and tests"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Config(BaseModel):
@@ -165,7 +244,12 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     store = config.store
     if not store.path.is_absolute():
         store = store.model_copy(update={"path": base / store.path})
-    return config.model_copy(update={"store": store})
+    server = config.server
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(server, key)
+        if value is not None and not value.is_absolute():
+            server = server.model_copy(update={key: base / value})
+    return config.model_copy(update={"store": store, "server": server})
 
 
 def load_config(path: str | Path) -> Config:
