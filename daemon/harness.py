@@ -21,6 +21,7 @@ from aiohttp import web
 from daemon.app import ENGINE, OUTBOX, STORE, build_app
 from daemon.config import Config, load_config
 from daemon.connectwise.simulator import fixture as cwfx
+from daemon.listener import start_sites
 from daemon.outbox.worker import Outbox
 from daemon.sim_all import Rehearsal, start_rehearsal
 from daemon.soc.simulator import fixture as socfx
@@ -203,7 +204,7 @@ class Bridge:
         self._app = build_app(self.config)
         self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.server.host, self.config.server.port).start()
+        await start_sites(self._runner, self.config.server)
         self.engine.on_event(lambda _e: self._appended.set())
         await asyncio.wait_for(self.engine.ready.wait(), 30)
 

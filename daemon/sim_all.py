@@ -20,6 +20,7 @@ from typing import Any
 from daemon.connectwise.intake import ROUTE_PATH as CW_ROUTE
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.connectwise.simulator.server import SimServer
+from daemon.simtrust import RehearsalTls, write_rehearsal_tls
 from daemon.soc.intake import WEBHOOK_ROUTE as SOC_ROUTE
 from daemon.soc.simulator import fixture as socfx
 from daemon.soc.simulator.server import SocSimulator
@@ -94,15 +95,35 @@ def _table(name: str, values: dict[str, Any]) -> str:
 
 
 def write_config(
-    path: Path, cw_url: str, soc_url: str, daemon_host: str, daemon_port: int, poll_s: float
+    path: Path,
+    cw_url: str,
+    soc_url: str,
+    daemon_host: str,
+    daemon_port: int,
+    poll_s: float,
+    tls: RehearsalTls | None = None,
 ) -> dict[str, Any]:
-    """Write the daemon's config (and its secret files) for running simulators."""
+    """Write the daemon's config (and its secret files) for running simulators.
+
+    With ``tls`` the daemon serves TLS with that certificate and the callback and
+    webhook URLs are https; without, plain HTTP on loopback (allowed explicitly).
+    """
     folder = path.parent
     secrets = folder / "secrets"
-    daemon_url = f"http://{daemon_host}:{daemon_port}"
+    scheme = "https" if tls is not None else "http"
+    daemon_url = f"{scheme}://{daemon_host}:{daemon_port}"
+    server: dict[str, Any] = {
+        "host": daemon_host,
+        "port": daemon_port,
+        "install_remote_hooks": True,
+    }
+    if tls is not None:
+        server.update(tls_cert=str(tls.cert), tls_key=str(tls.key))
+    else:
+        server["allow_plain_http"] = True
     sections: dict[str, dict[str, Any]] = {
         "store": {"path": str(folder / "events.db")},
-        "server": {"host": daemon_host, "port": daemon_port, "install_remote_hooks": True},
+        "server": server,
         "connectwise": {
             "site_url": cw_url,
             "company_id": cwfx.LOGIN_COMPANY,
@@ -199,20 +220,23 @@ async def start_rehearsal(
     *,
     poll_s: float = 5.0,
     export_lag: float = 60.0,
+    tls: bool = False,
 ) -> Rehearsal:
     """Start both simulators on ``port`` and ``port + 1``; write config and sheet.
 
     ``export_lag`` is how long the SOC simulator's incremental export holds
-    back recent changes (the real export excludes the last minute).
+    back recent changes (the real export excludes the last minute). With
+    ``tls`` the daemon serves TLS with a generated certificate the simulators trust.
     """
+    config_path = config_path.resolve()
+    rehearsal_tls = write_rehearsal_tls(config_path.parent / "tls", host) if tls else None
     cw = await SimServer(host, port).start()
     soc = SocSimulator(host=host, port=port + 1 if port else 0, export_lag=export_lag)
     await soc.start()
     daemon_port = port + 2 if port else _free_port(host)
-    config_path = config_path.resolve()
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    write_config(config_path, cw.url, soc.url, host, daemon_port, poll_s)
-    daemon_url = f"http://{host}:{daemon_port}"
+    write_config(config_path, cw.url, soc.url, host, daemon_port, poll_s, rehearsal_tls)
+    daemon_url = f"{'https' if tls else 'http'}://{host}:{daemon_port}"
     sheet = info_sheet(cw, soc, config_path, daemon_url)
     if info_path is not None:
         info_path.write_text(json.dumps(sheet, indent=2) + "\n")
@@ -245,12 +269,17 @@ def register_all(sim_sub: Any) -> None:
     p.add_argument("--write-config", type=Path, required=True, metavar="FILE")
     p.add_argument("--info", type=Path, required=True, metavar="SHEET")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="reconciliation period")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="the daemon serves TLS (R13) with a generated self-signed CA in <config dir>/tls",
+    )
     p.set_defaults(func=cmd_sim_all)
 
 
 async def cmd_sim_all(args: Any) -> int:
     rehearsal = await start_rehearsal(
-        args.host, args.port, args.write_config, args.info, poll_s=args.poll_seconds
+        args.host, args.port, args.write_config, args.info, poll_s=args.poll_seconds, tls=args.tls
     )
     print(
         f"ConnectWise simulator {rehearsal.cw.url}, SOC simulator {rehearsal.soc.url}\n"

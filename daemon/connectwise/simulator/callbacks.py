@@ -29,6 +29,7 @@ import structlog
 from daemon.connectwise.simulator import fixture
 from daemon.connectwise.simulator.faults import Faults
 from daemon.connectwise.simulator.state import Json, SimState
+from daemon.simtrust import client_session
 
 
 def sign(signing_key: str, body: bytes) -> str:
@@ -87,7 +88,7 @@ class CallbackDispatcher:
         )
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = client_session()  # trusts a rehearsal CA (sim all --tls)
         self._task = asyncio.create_task(self._run(), name="cw-sim-callbacks")
 
     async def stop(self) -> None:

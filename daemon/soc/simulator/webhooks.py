@@ -28,6 +28,7 @@ import orjson
 from yarl import URL
 
 from daemon.secrets import Secret
+from daemon.simtrust import client_session
 from daemon.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from daemon.soc.simulator import fixture
 from daemon.soc.simulator.errors import webhook_invalid, webhook_not_found
@@ -241,7 +242,7 @@ class WebhookDispatcher:
                 self._queue.put_nowait((hook, envelope(change, event_type)))
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = client_session()  # trusts a rehearsal CA (sim all --tls)
         self._worker = asyncio.create_task(self._run(), name="soc-sim-webhooks")
 
     async def stop(self) -> None:
