@@ -10,8 +10,10 @@ contexts fill in as they start.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,6 +25,8 @@ from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.intake import ROUTE_PATH as CW_ROUTE
 from daemon.connectwise.intake import make_callback_handler
 from daemon.connectwise.poller import ConnectWisePoller
+from daemon.guard import guard_middleware
+from daemon.metrics import CONTENT_TYPE, Metrics, track_reconciliation
 from daemon.outbox.worker import Outbox
 from daemon.secrets import load_secret
 from daemon.soc import install as soc_install
@@ -46,6 +50,9 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CW_HANDLER = web.AppKey("cw_handler", object)
 SOC_HANDLER = web.AppKey("soc_handler", object)
 STOP = web.AppKey("stop", asyncio.Event)
+METRICS = web.AppKey("metrics", Metrics)
+#: Set once intake, sync and outbox all run (systemd READY=1 is sent then).
+RUNNING = web.AppKey("running", asyncio.Event)
 
 
 class Reobserver:
@@ -77,7 +84,10 @@ def enabled_tenants(config: Config, key: str) -> dict[int, str]:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
+    follower = asyncio.create_task(app[METRICS].follow(app[STORE]), name="metrics")
     yield
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
     await app[STORE].close()
 
 
@@ -146,6 +156,8 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[REOBSERVE].cw = cw_poller.kick
     app[REOBSERVE].soc = soc_poller.kick
+    track_reconciliation(cw_poller, "cw", app[METRICS])
+    track_reconciliation(soc_poller, "soc", app[METRICS])
     stop = asyncio.Event()
     app[STOP] = stop
     tasks = [
@@ -168,6 +180,7 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
         cw_state = await cw_install.install(app[CW_CLIENT], config.connectwise)
         soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
         log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
+    app[RUNNING].set()
     yield
 
 
@@ -196,16 +209,51 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def _live_state(app: web.Application) -> dict[str, Any]:
+    """What /metrics reads at scrape time (outbox, lag, intake counts)."""
+    engine, metrics = app.get(ENGINE), app[METRICS]
+    state: dict[str, Any] = {"intake": {}}
+    if engine is not None:
+        outbox = engine.state.outbox
+        state["outbox_depth"] = len(outbox)
+        issued = [metrics.issued_at(c) for c in outbox]
+        known = [t for t in issued if t is not None]
+        state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
+        state["projection_lag"] = max(0, metrics.head - engine.state.position)
+    cw = getattr(app.get(CW_HANDLER), "__self__", None)
+    for outcome, count in getattr(getattr(cw, "metrics", None), "counts", {}).items():
+        state["intake"][("connectwise", outcome)] = count
+    return state
+
+
 def build_app(config: Config) -> web.Application:
     """The daemon as an aiohttp application; start it with an AppRunner."""
+    metrics = Metrics()
     app = web.Application(
-        client_max_size=max(config.connectwise.callback_max_body_bytes, 1_048_576)
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[
+            guard_middleware(
+                config.server.allowed_sources,
+                config.server.admin_sources,
+                on_refused=metrics.refuse,
+                on_handled=metrics.handled,
+            )
+        ],
     )
     app[CONFIG] = config
+    app[METRICS] = metrics
+    app[RUNNING] = asyncio.Event()
+    metrics.state.source = lambda: _live_state(app)
     app[REOBSERVE] = Reobserver()
     app.router.add_post(CW_ROUTE, _cw_callback)
     app.router.add_post(SOC_ROUTE, _soc_webhook)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.extend([_store_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx])
     return app

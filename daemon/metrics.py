@@ -1,0 +1,186 @@
+"""``/metrics``: the daemon's Prometheus exposition, one registry per application.
+
+Each application gets its own ``CollectorRegistry`` (never the global one),
+so tests can run several daemons in one process. Counters and the latency
+histogram are fed by :meth:`Metrics.follow`, a task that follows the event log
+from its end at start: every append counts, an ``outbox.command.issued`` ->
+``delivered`` pair gives a delivery latency (log recorded times), and a
+``failed``/``abandoned`` outcome counts a remote error by the HTTP status in
+its message (``network`` when there is none). Gauges that are state (outbox
+depth and oldest age, projection lag, intake counts, last reconciliation) are
+read at scrape time by :class:`_StateCollector`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from eventstore import EventStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATUS = re.compile(r"\b([1-5]\d\d)\b")
+ISSUED, DELIVERED = "outbox.command.issued", "outbox.command.delivered"
+FAILED, ABANDONED = "outbox.command.failed", "outbox.command.abandoned"
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+class Metrics:
+    """The daemon's metrics; ``sources`` gives live state at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "socbridge_events_appended",
+            "Events appended to the log since start, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "socbridge_requests_refused_by_guard",
+            "Inbound requests refused before their handler (route kind, reason).",
+            ["route", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "socbridge_delivery_latency_seconds",
+            "From a command's issue to its delivery, by the log's recorded times.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.remote_errors = Counter(
+            "socbridge_remote_errors",
+            "Failed or abandoned deliveries, by target side and HTTP status.",
+            ["side", "status"],
+            registry=self.registry,
+        )
+        self.responses = Counter(
+            "socbridge_inbound_responses",
+            "Requests answered by the inbound routes, by path and HTTP status.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self.last_reconciliation: dict[str, float] = {}
+        #: Highest log position seen appended (for the projection lag).
+        self.head = 0
+        self._issued: dict[str, float] = {}
+        self.state = _StateCollector(self)
+        self.registry.register(self.state)
+
+    def refuse(self, route: str, reason: str) -> None:
+        self.refused.labels(route, reason).inc()
+
+    def handled(self, path: str, status: int) -> None:
+        self.responses.labels(path, str(status)).inc()
+
+    def issued_at(self, command_id: str) -> float | None:
+        """When a pending command was issued (known for commands issued since start)."""
+        return self._issued.get(command_id)
+
+    def reconciled(self, side: str) -> None:
+        self.last_reconciliation[side] = time.time()
+
+    def observe(self, event: Any) -> None:
+        """Count one appended event (a :class:`eventstore.RecordedEvent`)."""
+        self.events.labels(event.type).inc()
+        self.head = max(self.head, event.position)
+        # An issued command's id is its event id; outcomes carry it in their data.
+        command_id = event.event_id if event.type == ISSUED else event.data.get("command_id")
+        if event.type == ISSUED:
+            self._issued[command_id] = _ts(event.recorded_at)
+        elif event.type == DELIVERED:
+            issued = self._issued.pop(command_id, None)
+            if issued is not None:
+                self.latency.observe(max(0.0, _ts(event.recorded_at) - issued))
+        elif event.type in (FAILED, ABANDONED):
+            side = str(event.data.get("kind", "?")).split(".", 1)[0]
+            text = str(event.data.get("error") or event.data.get("reason") or "")
+            match = STATUS.search(text)
+            self.remote_errors.labels(side, match.group(1) if match else "network").inc()
+            if event.type == ABANDONED:
+                self._issued.pop(command_id, None)
+
+    async def follow(self, store: EventStore) -> None:
+        """Observe every event appended from now on, until cancelled."""
+        self.head = await store.last_position()
+        start = self.head + 1
+        async for event in store.subscribe(start):
+            self.observe(event)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+StateFn = Callable[[], dict[str, Any]]
+
+
+class _StateCollector(Collector):
+    """Reads live state at scrape time through ``source`` (set by the app)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.source: StateFn | None = None
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        state = self.source() if self.source is not None else {}
+        depth = GaugeMetricFamily(
+            "socbridge_outbox_depth", "Commands issued and not yet delivered or abandoned."
+        )
+        depth.add_metric([], state.get("outbox_depth", 0))
+        yield depth
+        age = GaugeMetricFamily(
+            "socbridge_outbox_oldest_age_seconds", "Age of the oldest pending command (0: none)."
+        )
+        age.add_metric([], state.get("outbox_oldest_age", 0.0))
+        yield age
+        lag = GaugeMetricFamily(
+            "socbridge_projection_lag_events",
+            "Log head position minus the sync engine's position.",
+        )
+        lag.add_metric([], state.get("projection_lag", 0))
+        yield lag
+        last = GaugeMetricFamily(
+            "socbridge_last_reconciliation_timestamp_seconds",
+            "Unix time of the last completed poll (reconciliation) per side.",
+            labels=["side"],
+        )
+        for side, at in sorted(self.metrics.last_reconciliation.items()):
+            last.add_metric([side], at)
+        yield last
+        intake = CounterMetricFamily(
+            "socbridge_intake_requests",
+            "Callbacks/webhooks handled by the intakes, by route and outcome.",
+            labels=["route", "outcome"],
+        )
+        for (route, outcome), count in sorted(state.get("intake", {}).items()):
+            intake.add_metric([route, outcome], count)
+        yield intake
+
+
+def track_reconciliation(poller: Any, side: str, metrics: Metrics) -> None:
+    """Record a reconciliation time each time the poller's full poll completes.
+
+    The ConnectWise poller's full poll is ``run_once``, the SOC poller's ``poll_once``.
+    """
+    name = "run_once" if hasattr(poller, "run_once") else "poll_once"
+    poll: Callable[[], Awaitable[Any]] = getattr(poller, name)
+
+    async def timed() -> Any:
+        result = await poll()
+        metrics.reconciled(side)
+        return result
+
+    setattr(poller, name, timed)

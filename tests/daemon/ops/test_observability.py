@@ -1,0 +1,166 @@
+"""Logs, metrics and the allowlist through the real daemon and both simulators."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+
+from daemon.connectwise.simulator import fixture as cwfx
+from daemon.guard import guard_middleware
+from daemon.harness import Bridge
+from daemon.logsetup import Redactor, config_secret_refs, configure_logging
+from daemon.secrets import Secret
+from daemon.soc.simulator import fixture as socfx
+
+
+async def sync_one(bridge: Bridge, subject: str) -> None:
+    """A SOC incident synced to ConnectWise, and the bridge settled."""
+    soc = await bridge.analyst.create_ticket(subject, "details")
+
+    async def linked() -> bool:
+        link = bridge.engine.state.link_for("soc", soc["id"])
+        return link is not None and link["cw_id"] is not None
+
+    await bridge.until(linked, "the SOC ticket to reach ConnectWise")
+    await bridge.settled()
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_redactor_scrubs_values_anywhere_and_secret_named_keys() -> None:
+    redactor = Redactor([Secret("s3cr3t-value")])
+    out = redactor(
+        None,
+        "info",
+        {
+            "event": "x",
+            "url": "https://h/?t=s3cr3t-value",
+            "nested": {"list": ["a s3cr3t-value b"], "api_key": "anything", "Authorization": 1},
+            "private_token": "zzz",
+            "obj": Secret("short"),
+        },
+    )
+    text = json.dumps(out)
+    assert "s3cr3t-value" not in text and "zzz" not in text and "anything" not in text
+    assert out["nested"]["api_key"] == "***" and out["obj"] == "***"
+    assert out["url"] == "https://h/?t=***"
+
+
+async def test_no_key_or_token_reaches_a_log_line_during_a_sync(
+    tmp_path: Path, restore_structlog: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = io.StringIO()
+    redactor = Redactor()
+    configure_logging(redactor, stream=stream, level=logging.DEBUG)
+    caplog.set_level(logging.DEBUG)
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None
+        redactor.add_refs(config_secret_refs(bridge.config))
+        webhook_secret = Path(bridge.config.soc.webhook.signing_secret).read_text().strip()
+        await sync_one(bridge, "Impossible travel")
+        # The processor is in the path: a line that carries a key is scrubbed.
+        structlog.get_logger("test").warning("deliberate", detail=cwfx.API_PRIVATE_KEY)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) > 5 and any(line["event"] == "deliberate" for line in lines)
+    text = stream.getvalue() + caplog.text
+    basic = base64.b64encode(
+        f"{cwfx.LOGIN_COMPANY}+{cwfx.API_PUBLIC_KEY}:{cwfx.API_PRIVATE_KEY}".encode()
+    ).decode()
+    for secret in (
+        cwfx.API_PUBLIC_KEY,
+        cwfx.API_PRIVATE_KEY,
+        socfx.API_TOKEN,
+        webhook_secret,
+        basic,
+    ):
+        assert secret not in text
+
+
+async def test_allowlist_refuses_before_anything_is_appended_and_metrics_show_it(
+    tmp_path: Path,
+) -> None:
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None
+        base = f"http://127.0.0.1:{bridge.config.server.port}"
+        await sync_one(bridge, "Beacon to a known C2")
+        async with aiohttp.ClientSession() as http:
+
+            async def scraped() -> str | None:
+                async with http.get(base + "/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                # The webhook and the first polls may land after the link is made.
+                wanted = ('path="/webhooks/soc",status="200"', 'side="cw"', 'side="soc"')
+                return text if all(w in text for w in wanted) else None
+
+            metrics = await bridge.until(scraped, "metrics for webhook and both polls")
+            count = re.search(r"socbridge_delivery_latency_seconds_count (\S+)", metrics)
+            assert count and float(count.group(1)) >= 1  # the create, at least
+            assert 'socbridge_last_reconciliation_timestamp_seconds{side="cw"}' in metrics
+            assert "socbridge_outbox_depth 0.0" in metrics
+            assert 'socbridge_inbound_responses_total{path="/webhooks/soc",status="200"}' in metrics
+
+            server = bridge.config.server.model_copy(
+                update={"allowed_sources": (IPv4Network("10.0.0.0/8"),)}
+            )
+            await bridge.stop_daemon()
+            await bridge.start_daemon(bridge.config.model_copy(update={"server": server}))
+            before = await bridge.store.last_position()
+            for route in ("/webhooks/soc", "/callbacks/connectwise"):
+                async with http.post(base + route, data=b'{"id": 1}') as resp:
+                    assert resp.status == 403
+                    assert "Traceback" not in await resp.text()
+            assert await bridge.store.last_position() == before
+            async with http.get(base + "/healthz") as resp:
+                assert resp.status == 200  # admin routes: loopback
+            async with http.get(base + "/metrics") as resp:
+                metrics = await resp.text()
+            assert (
+                'socbridge_requests_refused_by_guard_total{reason="source_not_allowed",'
+                'route="inbound"} 2.0'
+            ) in metrics
+            limit = bridge.config.server.max_body_bytes
+            async with http.post(base + "/webhooks/soc", data=b"x" * (limit + 1)) as resp:
+                assert resp.status == 403  # refused by source before the body is read
+
+
+async def test_unexpected_errors_are_a_bare_500_and_oversize_bodies_413() -> None:
+    async def boom(request: web.Request) -> web.Response:
+        await request.read()
+        raise RuntimeError("secret internals")
+
+    loopback = (IPv4Network("127.0.0.0/8"),)
+    app = web.Application(client_max_size=2048, middlewares=[guard_middleware(loopback, loopback)])
+    app.router.add_post("/webhooks/soc", boom)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/webhooks/soc"
+            async with http.post(url, data=b"{}") as resp:
+                body = await resp.text()
+                assert resp.status == 500 and "secret internals" not in body
+                assert "Traceback" not in body
+            async with http.post(url, data=b"x" * 4096) as resp:
+                assert resp.status == 413
+    finally:
+        await runner.cleanup()
