@@ -16,9 +16,12 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from daemon.app import build_app
+from daemon.app import RUNNING, build_app
 from daemon.cli import EXIT_OK, EXIT_STORE, EXIT_USAGE
-from daemon.config import ConfigError, load_config
+from daemon.config import Config, ConfigError, ServerSettings, load_config
+from daemon.listener import start_sites
+from daemon.logsetup import Redactor, config_secret_refs, configure_logging
+from daemon.sdnotify import Notifier
 from daemon.secrets import SecretError
 from eventstore import StoreError
 
@@ -38,16 +41,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_run)
 
 
-async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve(
+    app: web.Application, server: ServerSettings, stop: asyncio.Event, notifier: Notifier
+) -> None:
+    """Serve until ``stop``; tell systemd READY once intake, sync and outbox run."""
+    log = structlog.get_logger("socbridge")
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    watchdog = asyncio.create_task(notifier.watchdog_pings(), name="watchdog")
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        structlog.get_logger("socbridge").info("daemon.listening", host=host, port=port)
+        await runner.setup()
+        await start_sites(runner, server)
+        await app[RUNNING].wait()
+        log.info("daemon.listening", host=server.host, port=server.port, tls=bool(server.tls_cert))
+        notifier.notify(READY=1, STATUS="serving")
         await stop.wait()
+        notifier.notify(STOPPING=1, STATUS="stopping")
+        log.info("daemon.stopping", deadline_s=server.stop_deadline_seconds)
     finally:
-        await runner.cleanup()
+        try:
+            # Stops accepting first, then the outbox finishes its in-flight
+            # deliveries; what is still running at the deadline is handed back
+            # (its command stays pending in the log and is retried at start).
+            await asyncio.wait_for(runner.cleanup(), timeout=server.stop_deadline_seconds)
+        except TimeoutError:
+            log.warning("daemon.stop_deadline", handed_back="in-flight deliveries")
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -56,12 +75,20 @@ async def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    redactor = Redactor()
+    redactor.add_refs(config_secret_refs(config))
+    configure_logging(redactor)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    app = build_app(config)
+    app.on_startup.append(lambda _app: _refresh_redactor(redactor, config))
     try:
-        await serve(build_app(config), config.server.host, config.server.port, stop)
+        await serve(app, config.server, stop, Notifier())
+    except ConfigError as exc:
+        print(f"socbridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SecretError as exc:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -69,3 +96,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_STORE
     return EXIT_OK
+
+
+async def _refresh_redactor(redactor: Redactor, config: Config) -> None:
+    # The webhook signing secret may be written by the hooks install at start.
+    redactor.add_refs(config_secret_refs(config))
