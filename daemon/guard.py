@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 Network = IPv4Network | IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,7 +54,7 @@ def guard_middleware(
     admin: tuple[Network, ...],
     on_refused: Refused | None = None,
     on_handled: Callable[[str, int], None] | None = None,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """The allowlist + error-hiding middleware for the daemon's application."""
     log = structlog.get_logger("socbridge.guard")
 
