@@ -69,6 +69,14 @@ async def serve(
         await asyncio.gather(watchdog, return_exceptions=True)
 
 
+def _reload_not_supported() -> None:
+    structlog.get_logger("socbridge").warning(
+        "daemon.reload_not_supported",
+        detail="SIGHUP received: re-reading the configuration is not supported yet; "
+        "restart the service to apply a new configuration (the running one stays)",
+    )
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
@@ -82,6 +90,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # The unit's ExecReload sends SIGHUP. Re-reading the configuration is not built
+    # yet: say so rather than let the default action kill the daemon.
+    loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
     app = build_app(config)
     app.on_startup.append(lambda _app: _refresh_redactor(redactor, config))
     try:

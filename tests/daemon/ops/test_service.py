@@ -56,6 +56,12 @@ async def test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering(
                 await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)  # watchdog ticks
             async with http.get(rehearsal.daemon_url + "/readyz") as r:
                 assert r.status == 200
+            # systemctl reload (SIGHUP) must not kill the daemon.
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)  # still pinging
+            async with http.get(rehearsal.daemon_url + "/readyz") as r:
+                assert r.status == 200
+            assert proc.returncode is None
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
@@ -67,7 +73,7 @@ async def test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering(
         await rehearsal.stop()
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     events = {line["event"] for line in lines}
-    assert {"daemon.listening", "daemon.stopping"} <= events
+    assert {"daemon.listening", "daemon.reload_not_supported", "daemon.stopping"} <= events
     text = out.decode() + err.decode()
     for secret in (cwfx.API_PUBLIC_KEY, cwfx.API_PRIVATE_KEY, socfx.API_TOKEN):
         assert secret not in text
