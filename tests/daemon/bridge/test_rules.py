@@ -200,3 +200,30 @@ async def test_r16_removing_the_integration_stops_syncing_and_keeps_the_log(
     notes = await bridge.technician.notes(cw["id"])
     assert not any("After removal" in n["text"] for n in notes)
     assert len(await bridge.analyst.tickets()) == 1
+
+
+def test_r4_daemon_refuses_an_unlinked_status_that_is_also_the_routing_status(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from daemon.sim_all import write_config
+
+    config = tmp_path / "socbridge.toml"
+    write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0)
+    text = config.read_text().replace(
+        'unlinked_status = "Unlinked"', 'unlinked_status = "Send to SOC"'
+    )
+    assert text != config.read_text()
+    config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"unlinked_status" in result.stderr and b"Send to SOC" in result.stderr
+    assert not (tmp_path / "events.db").exists()  # nothing was started or written
