@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.fold import apply
-from projections.state import FIELDS, SIDES, BridgeState, other
+from projections.state import FIELDS, SIDES, BridgeState, later, other
 
 ATTENTION = "attention"
 NOTICE = "notice"
@@ -263,15 +262,6 @@ def compare_remote(
                         )
                     )
     return findings
-
-
-def later(a: str | None, b: str | None) -> int:
-    """1 when ``a`` is later than ``b``, -1 when earlier, 0 when equal or unknown (as sync)."""
-    if a is None or b is None:
-        return 0 if a == b else (1 if b is None else -1)
-    ta = datetime.fromisoformat(a.replace("Z", "+00:00"))
-    tb = datetime.fromisoformat(b.replace("Z", "+00:00"))
-    return (ta > tb) - (ta < tb)
 
 
 def _winner(f: Mapping[str, Any], policy: str, drifted: set[str]) -> str:

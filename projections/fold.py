@@ -9,12 +9,11 @@ log always gives the same state, live or rebuilt from position 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from eventstore import RecordedEvent
 from projections import kinds
-from projections.state import BridgeState, new_field, new_link, other
+from projections.state import BridgeState, later, new_field, new_link, other
 
 Handler = Callable[[BridgeState, RecordedEvent, dict[str, Any]], None]
 
@@ -41,12 +40,8 @@ def _saw(f: dict[str, Any], side: str, at: str | None) -> None:
     if at is None:
         return
     seen = f.get(f"{side}_seen")
-    if seen is None or _when(at) > _when(seen):
+    if seen is None or later(at, seen) > 0:
         f[f"{side}_seen"] = at
-
-
-def _when(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _agree(f: dict[str, Any]) -> None:

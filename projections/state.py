@@ -16,10 +16,21 @@ a plain one, even with several writes to one side in flight.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 FIELDS = ("status", "priority")
 SIDES = ("cw", "soc")
+
+
+def later(a: str | None, b: str | None) -> int:
+    """Compare two source timestamps (ISO 8601): 1 when ``a`` is later, -1 when earlier,
+    0 when equal; an unknown time counts as the earliest."""
+    if a is None or b is None:
+        return 0 if a == b else (1 if b is None else -1)
+    ta = datetime.fromisoformat(a.replace("Z", "+00:00"))
+    tb = datetime.fromisoformat(b.replace("Z", "+00:00"))
+    return (ta > tb) - (ta < tb)
 
 
 def other(side: str) -> str:

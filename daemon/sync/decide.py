@@ -14,13 +14,12 @@ carry both the normalised value (for the fold) and the remote value to write.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from daemon.sync.rules import SOC_SOLVED, Rules, TenantRule
 from eventstore import NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
-from projections.state import BridgeState, other
+from projections.state import BridgeState, later, other
 
 SOC_MARKER = "socbridge:cw:"
 CW_MARKER = "socbridge:soc:"
@@ -142,15 +141,6 @@ def _update(
         d.command(link, f"{target}.update_ticket", params)
 
 
-def _later(a: str | None, b: str | None) -> int:
-    """1 when ``a`` is later than ``b``, -1 when earlier, 0 when equal or unknown."""
-    if a is None or b is None:
-        return 0 if a == b else (1 if b is None else -1)
-    ta = datetime.fromisoformat(a.replace("Z", "+00:00"))
-    tb = datetime.fromisoformat(b.replace("Z", "+00:00"))
-    return (ta > tb) - (ta < tb)
-
-
 def _field(
     d: _Decision,
     link: dict[str, Any],
@@ -165,7 +155,7 @@ def _field(
     o = other(side)
     seen = f.get(f"{side}_seen")
     if at is not None and seen is not None:
-        order = _later(at, seen)
+        order = later(at, seen)
         if order < 0:
             # Older than what we already know of this side (a late poll, a duplicated
             # or reordered delivery): its value was superseded.
@@ -197,7 +187,7 @@ def _field(
     if other_moved and f[o] is not None and f[o] != value:
         policy = rules.policy.get(name, "latest")
         if policy == "latest":
-            order = _later(at, f[f"{o}_at"])
+            order = later(at, f[f"{o}_at"])
             winner = side if order > 0 else o if order < 0 else "soc"
         else:
             winner = policy
