@@ -55,14 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def load_settings(path: str) -> ConnectWiseSettings:
     from daemon.config import ConfigError, load_config
 
+    # Config requires [connectwise]: a file without it is a ConfigError naming the key.
     try:
-        config = load_config(path)
+        return load_config(path).connectwise
     except ConfigError as exc:
         raise ConnectWiseConfigError(str(exc)) from None
-    settings = getattr(config, "connectwise", None)
-    if not isinstance(settings, ConnectWiseSettings):
-        raise ConnectWiseConfigError(f"configuration {path} has no [connectwise] section")
-    return settings
 
 
 async def run_callbacks(settings: ConnectWiseSettings, action: str, out: TextIO) -> int:

@@ -40,14 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _settings(path: str) -> SocSettings:
     from daemon.config import ConfigError, load_config
 
+    # Config requires [soc]: a file without it is a ConfigError naming the key.
     try:
-        config = load_config(path)
+        return load_config(path).soc
     except ConfigError as exc:
         raise SocError(str(exc)) from None
-    soc = getattr(config, "soc", None)
-    if not isinstance(soc, SocSettings):
-        raise SocError(f"configuration {path} has no [soc] section; add one (see daemon/soc)")
-    return soc
 
 
 def _print_status(result: installer.WebhookStatus) -> None:
