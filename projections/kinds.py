@@ -51,6 +51,10 @@ CONFIG_APPLIED = "admin.config.applied"
 TENANT_SYNC_ENABLED = "admin.tenant.sync_enabled"
 TENANT_SYNC_DISABLED = "admin.tenant.sync_disabled"
 INTEGRATION_REMOVED = "admin.integration.removed"
+SYNC_TEST_STARTED = "admin.sync_test.started"
+SYNC_TEST_STEP_PASSED = "admin.sync_test.step_passed"
+SYNC_TEST_STEP_FAILED = "admin.sync_test.step_failed"
+SYNC_TEST_FINISHED = "admin.sync_test.finished"
 
 #: The source that marks events sync writes (decisions and commands).
 SYNC_SOURCE = "socbridge.sync"
