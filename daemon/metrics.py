@@ -5,15 +5,15 @@ so tests can run several daemons in one process. Counters and the latency
 histogram are fed by :meth:`Metrics.follow`, a task that follows the event log
 from its end at start: every append counts, an ``outbox.command.issued`` ->
 ``delivered`` pair gives a delivery latency (log recorded times), and a
-``failed``/``abandoned`` outcome counts a remote error by the HTTP status in
-its message (``network`` when there is none). Gauges that are state (outbox
-depth and oldest age, projection lag, intake counts, last reconciliation) are
-read at scrape time by :class:`_StateCollector`.
+``failed``/``abandoned`` outcome counts a remote error by the ``remote_status``
+the outbox records with it (the HTTP status, or ``network`` when no answer
+came). Gauges that are state (outbox depth and oldest age, projection lag,
+intake counts, last reconciliation) are read at scrape time by
+:class:`_StateCollector`.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 from eventstore import EventStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STATUS = re.compile(r"\b([1-5]\d\d)\b")
 ISSUED, DELIVERED = "outbox.command.issued", "outbox.command.delivered"
 FAILED, ABANDONED = "outbox.command.failed", "outbox.command.abandoned"
 
@@ -103,10 +102,13 @@ class Metrics:
             if issued is not None:
                 self.latency.observe(max(0.0, _ts(event.recorded_at) - issued))
         elif event.type in (FAILED, ABANDONED):
-            side = str(event.data.get("kind", "?")).split(".", 1)[0]
-            text = str(event.data.get("error") or event.data.get("reason") or "")
-            match = STATUS.search(text)
-            self.remote_errors.labels(side, match.group(1) if match else "network").inc()
+            # Only outcomes the remote caused carry ``remote_status`` (an HTTP
+            # status, or ``network``); an abandon for a stale field or an
+            # unlinked ticket is sync's own choice, not a remote error.
+            status = event.data.get("remote_status")
+            if status is not None:
+                side = str(event.data.get("kind", "?")).split(".", 1)[0]
+                self.remote_errors.labels(side, str(status)).inc()
             if event.type == ABANDONED:
                 self._issued.pop(command_id, None)
 

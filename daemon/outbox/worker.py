@@ -24,7 +24,7 @@ import structlog
 from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.errors import ConnectWiseApiError
 from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
-from daemon.remote import RemoteError
+from daemon.remote import RemoteError, RetryAfterTooLongError
 from daemon.soc.client import SocClient
 from daemon.soc.errors import SocApiError
 from daemon.sync.engine import SyncEngine
@@ -178,25 +178,40 @@ class Outbox:
                 await self._outcome(
                     command,
                     kinds.COMMAND_ABANDONED,
-                    {"reason": f"refused by the remote: {exc}", "attempt": attempt},
+                    {
+                        "reason": f"refused by the remote: {exc}",
+                        "attempt": attempt,
+                        "remote_status": str(exc.status),
+                    },
                 )
             else:
-                await self._failed(command, attempt, str(exc))
+                await self._failed(command, attempt, str(exc), str(exc.status))
+            return
+        except RetryAfterTooLongError as exc:
+            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}", "429")
             return
         except (RemoteError, OSError, TimeoutError) as exc:
-            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}")
+            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}", "network")
             return
         self._retry_at.pop(command_id, None)
         await self._outcome(
             command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt}
         )
 
-    async def _failed(self, command: dict[str, Any], attempt: int, error: str) -> None:
+    async def _failed(
+        self, command: dict[str, Any], attempt: int, error: str, remote_status: str
+    ) -> None:
+        """A delivery attempt the remote failed; ``remote_status`` is its HTTP
+        status, or ``network`` when no answer came (what /metrics counts by)."""
         if attempt >= self.max_attempts:
             await self._outcome(
                 command,
                 kinds.COMMAND_ABANDONED,
-                {"reason": f"gave up after {attempt} attempts: {error}", "attempt": attempt},
+                {
+                    "reason": f"gave up after {attempt} attempts: {error}",
+                    "attempt": attempt,
+                    "remote_status": remote_status,
+                },
             )
             return
         delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
@@ -205,7 +220,12 @@ class Outbox:
         await self._outcome(
             command,
             kinds.COMMAND_FAILED,
-            {"attempt": attempt, "error": error, "retry_in_s": round(delay, 3)},
+            {
+                "attempt": attempt,
+                "error": error,
+                "retry_in_s": round(delay, 3),
+                "remote_status": remote_status,
+            },
             suffix=str(attempt),
         )
 

@@ -17,11 +17,13 @@ import structlog
 from aiohttp import web
 
 from daemon.connectwise.simulator import fixture as cwfx
+from daemon.connectwise.simulator.faults import ApiFault
 from daemon.guard import guard_middleware
 from daemon.harness import Bridge
 from daemon.logsetup import Redactor, config_secret_refs, configure_logging
 from daemon.secrets import Secret
 from daemon.soc.simulator import fixture as socfx
+from projections import kinds
 
 
 async def sync_one(bridge: Bridge, subject: str) -> None:
@@ -171,3 +173,42 @@ async def test_unexpected_errors_are_a_bare_500_and_oversize_bodies_413() -> Non
                 assert resp.status == 413
     finally:
         await runner.cleanup()
+
+
+async def test_remote_errors_are_counted_by_the_status_the_remote_answered(
+    tmp_path: Path,
+) -> None:
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None and bridge.rehearsal is not None
+        # One attempt per client call, so each 503 becomes an outbox failure at once.
+        config = bridge.config.model_copy(
+            update={"connectwise": bridge.config.connectwise.model_copy(update={"max_attempts": 1})}
+        )
+        await bridge.stop_daemon()
+        await bridge.start_daemon(config)
+        bridge.outbox.base_delay_s = 0.05
+        bridge.outbox.max_delay_s = 0.2
+        bridge.rehearsal.cw.faults.api.append(ApiFault(503, 3, method="POST"))
+        soc = await bridge.analyst.create_ticket("Remote error accounting", "details")
+
+        async def failed_three_times() -> bool:
+            events = await bridge.events(f"soc:{soc['id']}")
+            return sum(e.type == kinds.COMMAND_FAILED for e in events) >= 3
+
+        await bridge.until(failed_three_times, "three failed creates in ConnectWise")
+        await bridge.until(
+            lambda: _linked(bridge, soc["id"]), "the create to land after the outage"
+        )
+        base = f"http://127.0.0.1:{config.server.port}"
+        async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+            metrics = await resp.text()
+    counted = re.findall(
+        r'socbridge_remote_errors_total\{side="cw",status="(\w+)"\} (\S+)', metrics
+    )
+    assert counted == [("503", "3.0")], metrics
+    assert 'status="network"' not in metrics
+
+
+async def _linked(bridge: Bridge, soc_id: int) -> bool:
+    link = bridge.engine.state.link_for("soc", soc_id)
+    return link is not None and link["cw_id"] is not None
