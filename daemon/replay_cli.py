@@ -24,7 +24,7 @@ from daemon.store_cli import _guarded, add_db_arguments, resolve_db
 from daemon.sync.decide import decide
 from daemon.sync.rules import Rules, rules_from_config
 from eventstore import EventStore, NewEvent, RecordedEvent
-from projections.replay import Preview, preview, replay
+from projections.replay import Preview, ReplaySummary, preview, replay
 from projections.state import BridgeState
 
 POLICIES = {"status": ("latest", "soc", "cw"), "priority": ("latest", "soc", "cw")}
@@ -139,9 +139,33 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+#: Events read and folded at a time when replaying without a policy preview.
+REPLAY_BATCH = 2000
+
+
+async def _replay_streaming(store: EventStore, until: int | None, err: IO[str]) -> ReplaySummary:
+    """Fold the log batch by batch: memory stays that of the state, whatever the log's length."""
+    last = await store.last_position()
+    bar = Progress(err, until if until is not None else last)
+    summary = ReplaySummary()
+    position = 1
+    while until is None or position <= until:
+        batch = await store.read_batch(position, REPLAY_BATCH)
+        if not batch:
+            break
+        replay(batch, until=until, progress=bar, into=summary)
+        position = batch[-1].position + 1
+    bar.done()
+    return summary
+
+
 async def run_replay(
     store: EventStore, rules: Rules | None, args: argparse.Namespace, err: IO[str]
 ) -> str:
+    if not args.policy and not isinstance(args.until, str):
+        # No preview and no time to look up: nothing needs the whole log at once.
+        summary = await _replay_streaming(store, args.until, err)
+        return render(summary.to_dict(), None, {}, args.json)
     events = [e async for e in store.read()]
     until = until_position(events, args.until)
     bar = Progress(err, until if until is not None else (events[-1].position if events else 0))

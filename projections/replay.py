@@ -87,9 +87,14 @@ def replay(
     *,
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
+    into: ReplaySummary | None = None,
 ) -> ReplaySummary:
-    """Fold ``events`` (from position 1) up to ``until`` inclusive."""
-    summary = ReplaySummary()
+    """Fold ``events`` (from position 1) up to ``until`` inclusive.
+
+    ``into`` continues a summary folded so far: the log can be replayed batch by
+    batch, never holding more than one batch of events.
+    """
+    summary = into if into is not None else ReplaySummary()
     for event in events:
         if until is not None and event.position > until:
             break

@@ -107,3 +107,41 @@ async def test_progress_bar_goes_to_a_terminal_only(db: Path) -> None:
         await store.close()
     assert "replaying [" in err.getvalue() and "100%" in err.getvalue()
     assert "replaying" not in out
+
+
+async def test_replay_streams_the_log_in_batches_to_the_same_bytes(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daemon.replay_cli as replay_cli
+
+    store = await EventStore.open(db, readonly=True)
+    try:
+        last = await store.last_position()
+        whole = [e async for e in store.read()]
+        outputs = {}
+        for until in (None, 3, last + 5):
+            args = argparse.Namespace(until=until, policy=[], json=True)
+            monkeypatch.setattr(replay_cli, "REPLAY_BATCH", 2)
+            batched = await run_replay(store, None, args, io.StringIO())
+            # The same summary as folding the whole log held in memory at once.
+            expected = replay_cli.replay(whole, until=until).to_dict()
+            assert batched == replay_cli.render(expected, None, {}, True)
+            outputs[until] = orjson.loads(batched)["summary"]
+
+        # Never more than one batch is read at a time, and never the whole log.
+        reads: list[int] = []
+        real = store.read_batch
+
+        async def spy(position: int, limit: int) -> list:  # type: ignore[type-arg]
+            reads.append(limit)
+            return await real(position, limit)
+
+        monkeypatch.setattr(store, "read_batch", spy)
+        monkeypatch.setattr(store, "read", None)  # the streaming path must not read it all
+        await run_replay(
+            store, None, argparse.Namespace(until=None, policy=[], json=True), io.StringIO()
+        )
+    finally:
+        await store.close()
+    assert reads and set(reads) == {2} and len(reads) >= last // 2
+    assert outputs[3]["position"] == 3 and outputs[None]["position"] == last
