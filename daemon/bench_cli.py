@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Measure appends (sequential and 32 concurrent appenders), replay, the raw\n"
             "sqlite3 ceiling and the eventsourcing library as a peer, in one run.\n"
-            "The full run takes a few minutes; --quick is a smoke run for CI."
+            "The full run takes a few minutes; --quick is a smoke run for CI.\n\n"
+            "exit codes: 0 measured (figures are printed, targets are not judged), 2 bad option"
         ),
         epilog="examples:\n  socbridge bench --json\n  socbridge bench --quick --json",
     )

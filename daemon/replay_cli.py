@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "outbox, conflicts, a digest of the whole state). --until shows the state as it\n"
             "was. --policy previews, as a diff of decisions, what another conflict policy\n"
             "would have decided at each input (judged on the recorded history; needs\n"
-            "--config for the rules). Writes nothing; the same log prints the same bytes."
+            "--config for the rules). Writes nothing; the same log prints the same bytes.\n\n"
+            "exit codes: 0 replayed, 2 bad option or configuration, 3 the log cannot be opened"
         ),
         epilog=(
             "examples:\n"
