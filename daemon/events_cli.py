@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Print events in log order: what arrived, what was decided (and what caused it:\n"
             "'<-#12' means caused by the event at position 12), what was delivered or failed.\n"
-            "Opens the log read-only; safe while the daemon runs."
+            "Opens the log read-only; safe while the daemon runs.\n\n"
+            "exit codes: 0 shown (also when nothing matched), 2 bad option or configuration,\n"
+            "3 the log cannot be opened"
         ),
         epilog=(
             "examples:\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from daemon.cli import EXIT_OK, EXIT_PROBLEM, EXIT_STORE, EXIT_USAGE
 from daemon.config import Config, ConfigError, load_config
@@ -41,9 +42,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "syncing. The event log is kept.\n\n"
             "exit codes: 0 removed, 1 a remote refused, 2 configuration error, 3 log unusable"
         ),
-        epilog="example:\n  socbridge remove --config /etc/socbridge/socbridge.toml",
+        epilog=(
+            "examples:\n"
+            "  socbridge remove --config /etc/socbridge/socbridge.toml\n"
+            "  socbridge remove --config /etc/socbridge/socbridge.toml --json"
+        ),
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print what was done as one JSON object")
     p.set_defaults(func=cmd_remove)
 
 
@@ -81,18 +87,25 @@ async def remove_integration(config: Config) -> dict[str, Any]:
 
 
 async def cmd_remove(args: argparse.Namespace) -> int:
+    def failed(code: int, message: str) -> int:
+        if args.json:
+            print(orjson.dumps({"removed": False, "error": message}).decode())
+        else:
+            print(f"socbridge remove: {message}", file=sys.stderr)
+        return code
+
     try:
         config = load_config(args.config)
         done = await remove_integration(config)
     except (ConfigError, SecretError) as exc:
-        print(f"socbridge remove: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, str(exc))
     except StoreError as exc:
-        print(f"socbridge remove: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return failed(EXIT_STORE, str(exc))
     except (ConnectWiseError, SocError, RemoteError) as exc:
-        print(f"socbridge remove: a remote refused: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return failed(EXIT_PROBLEM, f"a remote refused: {exc}")
+    if args.json:
+        print(orjson.dumps({"removed": True, **done, "log": str(config.store.path)}).decode())
+        return EXIT_OK
     print(f"ConnectWise: {done['connectwise']}")
     print(f"SOC webhook: {done['soc_webhook']}")
     print(f"syncing stopped; the event log {config.store.path} is kept")

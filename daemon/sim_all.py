@@ -9,10 +9,12 @@ MSP engineer needs to rehearse a configuration by hand.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,11 +259,16 @@ def register_all(sim_sub: Any) -> None:
         help="run both simulators and write a daemon config and rehearsal sheet for them",
         description=(
             "Serve the ConnectWise simulator on PORT and the SOC simulator on PORT+1, write a "
-            "complete daemon config (daemon on PORT+2) and a JSON rehearsal sheet."
+            "complete daemon config (daemon on PORT+2) and a JSON rehearsal sheet. Runs until\n"
+            "SIGINT/SIGTERM.\n\n"
+            "exit codes: 0 stopped by a signal, 2 bad option, a port is taken or a file\n"
+            "cannot be written"
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "example:\n  socbridge sim all --port 8700 --write-config rehearsal/socbridge.toml "
-            "--info rehearsal/sheet.json\n  socbridge run --config rehearsal/socbridge.toml"
+            "examples:\n  socbridge sim all --port 8700 --write-config rehearsal/socbridge.toml "
+            "--info rehearsal/sheet.json\n  socbridge run --config rehearsal/socbridge.toml\n"
+            "  socbridge sim all --port 8700 --tls --write-config r/socbridge.toml --info r/s.json"
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -278,9 +285,14 @@ def register_all(sim_sub: Any) -> None:
 
 
 async def cmd_sim_all(args: Any) -> int:
-    rehearsal = await start_rehearsal(
-        args.host, args.port, args.write_config, args.info, poll_s=args.poll_seconds, tls=args.tls
-    )
+    try:
+        rehearsal = await start_rehearsal(
+            args.host, args.port, args.write_config, args.info,
+            poll_s=args.poll_seconds, tls=args.tls,
+        )  # fmt: skip
+    except OSError as exc:
+        print(f"socbridge sim all: cannot start: {exc}", file=sys.stderr)
+        return 2
     print(
         f"ConnectWise simulator {rehearsal.cw.url}, SOC simulator {rehearsal.soc.url}\n"
         f"config {rehearsal.config_path}, sheet {args.info}\n"

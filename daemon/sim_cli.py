@@ -18,7 +18,18 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "sim",
         help="run a ConnectWise or SOC desk simulator (for tests, demos and rehearsals)",
-        description="Run an in-memory simulator of one side, speaking the real API shapes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run an in-memory simulator of one side (or both, with 'all'), speaking the real\n"
+            "API shapes, with fault knobs. See 'socbridge sim SIMULATOR --help'.\n\n"
+            "exit codes: 0 stopped by a signal, 2 bad option or a port is taken"
+        ),
+        epilog=(
+            "examples:\n"
+            "  socbridge sim all --port 8700 --write-config r/socbridge.toml --info r/sheet.json\n"
+            "  socbridge sim connectwise --port 8701\n"
+            "  socbridge sim soc --port 8766"
+        ),
     )
     sim_sub = parser.add_subparsers(dest="simulator", metavar="SIMULATOR", required=True)
     register_connectwise(sim_sub)

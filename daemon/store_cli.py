@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export",
         help="write the event log as NDJSON",
         formatter_class=fmt,
-        description="Write every event, in order, one JSON object per line (read-only).",
+        description=(
+            "Write every event, in order, one JSON object per line (read-only).\n\n"
+            "exit codes: 0 exported, 2 the output cannot be written, 3 unusable file"
+        ),
         epilog=(
             "examples:\n"
             "  socbridge export --db events.db > backup.ndjson\n"
@@ -95,10 +98,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "interrupted import can be re-run. Stop the daemon first.\n\n"
             "exit codes: 0 imported, 1 refused (the bad line is named), 3 unusable file"
         ),
-        epilog="example:\n  socbridge import --db restored.db backup.ndjson",
+        epilog=(
+            "examples:\n"
+            "  socbridge import --db restored.db backup.ndjson\n"
+            "  socbridge import --config socbridge.toml --json backup.ndjson"
+        ),
     )
     add_db_arguments(p)
     p.add_argument("file", help="the NDJSON file to import ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_import)
 
 
@@ -177,6 +185,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         else:
             with open(args.file, "rb") as source:
                 report = asyncio.run(_import(path, source))
+        if args.json:
+            summary = {"db": str(path), "imported": report.imported, "skipped": report.skipped,
+                       "last_position": report.last_position}  # fmt: skip
+            print(orjson.dumps(summary).decode())
+            return EXIT_OK
         print(
             f"imported {report.imported} events into {path} ({report.skipped} already "
             f"present, log now ends at position {report.last_position})"

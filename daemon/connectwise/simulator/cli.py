@@ -27,9 +27,15 @@ def register_sim(sim_sub: Any) -> None:
         description=(
             "Run an in-memory ConnectWise Manage simulator seeded with the demo fixture "
             f"(login company {fixture.LOGIN_COMPANY!r}, "
-            f"board 'SOC Incidents' id {fixture.BOARD_ID})."
+            f"board 'SOC Incidents' id {fixture.BOARD_ID}). Runs until SIGINT/SIGTERM.\n\n"
+            "exit codes: 0 stopped by a signal, 2 bad option or the port is taken"
         ),
-        epilog="Example: socbridge sim connectwise --port 8701 --fail 429x3:2 --write-keys ./keys",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  socbridge sim connectwise --port 8701\n"
+            "  socbridge sim connectwise --port 8701 --fail 429x3:2 --write-keys ./keys"
+        ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8701, help="port (default 8701, 0 = any free)")

@@ -24,7 +24,15 @@ def register_sim(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="run the SOC desk simulator (Zendesk Support API v2 shape)",
         description=(
             "In-memory SOC ticket desk speaking the Zendesk Support API v2 shape, with signed "
-            "webhooks and fault knobs. Credentials: see daemon/soc/simulator/fixture.py."
+            "webhooks and fault knobs.\nCredentials: see daemon/soc/simulator/fixture.py. "
+            "Runs until SIGINT/SIGTERM.\n\n"
+            "exit codes: 0 stopped by a signal, 2 bad option or the port is taken"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  socbridge sim soc --port 8766\n"
+            "  socbridge sim soc --port 8766 --rate-limit-ratio 0.2 --error-ratio 0.1"
         ),
     )
     p.add_argument("--host", default="127.0.0.1")
