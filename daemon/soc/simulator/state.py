@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,6 +158,22 @@ class DeskState:
             raise not_found()
         return t
 
+    def _requester(self, spec: Any, organization_id: int | None) -> int:
+        """The user a write-only ``requester`` object names (NOTES §2.2): found by
+        email, or created on the fly as an end user of ``organization_id``."""
+        email = spec.get("email") if isinstance(spec, dict) else None
+        if not isinstance(email, str) or "@" not in email:
+            raise record_invalid("requester", "Requester: Email is invalid", "InvalidValue")
+        for user in self.users.values():
+            if user.email.lower() == email.lower():
+                return user.id
+        user_id = max(self.users, default=0) + 1
+        name = str(spec.get("name") or email)
+        # No token: a requester created on the fly cannot sign in to the API.
+        token = f"!{secrets.token_hex(16)}"
+        self.users[user_id] = User(user_id, name, email, "end-user", token, organization_id)
+        return user_id
+
     def create_ticket(
         self, actor: User, body: Any, idempotency_key: str | None, base_url: str
     ) -> tuple[dict[str, Any], bool]:
@@ -182,6 +199,8 @@ class DeskState:
         org_id = payload.get("organization_id")
         if org_id is not None and org_id not in self.organizations:
             raise record_invalid("organization_id", "Organization: is invalid", "InvalidValue")
+        if "requester" in payload:
+            payload = {**payload, "requester_id": self._requester(payload["requester"], org_id)}
         ticket = self.rules.new_ticket(next(self._ticket_ids), actor, payload, self.users)
         self.tickets[ticket.id] = ticket
         response = {"ticket": ticket.to_json(base_url)}
