@@ -1,0 +1,270 @@
+"""``socbridge sync-test`` (R12) against both simulators and a running daemon.
+
+The daemon runs in this process (the harness's Bridge, its app on a real
+loopback port); the command runs as a separate process, as an operator would
+start it, and talks HTTP to the daemon and both simulators and writes the same
+SQLite log beside the daemon. Step deadlines are short; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from daemon.cli import build_parser, main
+from daemon.config import load_config
+from daemon.connectwise.simulator import fixture as cwfx
+from daemon.harness import Bridge
+from daemon.sim_all import start_rehearsal, write_config
+from daemon.soc.simulator import fixture as socfx
+from daemon.synctest import StepFailed, SyncTest
+from daemon.synctest_cli import sync_test_command
+from eventstore import EventStore, NewEvent
+from projections import kinds
+
+RECIPIENT = "soc-desk@acme.example"
+SECRETS = (
+    cwfx.API_PUBLIC_KEY,
+    cwfx.API_PRIVATE_KEY,
+    cwfx.TECH_PRIVATE_KEY,
+    socfx.API_TOKEN,
+)
+STEP_NAMES = [
+    "preflight",
+    "create_soc_to_cw",
+    "reply_soc_to_cw",
+    "reply_cw_to_soc",
+    "create_cw_to_soc",
+    "solve_soc_to_cw",
+    "solve_cw_to_soc",
+]
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
+    async with Bridge(tmp_path, poll_s=0.5) as b:
+        yield b
+
+
+def technician_keys(folder: Path) -> list[str]:
+    """The simulator technician's key pair in 0600 files, as the command's options."""
+    paths = []
+    for name, value in (("public", cwfx.TECH_PUBLIC_KEY), ("private", cwfx.TECH_PRIVATE_KEY)):
+        path = folder / f"tech_{name}_key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        paths.append(str(path))
+    return ["--technician-public-key", paths[0], "--technician-private-key", paths[1]]
+
+
+async def sync_test(config: Path, *extra: str, tenant: str = "acme") -> tuple[int, str, str]:
+    """The real parser and command, run in a thread with its own event loop (and its own
+    HTTP clients and log connection), so the daemon in this loop serves it meanwhile."""
+    argv = ["sync-test", "--config", str(config), "--tenant", tenant,
+            "--timeout", "10", "--poll", "0.3", *extra]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    loop = asyncio.get_running_loop()
+    rc = await asyncio.wait_for(
+        loop.run_in_executor(None, lambda: asyncio.run(sync_test_command(args, out, err))), 90
+    )
+    return rc, out.getvalue(), err.getvalue()
+
+
+async def socbridge_main(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """``daemon.cli.main``, the console entry point, in a thread; its output captured."""
+    loop = asyncio.get_running_loop()
+    rc = await asyncio.wait_for(loop.run_in_executor(None, main, argv), 90)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def parse(out: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    steps = {d["step"]: d for d in lines if d["type"] == "step"}
+    (summary,) = [d for d in lines if d["type"] == "summary"]
+    return steps, summary
+
+
+async def sync_test_events(store: EventStore, run_id: str) -> list[Any]:
+    return [e async for e in store.read() if e.correlation_id == run_id]
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+async def test_every_step_passes_for_an_enabled_tenant_and_is_in_the_log(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    assert bridge.rehearsal is not None and bridge.config is not None
+    rc, out, err = await sync_test(
+        bridge.rehearsal.config_path, "--recipient", RECIPIENT, "--json",
+        *technician_keys(tmp_path),
+    )  # fmt: skip
+    assert rc == 0, out + err
+    steps, summary = parse(out)
+    assert list(steps) == STEP_NAMES
+    assert all(s["status"] == "passed" for s in steps.values()), steps
+    assert summary["ok"] and summary["passed"] == 7 and summary["failed"] == 0
+    run_id, tickets = summary["run_id"], summary["tickets"]
+
+    # The SOC ticket's requester is the recipient; both sides hold what the steps claim.
+    soc_a = bridge.rehearsal.soc.state.tickets[tickets["soc_a"]]
+    assert bridge.rehearsal.soc.state.users[soc_a.requester_id].email == RECIPIENT
+    assert soc_a.organization_id == 9001 and run_id in soc_a.subject
+    notes = await bridge.technician.notes(tickets["cw_a"])
+    assert any("public reply from the SOC" in n["text"] for n in notes)
+    comments = await bridge.analyst.comments(tickets["soc_a"])
+    assert any("note from the MSP" in c["body"] for c in comments)
+    for key in ("soc_a", "soc_b"):
+        assert (await bridge.analyst.ticket(tickets[key]))["status"] == "solved"
+    for key in ("cw_a", "cw_b"):
+        assert (await bridge.technician.ticket(tickets[key]))["status"]["name"] == "Solved"
+
+    # Every step is an event: one run id as correlation, tenant set, reasons in data.
+    events = await sync_test_events(bridge.store, run_id)
+    assert [e.type for e in events] == [
+        kinds.SYNC_TEST_STARTED,
+        *[kinds.SYNC_TEST_STEP_PASSED] * 7,
+        kinds.SYNC_TEST_FINISHED,
+    ]
+    assert {e.tenant for e in events} == {"acme"}
+    assert [e.data["step"] for e in events[1:-1]] == STEP_NAMES
+    assert all(e.data["reason"] for e in events[1:-1])
+    assert events[1].causation_id == events[0].event_id
+    assert events[-1].data["ok"] is True
+    assert_no_secrets(out, err, *(orjson.dumps(e.to_dict()).decode() for e in events))
+
+
+async def test_a_tenant_whose_sync_is_off_fails_preflight_and_nothing_is_created(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    assert bridge.rehearsal is not None
+    soc_before = len(bridge.rehearsal.soc.state.tickets)
+    cw_before = len(bridge.rehearsal.cw.state.tickets)
+
+    # Off in the config (globex).
+    rc, out, err = await sync_test(
+        bridge.rehearsal.config_path, "--recipient", RECIPIENT, tenant="globex"
+    )
+    assert rc == 1, out + err
+    lines = out.splitlines()
+    assert "preflight" in lines[1] and "FAILED" in lines[1]
+    assert "sync is off for tenant globex (the config's sync_enabled)" in lines[1]
+    skipped = [line for line in lines if "SKIPPED" in line]
+    assert len(skipped) == 6 and all("needs 'preflight', which failed" in s for s in skipped)
+    assert "sync test FAILED: 0 passed, 1 failed, 6 skipped" in out
+
+    # On in the config (acme) but switched off in the log, as 'tenants disable' records it.
+    await bridge.store.append(
+        [NewEvent(stream="admin", type=kinds.TENANT_SYNC_DISABLED, data={"tenant": "acme"},
+                  tenant="acme", source="socbridge.cli")]
+    )  # fmt: skip
+    rc, out, err = await sync_test(bridge.rehearsal.config_path, "--recipient", RECIPIENT, "--json")
+    assert rc == 1, out + err
+    steps, summary = parse(out)
+    assert steps["preflight"]["status"] == "failed"
+    assert "sync is off for tenant acme" in steps["preflight"]["reason"]
+    assert "tenants enable/disable" in steps["preflight"]["reason"]
+    assert summary["skipped"] == 6 and summary["tickets"] == {}
+
+    assert len(bridge.rehearsal.soc.state.tickets) == soc_before
+    assert len(bridge.rehearsal.cw.state.tickets) == cw_before
+    failed = [e async for e in bridge.store.read() if e.type == kinds.SYNC_TEST_STEP_FAILED]
+    assert {e.data["step"] for e in failed} == set(STEP_NAMES)
+    assert {e.tenant for e in failed} == {"globex", "acme"}
+
+
+async def test_preflight_fails_clearly_when_the_daemon_is_not_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rehearsal = await start_rehearsal("127.0.0.1", 0, tmp_path / "socbridge.toml", None)
+    base = ["sync-test", "--config", str(rehearsal.config_path), "--timeout", "5"]
+    try:
+        rc, out, err = await socbridge_main([*base, "--tenant", "acme", "--recipient", RECIPIENT],
+                                            capsys)  # fmt: skip
+        assert rc == 1, out + err
+        preflight = out.splitlines()[1]
+        assert "FAILED" in preflight
+        assert "the daemon is not reachable at http://127.0.0.1:" in preflight
+        assert "start it (socbridge run --config FILE" in preflight
+        assert "sync test FAILED: 0 passed, 1 failed, 6 skipped" in out
+        assert not rehearsal.soc.state.tickets and not rehearsal.cw.state.tickets
+
+        # Usage errors are exit 2, before anything is recorded.
+        rc, out, err = await socbridge_main(
+            [*base, "--tenant", "initech", "--recipient", RECIPIENT], capsys
+        )
+        assert rc == 2 and "unknown tenant 'initech'" in err and "acme, globex" in err
+        rc, out, err = await socbridge_main(
+            [*base, "--tenant", "acme", "--recipient", "not-an-email"], capsys
+        )
+        assert rc == 2 and "is not a well-formed email address" in err
+        assert_no_secrets(out, err)
+    finally:
+        await rehearsal.stop()
+
+
+async def test_without_technician_keys_the_cw_reply_fails_and_names_the_fix(
+    tmp_path: Path,
+) -> None:
+    """socbridge never sends notes its own API member wrote (R8), so the ConnectWise ->
+    SOC reply cannot be written with the config's keys: the step says so, writing nothing."""
+    write_config(tmp_path / "socbridge.toml", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                 "127.0.0.1", 9, 1.0)  # fmt: skip
+    test = SyncTest(load_config(tmp_path / "socbridge.toml"), "acme", RECIPIENT)
+    test.tickets.update(soc_a=1, cw_a=2)
+    with pytest.raises(StepFailed) as failed:
+        await test._reply_cw_to_soc()
+    assert "API member's keys (socbridge)" in str(failed.value)
+    assert "--technician-public-key" in str(failed.value)
+
+
+async def test_a_step_that_fails_is_reported_with_its_reason_and_its_dependents_skipped(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    assert bridge.rehearsal is not None
+    # ConnectWise refuses the daemon's next ticket create (the one for the SOC test ticket).
+    bridge.rehearsal.cw.faults.update(
+        {"api": [{"status": 400, "count": 1, "method": "POST", "path_contains": "service/tickets"}]}
+    )
+    rc, out, err = await sync_test(
+        bridge.rehearsal.config_path, "--recipient", RECIPIENT, "--json",
+        *technician_keys(tmp_path),
+    )  # fmt: skip
+    assert rc == 1, out + err
+    steps, summary = parse(out)
+    assert steps["preflight"]["status"] == "passed"
+    create = steps["create_soc_to_cw"]
+    assert create["status"] == "failed"
+    assert "the daemon gave up cw.create_ticket: refused by the remote" in create["reason"]
+    for name in ("reply_soc_to_cw", "reply_cw_to_soc", "solve_soc_to_cw"):
+        assert steps[name]["status"] == "skipped"
+        assert steps[name]["reason"] == "needs 'create SOC -> ConnectWise', which failed"
+    # The other direction does not depend on it and still runs.
+    assert steps["create_cw_to_soc"]["status"] == "passed"
+    assert steps["solve_cw_to_soc"]["status"] == "passed"
+    assert (summary["passed"], summary["failed"], summary["skipped"]) == (3, 1, 3)
+
+    # The SOC test ticket that never crossed is not left open.
+    soc_a = summary["tickets"]["soc_a"]
+    assert f"solved SOC ticket {soc_a}" in summary["cleanup"]
+    assert (await bridge.analyst.ticket(soc_a))["status"] == "solved"
+    events = await sync_test_events(bridge.store, summary["run_id"])
+    failed = [e for e in events if e.type == kinds.SYNC_TEST_STEP_FAILED]
+    assert [e.data["status"] for e in failed] == ["failed", "skipped", "skipped", "skipped"]
+    assert failed[0].ticket == f"soc:{soc_a}"
+    assert events[-1].type == kinds.SYNC_TEST_FINISHED and events[-1].data["ok"] is False
