@@ -1,10 +1,10 @@
 """The daemon's wiring: one aiohttp application, one ``cleanup_ctx`` per component.
 
 Start order (and, reversed, stop order) is visible here in one place: the
-event log, the remote clients, the sync engine, the outbox, the pollers, and
-the remote hooks. Routes are registered up front (aiohttp freezes the router
-at start) and look up their handler in the application state, which the
-contexts fill in as they start.
+event log (where the applied config is recorded), the remote clients, the
+sync engine, the outbox, the pollers, and the remote hooks. Routes are
+registered up front (aiohttp freezes the router at start) and look up their
+handler in the application state, which the contexts fill in as they start.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon.config import Config
+from daemon.applied import record_applied
+from daemon.config import Config, config_hash
 from daemon.connectwise import install as cw_install
 from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.intake import ROUTE_PATH as CW_ROUTE
@@ -36,9 +39,19 @@ from daemon.soc.intake import make_webhook_handler
 from daemon.soc.poller import SocPoller
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import rules_from_config
+from daemon.tenantdir import TenantDirectory
 from eventstore import EventStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Applied:
+    """The configuration in effect now (a successful reload replaces it) and its file."""
+
+    config: Config
+    path: Path | None
+
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", EventStore)
@@ -53,6 +66,8 @@ STOP = web.AppKey("stop", asyncio.Event)
 METRICS = web.AppKey("metrics", Metrics)
 #: Set once intake, sync and outbox all run (systemd READY=1 is sent then).
 RUNNING = web.AppKey("running", asyncio.Event)
+APPLIED = web.AppKey("applied", Applied)
+TENANTS = web.AppKey("tenants", TenantDirectory)
 
 
 class Reobserver:
@@ -76,11 +91,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def enabled_tenants(config: Config, key: str) -> dict[int, str]:
-    """Remote id -> tenant name, for the tenants whose sync is on (R9)."""
-    return {getattr(t, key): t.name for t in config.tenants if t.sync_enabled}
-
-
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
@@ -89,6 +99,19 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
     await app[STORE].close()
+
+
+async def _applied_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Recorded before sync loads, so the engine folds it before any decision.
+    applied = app[APPLIED]
+    recorded = await record_applied(app[STORE], applied.config, applied.path, "start")
+    structlog.get_logger("socbridge").info(
+        "config.applied",
+        hash=config_hash(applied.config),
+        path=str(applied.path),
+        recorded=recorded is not None,  # False: same config as last applied, not repeated
+    )
+    yield
 
 
 async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -116,7 +139,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await engine.load()
     app[ENGINE] = engine
-    app[ENGINE] = engine
+    app[TENANTS] = TenantDirectory(engine)
+    app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
     outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT], reobserve=app[REOBSERVE])
     app[OUTBOX] = outbox
     sync_task = asyncio.create_task(engine.run(), name="sync")
@@ -130,19 +154,28 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
             pass
 
 
+def _reread_tenant(app: web.Application, tenant: str) -> None:
+    """A tenant's sync came back on: re-read its linked tickets on both sides, so what
+    changed while it was off is observed now (tickets created meanwhile are picked up
+    at their next change, as any ticket first seen then)."""
+    for link in list(app[ENGINE].state.links.values()):
+        if link["tenant"] == tenant and link["state"] == "linked":
+            app[REOBSERVE]("cw", int(link["cw_id"]), tenant)
+            app[REOBSERVE]("soc", int(link["soc_id"]), tenant)
+
+
 async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = app[STORE]
-    cw_poller = ConnectWisePoller(
-        store, app[CW_CLIENT], config.connectwise, enabled_tenants(config, "cw_company_id")
-    )
-    soc_poller = SocPoller(
-        store, app[SOC_CLIENT], config.soc, enabled_tenants(config, "soc_organization_id"), utc_now
-    )
+    # Live maps: a tenant switched off (or removed by a reload) is absent from the next lookup.
+    by_company = app[TENANTS].by("cw_company_id")
+    by_organization = app[TENANTS].by("soc_organization_id")
+    cw_poller = ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company)
+    soc_poller = SocPoller(store, app[SOC_CLIENT], config.soc, by_organization, utc_now)
     app[CW_HANDLER] = make_callback_handler(
         store,
         config.connectwise,
-        enabled_tenants(config, "cw_company_id"),
+        by_company,
         None,
         app[SESSION],
         on_accepted=cw_poller.kick,
@@ -150,7 +183,7 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SOC_HANDLER] = make_webhook_handler(
         store,
         config.soc,
-        enabled_tenants(config, "soc_organization_id"),
+        by_organization,
         utc_now,
         on_created=soc_poller.kick,
     )
@@ -231,21 +264,26 @@ def _live_state(app: web.Application) -> dict[str, Any]:
     return state
 
 
-def build_app(config: Config) -> web.Application:
-    """The daemon as an aiohttp application; start it with an AppRunner."""
+def build_app(config: Config, config_path: Path | None = None) -> web.Application:
+    """The daemon as an aiohttp application; start it with an AppRunner.
+
+    ``config_path`` is where ``config`` was read from (recorded with it, re-read on reload).
+    """
     metrics = Metrics()
+    applied = Applied(config, config_path)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[
             guard_middleware(
-                config.server.allowed_sources,
-                config.server.admin_sources,
+                lambda: applied.config.server.allowed_sources,
+                lambda: applied.config.server.admin_sources,
                 on_refused=metrics.refuse,
                 on_handled=metrics.handled,
             )
         ],
     )
     app[CONFIG] = config
+    app[APPLIED] = applied
     app[METRICS] = metrics
     app[RUNNING] = asyncio.Event()
     metrics.state.source = lambda: _live_state(app)
@@ -255,5 +293,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.cleanup_ctx.extend([_store_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx])
+    app.cleanup_ctx.extend(
+        [_store_ctx, _applied_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx]
+    )
     return app

@@ -12,8 +12,9 @@ import hashlib
 import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.connectwise.settings import ConnectWiseSettings, NoteSection
@@ -206,9 +207,17 @@ class Config(BaseModel):
         return self
 
 
-def config_hash(text: str) -> str:
-    """The hash recorded with each applied configuration (of the file's bytes)."""
-    return hashlib.sha256(text.encode()).hexdigest()
+def canonical_config(config: Config) -> dict[str, Any]:
+    """The validated config as plain JSON data: defaults filled in, paths absolute,
+    secrets as their references only (a secret's value is never part of the config)."""
+    return config.model_dump(mode="json")
+
+
+def config_hash(config: Config) -> str:
+    """The hash recorded with each applied configuration: sha256 of its canonical form,
+    so comments, key order and formatting of the file do not change it."""
+    canonical = orjson.dumps(canonical_config(config), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

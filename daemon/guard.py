@@ -4,11 +4,11 @@
 (ConnectWise callbacks, SOC webhooks) answer only peers inside
 ``server.allowed_sources``; the admin routes (``/healthz``, ``/readyz``,
 ``/metrics``) only peers inside ``server.admin_sources`` (loopback by
-default). The peer is the TCP peer address of the connection; forwarding
-headers are ignored, so a caller cannot claim another address. A refused
-request gets a 403 before its body is read, so nothing is appended. Any
-unexpected error becomes a bare 500 with no stack trace; the trace goes to
-the log only.
+default; both follow a configuration reload). The peer is the TCP peer
+address of the connection; forwarding headers are ignored, so a caller
+cannot claim another address. A refused request gets a 403 before its body
+is read, so nothing is appended. Any unexpected error becomes a bare 500
+with no stack trace; the trace goes to the log only.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 Network = IPv4Network | IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Refused = Callable[[str, str], None]  # (route kind, reason)
+Sources = tuple[Network, ...] | Callable[[], tuple[Network, ...]]
 
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -49,20 +50,29 @@ def allowed(address: IPv4Address | IPv6Address | None, networks: Iterable[Networ
     return any(address.version == net.version and address in net for net in networks)
 
 
+def _current(sources: Sources) -> tuple[Network, ...]:
+    return sources() if callable(sources) else sources
+
+
 def guard_middleware(
-    inbound: tuple[Network, ...],
-    admin: tuple[Network, ...],
+    inbound: Sources,
+    admin: Sources,
     on_refused: Refused | None = None,
     on_handled: Callable[[str, int], None] | None = None,
 ) -> Middleware:
-    """The allowlist + error-hiding middleware for the daemon's application."""
+    """The allowlist + error-hiding middleware for the daemon's application.
+
+    ``inbound`` and ``admin`` are the allowed ranges, or callables giving the
+    ranges in effect now (the daemon passes its applied config's, so a reload
+    changes the allowlist for the next request).
+    """
     log = structlog.get_logger("socbridge.guard")
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         kind = "admin" if request.path in ADMIN_PATHS else "inbound"
         peer = peer_address(request)
-        if not allowed(peer, admin if kind == "admin" else inbound):
+        if not allowed(peer, _current(admin if kind == "admin" else inbound)):
             log.warning("request.refused", route=request.path, peer=str(peer), reason="source")
             if on_refused is not None:
                 on_refused(kind, "source_not_allowed")

@@ -2,7 +2,9 @@
 
 On a stop signal the listener stops accepting, the outbox finishes or hands
 back its in-flight deliveries (they stay pending in the log and are retried at
-the next start), the projections are checkpointed, and the process exits 0.
+the next start), the projections are checkpointed, and the process exits 0. On SIGHUP
+(``systemctl reload``) the configuration file is re-read and applied without
+a restart, or refused whole with the reason logged (:mod:`daemon.reload`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from daemon.cli import EXIT_OK, EXIT_STORE, EXIT_USAGE
 from daemon.config import Config, ConfigError, ServerSettings, load_config
 from daemon.listener import start_sites
 from daemon.logsetup import Redactor, config_secret_refs, configure_logging
+from daemon.reload import Reloader
 from daemon.sdnotify import Notifier
 from daemon.secrets import SecretError
 from eventstore import StoreError
@@ -33,9 +36,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run socbridge: receive callbacks and webhooks, poll both sides, decide, deliver.\n"
+            "SIGTERM/SIGINT stop it cleanly; SIGHUP re-reads --config and applies it live\n"
+            "(tenants, sync rules, conflict policy, allowlists) or refuses it whole, logging\n"
+            "why (invalid, or a key that needs a restart); the running config then stays.\n\n"
             "exit codes: 0 stopped cleanly, 2 configuration error, 3 event log unusable"
         ),
-        epilog="example:\n  socbridge run --config /etc/socbridge/socbridge.toml",
+        epilog=(
+            "examples:\n"
+            "  socbridge run --config /etc/socbridge/socbridge.toml\n"
+            "  systemctl reload socbridge     # or: kill -HUP <pid>"
+        ),
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE")
     p.set_defaults(func=cmd_run)
@@ -69,14 +79,6 @@ async def serve(
         await asyncio.gather(watchdog, return_exceptions=True)
 
 
-def _reload_not_supported() -> None:
-    structlog.get_logger("socbridge").warning(
-        "daemon.reload_not_supported",
-        detail="SIGHUP received: re-reading the configuration is not supported yet; "
-        "restart the service to apply a new configuration (the running one stays)",
-    )
-
-
 async def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
@@ -86,17 +88,23 @@ async def cmd_run(args: argparse.Namespace) -> int:
     redactor = Redactor()
     redactor.add_refs(config_secret_refs(config))
     configure_logging(redactor)
+    app = build_app(config, Path(args.config).resolve())
+    app.on_startup.append(lambda _app: _refresh_redactor(redactor, config))
+    notifier = Notifier()
+    # The unit's ExecReload sends SIGHUP: re-read and apply the file (or refuse it).
+    reloader = Reloader(app, notifier)
     stop = asyncio.Event()
+
+    def stop_requested() -> None:
+        reloader.close()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    # The unit's ExecReload sends SIGHUP. Re-reading the configuration is not built
-    # yet: say so rather than let the default action kill the daemon.
-    loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
-    app = build_app(config)
-    app.on_startup.append(lambda _app: _refresh_redactor(redactor, config))
+        loop.add_signal_handler(sig, stop_requested)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
-        await serve(app, config.server, stop, Notifier())
+        await serve(app, config.server, stop, notifier)
     except ConfigError as exc:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,6 +114,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_STORE
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        reloader.close()
+        await reloader.wait()
     return EXIT_OK
 
 

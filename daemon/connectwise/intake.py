@@ -14,7 +14,8 @@ answered 200 once durable.
 Callbacks that are valid but not ours are answered 200 with ``"ignored"`` and
 append nothing: tickets of companies that are not tenants (a board can hold
 other customers' tickets), tickets on other boards that socbridge never
-recorded, non-ticket callback types, deletes of tickets it never recorded. A
+recorded, non-ticket callback types, deletes of tickets it never recorded,
+tickets of a tenant whose sync is off (R9). A
 4xx there would make ConnectWise retry something that will never succeed.
 The only remote call on the request path is the documented signing-key fetch;
 its failure is a 503 so ConnectWise retries later.
@@ -192,6 +193,9 @@ class CallbackIntake:
             tenant, why = await route_ticket(self.store, self.settings.board, self.tenants, entity)
         if tenant is None:
             return self._ignored(why)
+        if tenant not in self.tenants.values():
+            # A known ticket of a tenant whose sync is off now: not read either (R9).
+            return self._ignored("tenant_sync_off")
         event_id = derived_event_id("connectwise", "callback", payload["MessageId"])
         if await self.store.get(event_id) is not None:
             self.metrics.count("duplicate")
@@ -254,12 +258,15 @@ def make_callback_handler(
 ) -> Handler:
     """The aiohttp handler for ``POST /callbacks/connectwise`` (:data:`ROUTE_PATH`).
 
-    ``tenants`` maps ConnectWise company id -> tenant key. ``key_cache`` may be
+    ``tenants`` maps ConnectWise company id -> tenant key for the tenants whose
+    sync is on; it is consulted on every callback, so a live mapping (the
+    daemon's :class:`~daemon.tenantdir.TenantDirectory`) follows tenant
+    switches and reloads. ``key_cache`` may be
     shared with other handlers; ``None`` builds one on ``http_session``. The
     :class:`CallbackIntake` (with its metrics) is ``handler.__self__``.
     """
     keys = key_cache or SigningKeyCache(
         http_session, client_id=settings.client_id, ttl=settings.signing_key_ttl_seconds
     )
-    intake = CallbackIntake(store, settings, dict(tenants), keys, on_accepted)
+    intake = CallbackIntake(store, settings, tenants, keys, on_accepted)
     return intake.handle

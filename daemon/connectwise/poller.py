@@ -83,7 +83,8 @@ class ConnectWisePoller:
         self._now = now
         self.client = client
         self.settings = settings
-        self.tenants = dict(tenants)
+        # Consulted at every ticket: a live mapping follows tenant switches (R9).
+        self.tenants = tenants
         self._wake = asyncio.Event()
         self._pending: set[int] = set()
         self._log = structlog.get_logger("socbridge.poller.connectwise")
@@ -141,7 +142,7 @@ class ConnectWisePoller:
 
     async def _observe(self, ticket: Mapping[str, Any], report: PollReport) -> None:
         tenant, _why = await route_ticket(self.store, self.settings.board, self.tenants, ticket)
-        if tenant is None:
+        if tenant is None or tenant not in self.tenants.values():  # unknown, or sync off
             report.ignored += 1
             return
         ticket_id = int(ticket["id"])

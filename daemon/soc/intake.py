@@ -164,7 +164,9 @@ def make_webhook_handler(
     """The ``POST /webhooks/soc`` handler.
 
     ``tenants`` maps SOC organization id -> tenant key (only tenants whose
-    sync is on); ``clock`` gives the current UTC time; ``secret`` overrides
+    sync is on), consulted at every delivery, so a live mapping (the daemon's
+    :class:`~daemon.tenantdir.TenantDirectory`) follows tenant switches and
+    reloads; ``clock`` gives the current UTC time; ``secret`` overrides
     where the signing secret comes from (default: the configured file);
     ``on_created(ticket_id, tenant)`` is called for each new ticket accepted, so
     its description (first comment, which the created event does not carry)

@@ -58,6 +58,7 @@ class SocPoller:
         self.store = store
         self.client = client
         self.settings = settings
+        # Consulted at every ticket: a live mapping follows tenant switches (R9).
         self.tenants = tenants
         self.clock = clock
         self._log = structlog.get_logger("socbridge.soc.poller")

@@ -73,7 +73,7 @@ async def test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering(
         await rehearsal.stop()
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     events = {line["event"] for line in lines}
-    assert {"daemon.listening", "daemon.reload_not_supported", "daemon.stopping"} <= events
+    assert {"daemon.listening", "config.reloaded", "daemon.stopping"} <= events
     text = out.decode() + err.decode()
     for secret in (cwfx.API_PUBLIC_KEY, cwfx.API_PRIVATE_KEY, socfx.API_TOKEN):
         assert secret not in text
