@@ -203,6 +203,7 @@ def _abandoned(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> N
 
 
 def _tenant_switch(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
+    # The operator's switch overrides the config's sync_enabled until the config changes it.
     state.tenant_switches[d["tenant"]] = event.type == kinds.TENANT_SYNC_ENABLED
 
 
@@ -212,8 +213,14 @@ def _removed(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> Non
 
 def _config(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     state.config_hash = d["hash"]
-    # A config applied after removal re-installs the integration.
-    state.removed = False
+    # The latest word wins: a config that changes a tenant's sync_enabled (or adds the
+    # tenant) replaces the operator's switch for it.
+    for tenant in d.get("sync_reset", ()):
+        state.tenant_switches.pop(tenant, None)
+    # A config applied at start after removal re-installs the integration; a reload
+    # does not (the hooks are installed at start only).
+    if d.get("reason", "start") == "start":
+        state.removed = False
 
 
 _HANDLERS: dict[str, Handler] = {
