@@ -44,6 +44,12 @@ def _saw(f: dict[str, Any], side: str, at: str | None) -> None:
         f[f"{side}_seen"] = at
 
 
+def _known(f: dict[str, Any], side: str, event: RecordedEvent) -> None:
+    """Remember where the side's known value was last set: a fetch read before this
+    position cannot tell whether it is newer than that value (same-second source times)."""
+    f[f"{side}_pos"] = event.position
+
+
 def _agree(f: dict[str, Any]) -> None:
     if f["cw"] is not None and f["cw"] == f["soc"]:
         f["base"] = f["cw"]
@@ -92,6 +98,7 @@ def _field_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) 
     f[d["side"]] = d["value"]
     f[f"{d['side']}_at"] = d["at"]
     _saw(f, d["side"], d["at"])
+    _known(f, d["side"], event)
     for target, value in d["writes"].items():
         f[f"expect_{target}"].append(value)
         # The last few values written to a side: a late (retried or reordered) callback of
@@ -115,6 +122,7 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
         f = link["fields"][d["field"]]
         f[d["side"]] = d["value"]
         _saw(f, d["side"], d.get("at"))
+        _known(f, d["side"], event)
         expects = f[f"expect_{d['side']}"]
         if d["value"] in expects:
             # Writes land in order: this one and every earlier one have come back.
@@ -170,6 +178,7 @@ def _delivered(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> N
                 # Delivered: this write and every earlier one to this side have landed.
                 del expects[: expects.index(value) + 1]
             _saw(f, target, result.get("updated_at"))
+            _known(f, target, event)
             _agree(f)
     elif kind.endswith((".add_comment", ".add_note")) and result.get("id") is not None:
         created = f"{target}:{result['id']}"

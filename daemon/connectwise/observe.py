@@ -48,7 +48,7 @@ def _id(ref: Any) -> int | None:
 
 
 def ticket_data(
-    ticket: Mapping[str, Any], *, via: str, api_member: str, writer: str | None = None
+    ticket: Mapping[str, Any], *, via: str, api_member: str | None, writer: str | None = None
 ) -> dict[str, Any]:
     """The observation ``data`` of a ConnectWise ticket."""
     info = _map(ticket.get("_info"))
@@ -74,7 +74,7 @@ def ticket_data(
         "entered_at": info.get("dateEntered"),
         "updated_at": info.get("lastUpdated"),
         "updated_by": updated_by,
-        "own_write": updated_by == api_member,
+        "own_write": api_member is not None and updated_by == api_member,
         "via": via,
     }
 

@@ -24,6 +24,7 @@ import structlog
 from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.errors import ConnectWiseApiError
 from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
+from daemon.outbox.fetch import fetch_ticket
 from daemon.remote import RemoteError, RetryAfterTooLongError
 from daemon.soc.client import SocClient
 from daemon.soc.errors import SocApiError
@@ -159,7 +160,13 @@ class Outbox:
         )
         self._tried.add(command_id)
         try:
-            result = await self._deliver(command, link, self.cw, self.soc, maybe_sent=maybe_sent)
+            if command["kind"].endswith(".fetch_ticket"):
+                # A read, not a write: sync could not order two same-second observations.
+                result = await fetch_ticket(self.store, command, link, self.cw, self.soc)
+            else:
+                result = await self._deliver(
+                    command, link, self.cw, self.soc, maybe_sent=maybe_sent
+                )
         except MissingTargetError:
             return  # the link's create is delivered but not linked yet: wait for it
         except StaleTargetError as exc:

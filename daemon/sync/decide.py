@@ -42,9 +42,12 @@ def note_marker(side: str, ident: int | str) -> str:
 class _Decision:
     """Collects the events one input implies, with derived ids and the cause attached."""
 
-    def __init__(self, cause: RecordedEvent) -> None:
+    def __init__(self, cause: RecordedEvent, state: BridgeState, rules: Rules) -> None:
         self.cause = cause
+        self.state = state
+        self.rules = rules
         self.events: list[NewEvent] = []
+        self.fetching: set[str] = set()  # sides a fetch was asked of by this input
 
     def emit(self, type_: str, link: dict[str, Any] | str, data: dict[str, Any]) -> str:
         link_id = link if isinstance(link, str) else link["link_id"]
@@ -81,7 +84,7 @@ def decide(state: BridgeState, event: RecordedEvent, rules: Rules) -> list[NewEv
     tenant = rules.tenants.get(event.tenant or "")
     if tenant is None or not state.tenant_switches.get(tenant.name, tenant.sync_enabled):
         return []  # R9: a tenant whose sync is off is neither read nor written
-    decision = _Decision(event)
+    decision = _Decision(event, state, rules)
     handler(decision, state, event.data, tenant, rules)
     return decision.events
 
@@ -150,9 +153,17 @@ def _field(
     value: str,
     at: str | None,
     own_write: bool,
+    read_after: int | None = None,
 ) -> None:
+    """Decide one field of one observation of ``side``.
+
+    ``read_after`` is set on a *fresh fetch*: the ticket was read after log
+    position ``read_after``, and nothing else was recorded of that ticket
+    between the read and its observation (see the pollers).
+    """
     f = link["fields"][name]
     o = other(side)
+    expects: list[str] = f[f"expect_{side}"]
     seen = f.get(f"{side}_seen")
     if at is not None and seen is not None:
         order = later(at, seen)
@@ -169,7 +180,13 @@ def _field(
                     {"kind": "field", "field": name, "side": side, "value": value, "at": at},
                 )
             return
-    expects: list[str] = f[f"expect_{side}"]
+        if order == 0 and value not in expects and not _fetched_since(f, side, read_after):
+            # Source times have one-second resolution: this value and the one we know
+            # were both current within the same second, and which came last cannot be
+            # told from the times. Neither is acted on; the ticket is read again, and
+            # that read (newer than both) decides.
+            _ambiguous(d, link, name, side, value, at)
+            return
     if value == f[side] and value not in expects:
         return  # nothing changed in this field
     wrote: list[str] = f.get(f"wrote_{side}", [])
@@ -228,11 +245,56 @@ def _field(
         _update(d, link, rules, {o: (name, value)})
 
 
+def _fetched_since(f: dict[str, Any], side: str, read_after: int | None) -> bool:
+    """Whether a fresh fetch was read after the side's known value was recorded: then it
+    shows the ticket as it is now, at least as new as anything known of it."""
+    return read_after is not None and read_after >= f.get(f"{side}_pos", 0)
+
+
+def _ambiguous(
+    d: _Decision, link: dict[str, Any], name: str, side: str, value: str, at: str | None
+) -> None:
+    f = link["fields"][name]
+    fetch = f"{side}.fetch_ticket"
+    # A fetch issued after this observation was recorded reads the ticket after it too.
+    pending = any(
+        c["kind"] == fetch and c["link_id"] == link["link_id"] and c["issued_at"] > d.cause.position
+        for c in d.state.outbox.values()
+    )
+    d.emit(
+        kinds.OBSERVATION_IGNORED,
+        link,
+        {
+            "reason": "ambiguous",
+            "field": name,
+            "side": side,
+            "value": value,
+            "at": at,
+            "known": f[side],
+            "detail": f"{value!r} and the known {f[side]!r} were both current at {at} "
+            "(one-second source times); the ticket is read again to tell which is current",
+            "fetch": not pending and side not in d.fetching,
+        },
+    )
+    if not pending and side not in d.fetching:
+        d.fetching.add(side)
+        params: dict[str, Any] = {"reason": "ambiguous", "field": name, "at": at}
+        if side == "cw":
+            params["api_member"] = d.rules.api_member
+        d.command(link, fetch, params)
+
+
 def _active(link: dict[str, Any] | None) -> bool:
     return link is not None and link["state"] in ("requested", "linked")
 
 
 # --------------------------------------------------------------------- inputs
+
+
+def _fresh(data: dict[str, Any]) -> int | None:
+    """``read_after`` of a fresh fetch (see :func:`_field`), else ``None``."""
+    read_after = data.get("read_after")
+    return read_after if data.get("fresh") and isinstance(read_after, int) else None
 
 
 def _cw_ticket(
@@ -285,10 +347,11 @@ def _cw_ticket(
             {"reason": f"set to the unlinked status {rules.unlinked_status!r} in ConnectWise"},
         )
         return
-    at, own = data.get("updated_at"), bool(data.get("own_write"))
-    _field(d, link, rules, "status", "cw", cw_status(rules, data.get("status")), at, own)
+    at, own, fresh = data.get("updated_at"), bool(data.get("own_write")), _fresh(data)
+    status = cw_status(rules, data.get("status"))
+    _field(d, link, rules, "status", "cw", status, at, own, fresh)
     priority = rules.soc_priority_for_cw(data.get("priority"))
-    _field(d, link, rules, "priority", "cw", priority, at, own)
+    _field(d, link, rules, "priority", "cw", priority, at, own, fresh)
 
 
 def _cw_deleted(
@@ -371,9 +434,9 @@ def _soc_ticket(
         return
     if not _active(link):
         return
-    at = data.get("updated_at")
-    _field(d, link, rules, "status", "soc", status, at, False)
-    _field(d, link, rules, "priority", "soc", priority, at, False)
+    at, fresh = data.get("updated_at"), _fresh(data)
+    _field(d, link, rules, "status", "soc", status, at, False, fresh)
+    _field(d, link, rules, "priority", "soc", priority, at, False, fresh)
 
 
 def _soc_comment(

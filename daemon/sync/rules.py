@@ -39,6 +39,8 @@ class Rules:
     #: SOC priority -> ConnectWise priority name (R6)
     priority_mapping: Mapping[str, str]
     default_soc_priority: str
+    #: socbridge's own ConnectWise member: a ticket it updated last is a possible echo
+    api_member: str | None = None
     policy: Mapping[str, str] = field(
         default_factory=lambda: {"status": "latest", "priority": "soc"}
     )
@@ -89,6 +91,7 @@ def rules_from_config(config: Config) -> Rules:
         source=cw.source,
         priority_mapping=dict(cw.priority_mapping),
         default_soc_priority=cw.default_soc_priority,
+        api_member=cw.api_member,
         policy={
             "status": config.sync.conflict.status,
             "priority": config.sync.conflict.priority,

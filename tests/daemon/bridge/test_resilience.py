@@ -91,18 +91,8 @@ async def final_picture(
     return pic
 
 
-KNOWN_FIELD_GAP = (
-    "known gap, not fixed yet: sync orders a side's observations by its source time, which "
-    "has one-second resolution; several changes to one field within the same second, "
-    "delivered duplicated and reordered, can still be mistaken for one another and leave "
-    "the two sides disagreeing on that field"
-)
-
-
 async def fields_converged(bridge: Bridge, what: str, **expect: Any) -> None:
-    """Last check of a scenario: statuses and priorities agree and hold the last change. A
-    miss is the known gap below, reported as an expected failure naming what differed
-    (visible in the summary), never counted as a pass; tickets and notes stay hard checks."""
+    """Last check of a scenario: statuses and priorities agree and hold the last change."""
 
     async def check() -> bool:
         pic = await picture(bridge.technician, bridge.analyst)
@@ -112,7 +102,7 @@ async def fields_converged(bridge: Bridge, what: str, **expect: Any) -> None:
         await bridge.until(check, what, 10)
     except TimeoutError:
         pic = await picture(bridge.technician, bridge.analyst)
-        pytest.xfail(f"{KNOWN_FIELD_GAP}: {what}: {pic.problems or _unmet(pic, expect)}")
+        raise AssertionError(f"{what}: {pic.problems or _unmet(pic, expect)}") from None
 
 
 async def commands_per_link(bridge: Bridge) -> Counter[str]:
@@ -261,8 +251,8 @@ async def test_duplicated_deliveries_never_double_or_ping_pong(bridge: Bridge) -
     await tech.note(xc["id"], "dup note two")
     texts = ["dup description X", "dup note one", "dup reply one", "dup reply two"]
     texts += ["dup reply three", "dup note two"]
-    # Statuses and priorities are checked last (fields_converged): a late callback can
-    # flap a field and its echoes then be mistaken (the known bug).
+    # Statuses and priorities are checked last (fields_converged): a late callback may
+    # first have to be told from a same-second change by reading the ticket again.
     pic = await final_picture(
         bridge, "every ticket and note once on the other side", fields=False, tickets=2,
         texts=texts,
@@ -343,7 +333,6 @@ async def test_reordered_deliveries_never_double_or_ping_pong(bridge: Bridge) ->
     )  # fmt: skip
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FIELD_GAP)
 async def test_fields_converge_to_the_last_change_under_duplicated_and_reordered_deliveries(
     bridge: Bridge,
 ) -> None:
