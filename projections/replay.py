@@ -1,18 +1,33 @@
 """Replay: the bridge state as of any point in the log, and what other rules would have decided.
 
 :func:`replay` folds the log from position 1 up to a position and summarises
-the state it gives. :func:`preview` walks the same log and, at every input
-the sync engine decided on, asks a caller-supplied ``decide`` function (sync's
-pure ``decide`` with other rules, in practice) what it would decide on the
-state as it stood then, and compares that with the decisions the log records.
-Each decision point is judged on the recorded history: a different outcome is
-not carried forward into later states. Nothing here reads a clock or writes
-anywhere, so the same log always gives the same, byte-identical output.
+the state it gives; :func:`write_projection` writes such a rebuilt state as the
+projection rows (see "Writing" below). :func:`preview` walks the same log with
+a caller-supplied ``decide`` function (sync's pure ``decide`` with other
+rules, in practice) and folds *its own* decisions instead of the recorded
+ones, so a decision that comes out differently is carried forward: later
+inputs are decided on the state the other rules would have left. The inputs
+themselves (what arrived from either side) and the outcomes of commands are
+the recorded ones. Each differing decision is marked as changed by the rules
+themselves, or downstream of an earlier change (the rules alone, on the
+recorded state, would have decided it as recorded). Nothing here reads a
+clock, so the same log always gives the same, byte-identical output.
+
+Writing: the daemon keeps the projection rows saved up to its own checkpoint
+and, while it runs, saves only the rows that changed since its last save. So
+a rebuilt projection is written exactly *at that checkpoint*: rows folded from
+position 1 to the checkpoint position, which (the fold being deterministic)
+are byte for byte the rows a sound daemon believes the table holds. The
+checkpoint is re-read inside the one write transaction that replaces the
+rows; if the daemon saved a newer one meanwhile, nothing is written and the
+caller folds on to it and tries again. Events past the checkpoint are folded
+by the daemon at its next start, as always.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +38,7 @@ import orjson
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.fold import apply
+from projections.persist import NAME, _ensure_schema
 from projections.state import BridgeState
 
 #: The events sync decides on (the engine's inputs).
@@ -30,7 +46,7 @@ INPUTS = kinds.OBSERVATIONS | {kinds.COMMAND_DELIVERED}
 
 
 class Proposed(Protocol):
-    """What a decide function returns per decision: an event to be (type, ticket, data)."""
+    """What a decide function returns per decision: an event to be appended."""
 
     @property
     def type(self) -> str: ...
@@ -40,6 +56,27 @@ class Proposed(Protocol):
 
     @property
     def data(self) -> Mapping[str, Any]: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def tenant(self) -> str | None: ...
+
+    @property
+    def causation_id(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> str | None: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> str | None: ...
 
 
 Decide = Callable[[BridgeState, RecordedEvent], Sequence[Proposed]]
@@ -56,6 +93,11 @@ def state_digest(state: BridgeState) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
+def copy_state(state: BridgeState) -> BridgeState:
+    """A deep copy of ``state`` (through JSON: it is plain data)."""
+    return BridgeState.from_json(orjson.loads(orjson.dumps(state.to_json())))
+
+
 @dataclass
 class ReplaySummary:
     """What a replay folded and the state it arrived at."""
@@ -64,6 +106,8 @@ class ReplaySummary:
     events: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     state: BridgeState = field(default_factory=BridgeState)
+    #: A copy of the state as it was at ``snapshot_at`` (when one was asked for).
+    snapshot: BridgeState | None = None
 
     def to_dict(self) -> dict[str, Any]:
         links: dict[str, int] = {}
@@ -88,13 +132,18 @@ def replay(
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
     into: ReplaySummary | None = None,
+    snapshot_at: int | None = None,
 ) -> ReplaySummary:
     """Fold ``events`` (from position 1) up to ``until`` inclusive.
 
     ``into`` continues a summary folded so far: the log can be replayed batch by
-    batch, never holding more than one batch of events.
+    batch, never holding more than one batch of events. With ``snapshot_at``,
+    :attr:`ReplaySummary.snapshot` becomes a copy of the state as of that
+    position (see :func:`snapshot` for a log that ends before it).
     """
     summary = into if into is not None else ReplaySummary()
+    if snapshot_at is not None and snapshot_at <= 0 and summary.snapshot is None:
+        summary.snapshot = BridgeState()
     for event in events:
         if until is not None and event.position > until:
             break
@@ -102,26 +151,151 @@ def replay(
         summary.events += 1
         summary.position = event.position
         summary.by_type[event.type] = summary.by_type.get(event.type, 0) + 1
+        if event.position == snapshot_at:
+            summary.snapshot = copy_state(summary.state)
         if progress is not None:
             progress(event.position)
     return summary
 
 
+def snapshot(summary: ReplaySummary) -> BridgeState:
+    """The snapshot a replay took, or its final state when the log ended before the position."""
+    return summary.snapshot if summary.snapshot is not None else copy_state(summary.state)
+
+
+# --------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_projection` wrote: every row, at one checkpoint."""
+
+    position: int
+    links: int
+    outbox: int
+    meta: int
+    #: Rows that held something else before (or were not there, or should not have been).
+    replaced: int
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Nothing written: the rows must be folded to ``position`` first (the checkpoint moved)."""
+
+    position: int
+
+
+_META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
+
+
+def _dump(value: Any) -> str:
+    # Exactly as persist.ProjectionStore serialises a row, so a running daemon's
+    # record of what it saved matches the rows written here byte for byte.
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def projection_rows(state: BridgeState) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """The rows a state is saved as, per table, keyed by their primary key."""
+    return {
+        "projection_links": {
+            link_id: (link_id, link["tenant"], link["state"], _dump(link))
+            for link_id, link in sorted(state.links.items())
+        },
+        "projection_outbox": {
+            command_id: (command_id, command["link_id"], _dump(command))
+            for command_id, command in sorted(state.outbox.items())
+        },
+        "projection_meta": {key: (key, _dump(getattr(state, key))) for key in _META_KEYS},
+    }
+
+
+def _checkpoint(conn: sqlite3.Connection) -> int:
+    """Where the saved rows stand: the checkpoint, never past the end of the log."""
+    row = conn.execute(
+        "SELECT position FROM projection_checkpoints WHERE name = ?", (NAME,)
+    ).fetchone()
+    end = conn.execute("SELECT MAX(position) FROM events").fetchone()[0] or 0
+    return min(int(row[0]) if row else 0, int(end))
+
+
+def saved_checkpoint(conn: sqlite3.Connection) -> int:
+    """The projection checkpoint (0 when there is none yet), for reading before a rebuild."""
+    try:
+        return _checkpoint(conn)
+    except sqlite3.OperationalError:
+        return 0  # no projection table yet: nothing was ever saved
+
+
+def write_projection(conn: sqlite3.Connection, state: BridgeState) -> Written | Moved:
+    """Replace every projection row with ``state``'s, in one write transaction.
+
+    ``state`` must be folded up to the saved checkpoint, re-read here under
+    the write lock; when it is not (the daemon saved meanwhile), nothing is
+    written and :class:`Moved` says where to fold to. Rows that should not be
+    there are deleted; the checkpoint is written again, unchanged.
+    """
+    _ensure_schema(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        position = _checkpoint(conn)
+        if position != state.position:
+            conn.execute("ROLLBACK")
+            return Moved(position)
+        replaced = 0
+        rows = projection_rows(state)
+        for table, wanted in rows.items():
+            key = "link_id" if table == "projection_links" else (
+                "command_id" if table == "projection_outbox" else "key"
+            )  # fmt: skip
+            held = {r[0]: tuple(r) for r in conn.execute(f"SELECT * FROM {table}")}
+            gone = [k for k in held if k not in wanted]
+            changed = [row for k, row in wanted.items() if held.get(k) != row]
+            replaced += len(gone) + len(changed)
+            conn.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(k,) for k in gone])
+            marks = ", ".join("?" * len(next(iter(wanted.values()), ())))
+            if changed:
+                conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", changed)
+        conn.execute(
+            "INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?)", (NAME, position)
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return Written(
+        position,
+        len(rows["projection_links"]),
+        len(rows["projection_outbox"]),
+        len(rows["projection_meta"]),
+        replaced,
+    )
+
+
+# --------------------------------------------------------------------- preview
+
+
 @dataclass
 class DecisionDiff:
-    """One input whose decisions differ: what the log holds and what was proposed."""
+    """One input whose decisions differ: what the log holds and what was proposed.
+
+    ``downstream`` when the other rules alone, on the recorded state, decide it as
+    recorded: it differs only because an earlier different decision was carried on.
+    """
 
     cause_position: int
     cause_type: str
     ticket: str | None
     recorded: list[dict[str, Any]]
     proposed: list[dict[str, Any]]
+    downstream: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cause_position": self.cause_position,
             "cause_type": self.cause_type,
             "ticket": self.ticket,
+            "downstream": self.downstream,
             "recorded": self.recorded,
             "proposed": self.proposed,
         }
@@ -134,6 +308,16 @@ class Preview:
     inputs: int = 0
     same: int = 0
     diffs: list[DecisionDiff] = field(default_factory=list)
+    #: Commands still pending at the end of the other history (no recorded outcome settled them).
+    pending: int = 0
+
+    @property
+    def direct(self) -> int:
+        return sum(not d.downstream for d in self.diffs)
+
+    @property
+    def downstream(self) -> int:
+        return sum(d.downstream for d in self.diffs)
 
 
 class _Walk:
@@ -165,26 +349,101 @@ class _Walk:
             self.pending.update(r.event_id for r in recorded if r.position > event.position)
 
 
+def _recorded(proposed: Proposed, position: int, like: RecordedEvent) -> RecordedEvent:
+    """A proposed decision as if appended at ``position`` (for folding it)."""
+    return RecordedEvent(
+        position=position,
+        event_id=proposed.event_id,
+        stream=proposed.stream,
+        stream_version=0,
+        type=proposed.type,
+        schema_version=1,
+        tenant=proposed.tenant,
+        ticket=proposed.ticket,
+        causation_id=proposed.causation_id,
+        correlation_id=proposed.correlation_id,
+        source=proposed.source,
+        occurred_at=proposed.occurred_at,
+        recorded_at=like.recorded_at,
+        data=dict(proposed.data),
+        hash="",
+    )
+
+
+class _Carried(_Walk):
+    """The other history: recorded inputs and outcomes, its own decisions folded.
+
+    Its decisions are folded where the engine's recorded decisions for the same
+    cause came round in the log (so the interleaving with other events is the
+    engine's), or at once when the log holds none. A recorded outcome settles the
+    command with the same id when the other history issued one, whatever it now
+    says; an outcome of a command it never issued is left out.
+    """
+
+    def __init__(self, decide: Decide, decisions: Mapping[str, list[RecordedEvent]]) -> None:
+        super().__init__(decide, decisions)
+        self.placing: dict[str, list[Proposed]] = {}
+
+    def step(self, event: RecordedEvent) -> None:
+        if event.source == kinds.SYNC_SOURCE and event.causation_id is not None:
+            own = self.placing.pop(event.causation_id, None)
+            if own is not None:
+                for n, proposed in enumerate(own):
+                    apply(self.state, _recorded(proposed, event.position + n, event))
+        elif event.type in kinds.OUTCOMES:
+            command = self.state.outbox.get(event.data.get("command_id", ""))
+            if command is None:
+                event = event._replace(type="")  # never issued here: nothing to settle
+            else:
+                event = event._replace(data={**event.data, "kind": command["kind"]})
+            apply(self.state, event)
+        else:
+            apply(self.state, event)
+        self.state.position = event.position
+        self.pending.discard(event.event_id)
+        if event.type in INPUTS:
+            self.deferred.append(event)
+        while self.deferred and not self.pending:
+            cause = self.deferred.popleft()
+            found = list(self.decide(self.state, cause))
+            self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
+            later = [
+                r for r in self.decisions.get(cause.event_id, []) if r.position > event.position
+            ]
+            if later:
+                self.placing[cause.event_id] = found
+                self.pending.update(r.event_id for r in later)
+            else:
+                for proposed in found:
+                    apply(self.state, _recorded(proposed, event.position, event))
+                self.state.position = event.position
+
+
 def preview(events: Sequence[RecordedEvent], decide: Decide) -> Preview:
-    """Every input's recorded decisions next to what ``decide`` proposes for it."""
+    """Every input's recorded decisions next to what ``decide`` proposes for it, carried on."""
     decisions: dict[str, list[RecordedEvent]] = {}
     for event in events:
         if event.source == kinds.SYNC_SOURCE and event.causation_id is not None:
             decisions.setdefault(event.causation_id, []).append(event)
-    walk = _Walk(decide, decisions)
+    judged = _Walk(decide, decisions)  # the other rules on the recorded state
+    carried = _Carried(decide, decisions)  # the other rules on their own state
     for event in events:
-        walk.step(event)
-    result = Preview()
+        judged.step(event)
+        carried.step(event)
+    result = Preview(pending=len(carried.state.outbox))
     for event in events:
         if event.type not in INPUTS:
             continue
         recorded = [canonical(d.type, d.ticket, d.data) for d in decisions.get(event.event_id, [])]
-        proposed = walk.proposed.get(event.event_id, [])
+        proposed = carried.proposed.get(event.event_id, [])
         result.inputs += 1
         if recorded == proposed:
             result.same += 1
         else:
+            downstream = judged.proposed.get(event.event_id, []) == recorded
             result.diffs.append(
-                DecisionDiff(event.position, event.type, event.ticket, recorded, proposed)
+                DecisionDiff(
+                    event.position, event.type, event.ticket, recorded, proposed, downstream
+                )
             )
     return result

@@ -5,16 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import sqlite3
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from daemon.cli import main
-from daemon.replay_cli import run_replay
-from eventstore import EventStore
-from tests.projections.history import Log
+from daemon.harness import Bridge
+from daemon.replay_cli import rebuild_projection, run_replay
+from eventstore import EventStore, RecordedEvent
+from projections.fold import fold
+from projections.replay import projection_rows
+from tests.daemon.bridge.test_rules import soc_ticket_for
+from tests.projections.history import Log, soc_seen
 from tests.projections.test_rebuild import RULES
+from tests.projections.test_replay import carried_history
+
+PROJECTION_TABLES = (
+    "projection_links", "projection_outbox", "projection_meta", "projection_checkpoints"
+)  # fmt: skip
 
 
 async def build(path: Path) -> None:
@@ -145,3 +156,151 @@ async def test_replay_streams_the_log_in_batches_to_the_same_bytes(
         await store.close()
     assert reads and set(reads) == {2} and len(reads) >= last // 2
     assert outputs[3]["position"] == 3 and outputs[None]["position"] == last
+
+
+def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The projection tables as they stand in the file (read as another process would)."""
+    conn = sqlite3.connect(db)
+    try:
+        return {
+            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall())
+            for table in PROJECTION_TABLES
+        }
+    finally:
+        conn.close()
+
+
+def corrupt(db: Path) -> None:
+    """Damage the projection tables the way a bad restore or a stray edit would."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE projection_links SET state = 'unlinked', body = '{\"junk\": 1}'")
+        conn.execute(
+            "INSERT INTO projection_outbox VALUES ('phantom', 'cw:999', "
+            '\'{"command_id": "phantom", "kind": "cw.update_ticket"}\')'
+        )
+        conn.execute("DELETE FROM projection_meta WHERE key = 'conflicts'")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def expected_rows(
+    events: list[RecordedEvent], position: int
+) -> dict[str, list[tuple[object, ...]]]:
+    rows = projection_rows(fold(e for e in events if e.position <= position))
+    return {table: sorted(found.values()) for table, found in rows.items()} | {
+        "projection_checkpoints": [("bridge", position)]
+    }
+
+
+async def test_replay_repairs_corrupted_projection_rows_while_the_daemon_runs(
+    tmp_path: Path,
+) -> None:
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None
+        db = bridge.config.store.path
+        cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
+        soc = await soc_ticket_for(bridge, cw["id"])
+        await bridge.settled()
+        await bridge.engine.save()
+        corrupt(db)
+
+        # The real command, from a second process, while the daemon keeps running.
+        runs = [await cli_process("replay", "--db", str(db)) for _ in "ab"]
+        assert [code for code, _, _ in runs] == [0, 0]
+        wrote = [line for _, out, _ in runs for line in out.splitlines() if "wrote" in line]
+        assert len(wrote) == 2 and wrote[0] == wrote[1]
+        assert "differed from the rebuilt ones" in runs[0][2]  # what was repaired: stderr only
+        assert "differed" not in runs[1][2]  # nothing left to repair the second time
+        events = [e async for e in bridge.store.read()]
+        checkpoint = int(wrote[0].split("position ")[1].split(":")[0])
+        assert 0 < checkpoint <= events[-1].position
+        assert table_rows(db) == expected_rows(events, checkpoint)
+
+        # The daemon carries on saving its own checkpoints over the repaired rows.
+        await bridge.analyst.set(soc["id"], priority="urgent")
+        await bridge.until(
+            lambda: _priority(bridge, cw["id"], "Priority 1 - Emergency Response"),
+            "the SOC's change to reach ConnectWise",
+        )
+        await bridge.settled()
+        await bridge.stop_daemon()  # saves its checkpoint on the way out
+        store = await EventStore.open(db, readonly=True)
+        try:
+            events = [e async for e in store.read()]
+        finally:
+            await store.close()
+        rows = table_rows(db)
+        saved_at = rows["projection_checkpoints"][0][1]
+        assert isinstance(saved_at, int) and saved_at > checkpoint
+        assert rows == expected_rows(events, saved_at)  # rows and checkpoint agree
+        link = orjson.loads(str(rows["projection_links"][0][3]))
+        assert link["fields"]["priority"]["cw"] == "urgent"
+
+
+async def _priority(bridge: Bridge, cw_id: int, name: str) -> bool:
+    return bool((await bridge.technician.ticket(cw_id))["priority"]["name"] == name)
+
+
+async def cli_process(*argv: str) -> tuple[int, str, str]:
+    """``socbridge ARGV`` as its own process; exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_checkpoint_saved_meanwhile_is_folded_on_to_before_writing(
+    tmp_path: Path,
+) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.linked()
+    await log.live.engine.save()  # type: ignore[union-attr]
+    stale = fold(await log.events())  # rows folded to this checkpoint...
+    await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="high"))
+    await log.deliver("cw.update_ticket")
+    await log.restart()  # ...then the daemon saves a newer one
+    moved_to = log.live.engine.state.position  # type: ignore[union-attr]
+    assert moved_to > stale.position
+    reader = await EventStore.open(tmp_path / "e.db", readonly=True)
+    try:
+        _, written = await rebuild_projection(reader, log.store, io.StringIO(), state=stale)
+    finally:
+        await reader.close()
+    events = await log.events()
+    await log.close()
+    assert written.position == moved_to
+    assert table_rows(tmp_path / "e.db") == expected_rows(events, moved_to)
+
+
+def test_previews_write_nothing(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corrupt(db)
+    before = table_rows(db)
+    for argv in (["--until", "3"], ["--dry-run"]):
+        assert main(["replay", "--db", str(db), *argv]) == 0
+        assert "preview only: no projection row written" in capsys.readouterr().out
+    assert table_rows(db) == before
+
+
+async def test_policy_preview_prints_the_changed_decision_and_its_consequences(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "e.db"
+    await carried_history(path)
+    store = await EventStore.open(path, readonly=True)
+    args = argparse.Namespace(until=None, policy=[("priority", "cw")], json=False)
+    try:
+        text = await run_replay(store, RULES, args, io.StringIO())
+        again = await run_replay(store, RULES, args, io.StringIO())
+    finally:
+        await store.close()
+    assert text == again
+    assert "2 of 9 inputs would have been decided differently (1 by the policy itself, " \
+        "1 downstream of those)" in text  # fmt: skip
+    heads = [line for line in text.splitlines() if line.startswith("@@")]
+    assert [h.rsplit("(", 1)[1] for h in heads] == ["policy) @@", "downstream) @@"]
+    assert "preview only: no projection row written" in text

@@ -127,3 +127,53 @@ async def test_replay_until_a_position_shows_the_state_as_it_was(tmp_path: Path)
     assert state_digest(replay(events).state) == state_digest(after.state)
     assert state_digest(before.state) != state_digest(after.state)
     assert state_digest(BridgeState()) != state_digest(after.state)
+
+
+async def carried_history(path: Path) -> list[RecordedEvent]:
+    """A priority conflict (the SOC wins by policy), its writes delivered and echoed; then a
+    later SOC change, decided on the state that conflict left."""
+    log = await Log.open(path)
+    await log.conflict()
+    for command in list(log.outbox):
+        await log.deliver_command(command)
+    await log.add(cw_seen(1, "2026-11-29T10:03:00Z", priority="urgent", own_write=True))
+    await log.add(soc_seen(11, "2026-11-29T10:04:00Z", priority="high"))
+    for command in list(log.outbox):
+        await log.deliver_command(command)
+    events = await log.events()
+    await log.close()
+    return events
+
+
+async def test_a_changed_conflict_outcome_is_carried_forward_to_later_decisions(
+    tmp_path: Path,
+) -> None:
+    events = await carried_history(tmp_path / "e.db")
+    by_position = {e.position: e for e in events}
+    conflict = next(e for e in events if e.type == kinds.CONFLICT_RESOLVED)
+    later = next(e for e in events if e.type == kinds.SOC_TICKET_OBSERVED and
+                 e.data["priority"] == "high")  # fmt: skip
+
+    changed = preview(events, deciding(priority="cw"))
+    assert [(by_position[d.cause_position].event_id, d.downstream) for d in changed.diffs] == [
+        (conflict.causation_id, False),  # the policy itself: ConnectWise wins now
+        (later.event_id, True),  # because of it: the later write expects another value
+    ]
+    first, second = changed.diffs
+    proposed = next(d for d in first.proposed if d["type"] == kinds.CONFLICT_RESOLVED)
+    assert proposed["data"]["winner"] == "cw" and proposed["data"]["writes"]["soc"] == "low"
+    # Judged on the recorded state alone, the later input is decided as recorded;
+    # carried forward, its command expects ConnectWise to hold "low", not "urgent".
+    recorded_cmd = next(d for d in second.recorded if d["type"] == kinds.COMMAND_ISSUED)
+    proposed_cmd = next(d for d in second.proposed if d["type"] == kinds.COMMAND_ISSUED)
+    assert "low" not in recorded_cmd["data"]["params"]["accept"]["priority"]
+    assert "low" in proposed_cmd["data"]["params"]["accept"]["priority"]
+    assert (changed.direct, changed.downstream) == (1, 1)
+    assert changed.same == changed.inputs - 2
+
+    untouched = preview(events, deciding(status="cw"))  # no status conflict anywhere
+    assert untouched.diffs == [] and untouched.same == untouched.inputs
+    assert preview(events, deciding()).diffs == []
+    # Pure: the same log previews to the same result.
+    again = preview(events, deciding(priority="cw"))
+    assert [d.to_dict() for d in again.diffs] == [d.to_dict() for d in changed.diffs]
