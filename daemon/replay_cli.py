@@ -70,11 +70,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Fold the event log from position 1 and summarise the state it gives (links,\n"
-            "outbox, conflicts, a digest of the whole state). --until shows the state as it\n"
-            "was. --policy previews, as a diff of decisions, what another conflict policy\n"
-            "would have decided at each input (judged on the recorded history; needs\n"
-            "--config for the rules). Writes nothing; the same log prints the same bytes.\n\n"
-            "exit codes: 0 replayed, 2 bad option or configuration, 3 the log cannot be opened"
+            "outbox, conflicts, a digest of the whole state), then write the rebuilt\n"
+            "projection rows, repairing corrupted or stale projection tables. Safe while\n"
+            "the daemon runs: the rows are written as of the daemon's own checkpoint, in\n"
+            "one transaction, and the daemon folds the events after it as always.\n\n"
+            "Previews write nothing: --until shows the state as it was; --policy shows, as a\n"
+            "diff of decisions, what another conflict policy would have decided, carrying\n"
+            "each different decision forward so later inputs see the state it leaves\n"
+            "(marked 'downstream'); it needs --config for the rules. --dry-run folds and\n"
+            "summarises without writing. The same log prints the same bytes.\n\n"
+            "exit codes: 0 replayed, 1 the rows could not be written (the checkpoint kept\n"
+            "moving), 2 bad option or configuration, 3 the log cannot be opened"
         ),
         epilog=(
             "examples:\n"
