@@ -133,9 +133,11 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
 
 
 def _repair(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
-    # An audit repair writes a value to one side: it will come back as an echo.
+    # An audit repair writes a value to one side: it will come back as an echo. Other
+    # repairs (a command re-sent, closed or acknowledged; an unlink) fold through the
+    # command and outcome events they append.
     link = state.links.get(d["link_id"])
-    if link is not None:
+    if link is not None and "field" in d:
         link["fields"][d["field"]][f"expect_{d['target']}"].append(d["value"])
 
 
