@@ -3,8 +3,9 @@
 Each kind of command has one function here. Creates and notes carry a marker
 (the SOC ticket's ``external_id``, the ConnectWise ticket's ``externalXRef``,
 a marker line at the end of a mirrored note), and when a command may already
-have been sent (a retry, or a command issued before this process started)
-the marker is looked up first: a crash between the remote write and its
+have been sent (a retry, a command issued before this process started, or
+an audit repair re-sending one, ``params["reissue_of"]``) the marker is
+looked up first: a crash between the remote write and its
 outcome event never doubles the remote effect. Status and priority updates
 set a value, so repeating one is harmless.
 """
@@ -78,6 +79,8 @@ async def deliver(
     """Carry out ``command`` for ``link``; return the result (``{"id": ...}`` for creates)."""
     kind = command["kind"]
     params = command["params"]
+    # A command re-sent by ``audit --fix``: the one it replaces may have landed.
+    maybe_sent = maybe_sent or "reissue_of" in params
     if kind == "soc.create_ticket":
         return await _soc_create(soc, command["command_id"], params, maybe_sent)
     if kind == "cw.create_ticket":
