@@ -229,6 +229,7 @@ class SyncTest:
         self._cw: ConnectWiseClient | None = None
         self._soc: SocClient | None = None
         self._actor: ConnectWiseClient | None = None  # ConnectWise writes, as the MSP
+        self._session: aiohttp.ClientSession | None = None
         self._blocked: dict[str, str] = {}
         self._steps: dict[str, Callable[[], Awaitable[str]]] = {
             "preflight": self._preflight,
@@ -260,9 +261,10 @@ class SyncTest:
             )
             watcher = asyncio.create_task(self._watch(self._started.position + 1))
             async with aiohttp.ClientSession() as session:
+                self._session = session
                 try:
                     for step in STEPS:
-                        await self._run_step(step, session)
+                        await self._run_step(step)
                     if self.do_cleanup and self.tickets:
                         await self._cleanup()
                 finally:
@@ -278,8 +280,7 @@ class SyncTest:
             await store.close()
         return self.report
 
-    async def _run_step(self, step: Step, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    async def _run_step(self, step: Step) -> None:
         blocked = next((self._blocked[n] for n in step.needs if n in self._blocked), None)
         began = time.monotonic()
         if blocked is not None:
@@ -295,6 +296,8 @@ class SyncTest:
                 status, reason = "failed", f"a remote call failed: {_error(exc)}"
             except SecretError as exc:
                 status, reason = "failed", str(exc)
+            except Exception as exc:  # reported: the run still finishes and cleans up
+                status, reason = "failed", f"unexpected {_error(exc)}"
         result = StepResult(
             step.name, step.title, status, reason, time.monotonic() - began, dict(self.tickets)
         )
@@ -425,17 +428,18 @@ class SyncTest:
                 "the integration was removed (socbridge remove): the daemon does not sync"
             )
         ready = await self._daemon_ready()
-        cfg = self.config
+        cfg, session = self.config, self._session
+        assert session is not None
         try:
             self._soc = SocClient.from_settings(
-                cfg.soc, load_secret(cfg.soc.api_token), session=self._session
+                cfg.soc, load_secret(cfg.soc.api_token), session=session
             )
             await self._soc.me()
         except REMOTE_ERRORS as exc:
             raise StepFailed(f"the SOC API does not answer: {_error(exc)}") from None
         try:
             keys = cfg.connectwise.load_keys()
-            self._cw = await ConnectWiseClient.connect(cfg.connectwise, keys, self._session)
+            self._cw = await ConnectWiseClient.connect(cfg.connectwise, keys, session)
             await self._cw.company_info_system()
         except REMOTE_ERRORS as exc:
             raise StepFailed(f"the ConnectWise API does not answer: {_error(exc)}") from None
@@ -443,7 +447,7 @@ class SyncTest:
         if self.technician is not None:
             try:
                 self._actor = await ConnectWiseClient.connect(
-                    cfg.connectwise, self.technician, self._session
+                    cfg.connectwise, self.technician, session
                 )
                 await self._actor.company_info_system()
             except REMOTE_ERRORS as exc:
@@ -458,6 +462,7 @@ class SyncTest:
     async def _daemon_ready(self) -> str:
         url, context = readyz_url(self.config)
         timeout = aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))
+        assert self._session is not None
         try:
             async with self._session.get(url, ssl=context or True, timeout=timeout) as resp:
                 body = await resp.json(content_type=None)
@@ -590,7 +595,7 @@ class SyncTest:
         assert self._soc is not None and self._actor is not None
         section = "Discussion" if "Discussion" in self.note_types_sent else self.note_types_sent[0]
         text = f"{self.marker}: a {section} note from the MSP."
-        note = await self._actor.create_note(cw_id, text, section)  # type: ignore[arg-type]
+        note = await self._actor.create_note(cw_id, text, section)
         note_key = f"cw:{note['id']}"
         link_id = f"soc:{soc_id}"
 

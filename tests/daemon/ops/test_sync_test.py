@@ -15,13 +15,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
+from daemon.app import ENGINE, build_app
 from daemon.cli import build_parser, main
 from daemon.config import load_config
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.harness import Bridge
+from daemon.listener import start_sites
 from daemon.sim_all import start_rehearsal, write_config
 from daemon.soc.simulator import fixture as socfx
 from daemon.synctest import StepFailed, SyncTest
@@ -191,15 +195,17 @@ async def test_a_tenant_whose_sync_is_off_fails_preflight_and_nothing_is_created
 async def test_preflight_fails_clearly_when_the_daemon_is_not_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rehearsal = await start_rehearsal("127.0.0.1", 0, tmp_path / "socbridge.toml", None)
+    # The daemon this config describes serves TLS (R13); it is not started yet.
+    rehearsal = await start_rehearsal("127.0.0.1", 0, tmp_path / "socbridge.toml", None, tls=True)
     base = ["sync-test", "--config", str(rehearsal.config_path), "--timeout", "5"]
     try:
-        rc, out, err = await socbridge_main([*base, "--tenant", "acme", "--recipient", RECIPIENT],
-                                            capsys)  # fmt: skip
+        rc, out, err = await socbridge_main(
+            [*base, "--tenant", "acme", "--recipient", RECIPIENT], capsys
+        )
         assert rc == 1, out + err
         preflight = out.splitlines()[1]
         assert "FAILED" in preflight
-        assert "the daemon is not reachable at http://127.0.0.1:" in preflight
+        assert "the daemon is not reachable at https://127.0.0.1:" in preflight
         assert "start it (socbridge run --config FILE" in preflight
         assert "sync test FAILED: 0 passed, 1 failed, 6 skipped" in out
         assert not rehearsal.soc.state.tickets and not rehearsal.cw.state.tickets
@@ -214,6 +220,22 @@ async def test_preflight_fails_clearly_when_the_daemon_is_not_running(
         )
         assert rc == 2 and "is not a well-formed email address" in err
         assert_no_secrets(out, err)
+
+        # Once it runs, /readyz is read over TLS, trusting the configured certificate.
+        config = load_config(rehearsal.config_path)
+        app = build_app(config)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await start_sites(runner, config.server)
+            await asyncio.wait_for(app[ENGINE].ready.wait(), 30)
+            test = SyncTest(config, "acme", RECIPIENT, timeout_s=5)
+            async with aiohttp.ClientSession() as session:
+                test._session = session
+                ready = await test._daemon_ready()
+            assert ready.startswith("daemon ready at https://127.0.0.1:")
+        finally:
+            await runner.cleanup()
     finally:
         await rehearsal.stop()
 
