@@ -38,12 +38,13 @@ def _modules() -> list[ModuleType]:
         run_cli,  # the daemon
         sim_cli,  # simulators
         store_cli,  # event log: verify, export, import
+        tenants_cli,  # tenants list|enable|disable (R9)
     )
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
     from daemon.soc import cli as soc_cli  # webhooks install/remove/status
 
     return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, remove_cli, sim_cli,
-            events_cli, replay_cli, audit_cli]  # fmt: skip
+            events_cli, replay_cli, audit_cli, tenants_cli]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
