@@ -1,8 +1,10 @@
 """Rebuilding the projection from position 0 gives exactly the live state.
 
 Hypothesis generates histories of observations on both sides (routing,
-status and priority changes, notes, unlinking), deliveries of whatever the
-outbox holds, and daemon restarts (checkpoint, new engine, resume). The live
+status and priority changes, notes, unlinking; some within the same second,
+which sync cannot order and reads again), deliveries of whatever the outbox
+holds (fetches recorded as fresh or not), and daemon restarts (checkpoint,
+new engine, resume). The live
 engine's state, the rows it persisted, and a plain fold of the whole log from
 position 0 must all be equal.
 """
@@ -66,18 +68,45 @@ cw_note = st.tuples(
 soc_comment = st.tuples(
     st.just("soc_comment"), st.sampled_from([11, 12]), st.integers(1, 4), st.none(), st.none()
 )
+# The same ticket observed again within the same second as the op before.
+cw_same = cw_ticket.map(lambda op: ("cw_same", *op[1:]))
+soc_same = soc_ticket.map(lambda op: ("soc_same", *op[1:]))
 deliver = st.tuples(st.just("deliver"), st.integers(0, 3), st.none(), st.none(), st.none())
+# A pending fetch command carried out: what the read shows (fresh or not), then its outcome.
+fetch = st.tuples(
+    st.just("fetch"),
+    st.integers(0, 3),
+    st.sampled_from(["In Progress", "Solved", "open", "solved"]),
+    st.sampled_from(list(CW_PRIORITIES)),
+    st.booleans(),
+)
 restart = st.tuples(st.just("restart"), st.none(), st.none(), st.none(), st.none())
 histories = st.lists(
-    st.one_of(cw_ticket, soc_ticket, cw_note, soc_comment, deliver, deliver, restart),
+    st.one_of(
+        cw_ticket,
+        soc_ticket,
+        cw_same,
+        soc_same,
+        cw_note,
+        soc_comment,
+        deliver,
+        deliver,
+        fetch,
+        restart,
+    ),
     min_size=1,
     max_size=25,
 )
 
 
+def second(n: int) -> str:
+    return f"2026-11-29T10:{n // 60:02d}:{n % 60:02d}Z"
+
+
 def observation(op: tuple[Any, ...], n: int) -> NewEvent | None:
     kind, ident, a, b, flag = op
-    at = f"2026-11-29T10:{n // 60:02d}:{n % 60:02d}Z"
+    at = second(n - 1 if kind.endswith("_same") and n else n)
+    kind = kind.replace("_same", "_ticket")
     if kind == "cw_ticket":
         data = {"id": ident, "summary": f"t{ident}", "status": a, "priority": b,
                 "board": "SOC Incidents", "company_id": 250, "own_write": flag,
@@ -116,6 +145,50 @@ def delivered(engine: SyncEngine, pick: int, n: int) -> NewEvent | None:
         event_id=derived_event_id("outbox", command["command_id"], "delivered"),
         causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
     )  # fmt: skip
+
+
+def fetched(engine: SyncEngine, op: tuple[Any, ...], n: int, read_after: int) -> list[NewEvent]:
+    """A pending fetch command carried out: the ticket as read, then the outcome."""
+    _, pick, status, priority, fresh = op
+    pending = sorted(
+        (c for c in engine.state.outbox.values() if c["kind"].endswith("fetch_ticket")),
+        key=lambda c: c["issued_at"],
+    )
+    if not pending:
+        return []
+    command = pending[pick % len(pending)]
+    link = engine.state.links[command["link_id"]]
+    side = command["kind"].split(".", 1)[0]
+    ident = link[f"{side}_id"]
+    if ident is None:
+        return []
+    # Read within the second sync already knows of (a later second would simply be newer).
+    at = link["fields"]["priority"].get(f"{side}_seen") or second(n)
+    extra = {"via": "fetch", "read_after": read_after, "fresh": fresh}
+    if side == "cw":
+        status = status if status[0].isupper() else "Solved" if status == "solved" else "New"
+        data = {"id": ident, "summary": f"t{ident}", "status": status,
+                "priority": CW_PRIORITIES[priority], "board": "SOC Incidents",
+                "company_id": 250, "own_write": False, "external_ref": None,
+                "updated_at": at, **extra}  # fmt: skip
+        seen = NewEvent(f"cw:ticket:{ident}", kinds.CW_TICKET_OBSERVED, data, tenant="acme",
+                        ticket=f"cw:{ident}", source="connectwise", occurred_at=at)  # fmt: skip
+    else:
+        status = status.lower() if status != "In Progress" else "open"
+        data = {"id": ident, "subject": f"s{ident}", "status": status, "priority": priority,
+                "organization_id": 9001, "external_id": None, "updated_at": at,
+                **extra}  # fmt: skip
+        seen = NewEvent(f"soc:ticket:{ident}", kinds.SOC_TICKET_OBSERVED, data, tenant="acme",
+                        ticket=f"soc:{ident}", source="soc", occurred_at=at)  # fmt: skip
+    outcome = NewEvent(
+        f"outbox:{command['link_id']}", kinds.COMMAND_DELIVERED,
+        {"command_id": command["command_id"], "kind": command["kind"],
+         "link_id": command["link_id"], "result": {"fresh": fresh}, "attempt": 1},
+        tenant="acme", ticket=command["link_id"],
+        event_id=derived_event_id("outbox", command["command_id"], "delivered"),
+        causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
+    )  # fmt: skip
+    return [seen, outcome]
 
 
 class Live:
@@ -157,8 +230,12 @@ async def play(path: Path, history: list[tuple[Any, ...]]) -> tuple[Any, Any, An
             await live.stop()
             engine = await live.start()
             continue
-        event = delivered(engine, op[1], n) if op[0] == "deliver" else observation(op, n)
-        if event is not None:
+        if op[0] == "fetch":
+            events = fetched(engine, op, n, await store.last_position())
+        else:
+            event = delivered(engine, op[1], n) if op[0] == "deliver" else observation(op, n)
+            events = [event] if event is not None else []
+        for event in events:
             await store.append([event])
             await live.settle()
     await live.settle()
@@ -195,3 +272,40 @@ def test_a_routed_ticket_history_builds_links_and_commands() -> None:
     assert rebuilt == live == persisted
     assert live["links"]["cw:1"]["state"] == "linked"
     assert any(c["kind"] == "soc.add_comment" for c in live["outbox"].values())
+
+
+def test_a_same_second_change_is_read_again_and_the_fresh_read_decides() -> None:
+    """Two observations of one ticket within one second that disagree: sync takes
+    neither, issues a fetch, and the fresh read decides (and the rebuild agrees)."""
+    history = [
+        ("cw_ticket", 1, "Send to SOC", CW_PRIORITIES["normal"], False),
+        ("deliver", 0, None, None, None),
+        ("cw_ticket", 1, "Send to SOC", CW_PRIORITIES["low"], False),
+        ("cw_same", 1, "Send to SOC", CW_PRIORITIES["high"], False),
+        ("fetch", 0, "In Progress", "high", True),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+    assert rebuilt == live == persisted
+    priority = live["links"]["cw:1"]["fields"]["priority"]
+    assert priority["cw"] == "high"
+    writes = [c["params"]["fields"] for c in live["outbox"].values() if "fields" in c["params"]]
+    # "low" was written first; "high" (the fresh read) after; nothing for the ambiguous one.
+    assert writes == [{"priority": "low"}, {"priority": "high"}]
+
+
+def test_a_fetch_that_is_not_fresh_decides_nothing_and_reads_again() -> None:
+    """A read that something else was recorded during cannot be ordered either."""
+    history = [
+        ("cw_ticket", 1, "Send to SOC", CW_PRIORITIES["normal"], False),
+        ("deliver", 0, None, None, None),
+        ("cw_ticket", 1, "Send to SOC", CW_PRIORITIES["low"], False),
+        ("cw_same", 1, "Send to SOC", CW_PRIORITIES["high"], False),
+        ("fetch", 0, "In Progress", "high", False),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+    assert rebuilt == live == persisted
+    assert live["links"]["cw:1"]["fields"]["priority"]["cw"] == "low"
+    kinds_ = sorted(c["kind"] for c in live["outbox"].values())
+    assert kinds_ == ["cw.fetch_ticket", "soc.update_ticket"]
