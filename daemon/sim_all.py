@@ -156,6 +156,10 @@ def write_config(
             },
         },
     }
+    # Not in the config: the key pair of a technician (a member other than socbridge's API
+    # member) for the ConnectWise side of 'socbridge sync-test' (its notes are not echoes).
+    _write_secret(secrets, "tech_public_key", cwfx.TECH_PUBLIC_KEY)
+    _write_secret(secrets, "tech_private_key", cwfx.TECH_PRIVATE_KEY)
     text = "# socbridge configuration written by 'socbridge sim all' for its simulators.\n\n"
     text += "\n".join(_table(name, values) for name, values in sections.items())
     for tenant in TENANTS:
