@@ -9,6 +9,7 @@ aligned line per step as it finishes (or one JSON object per line with
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import IO
@@ -18,6 +19,7 @@ import orjson
 from daemon.cli import EXIT_OK, EXIT_PROBLEM, EXIT_STORE, EXIT_USAGE
 from daemon.config import ConfigError, load_config
 from daemon.connectwise.settings import ApiKeys
+from daemon.logsetup import Redactor, config_secret_refs, configure_logging
 from daemon.secrets import SecretError, load_secret
 from daemon.synctest import STEPS, Report, StepResult, SyncTest, UsageError
 from eventstore import StoreError
@@ -57,14 +59,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  socbridge sync-test --config /etc/socbridge/socbridge.toml --tenant acme \\\n"
+            "  # as root on the service host; credential:NAME reads $CREDENTIALS_DIRECTORY/NAME\n"
+            "  sudo env CREDENTIALS_DIRECTORY=/etc/socbridge/credentials socbridge sync-test \\\n"
+            "      --config /etc/socbridge/socbridge.toml --tenant acme \\\n"
             "      --recipient soc-desk@msp.example \\\n"
             "      --technician-public-key credential:tech_public_key \\\n"
             "      --technician-private-key credential:tech_private_key\n"
-            "  socbridge sync-test --config socbridge.toml --tenant acme "
-            "--recipient soc-desk@msp.example --timeout 300\n"
+            "  # a rehearsal: 'socbridge sim all' writes a technician's keys beside the config\n"
+            "  socbridge sync-test --config rehearsal/socbridge.toml --tenant acme \\\n"
+            "      --recipient soc-desk@acme.example \\\n"
+            "      --technician-public-key rehearsal/secrets/tech_public_key \\\n"
+            "      --technician-private-key rehearsal/secrets/tech_private_key\n"
+            "  # only the failed steps, as JSON\n"
             "  socbridge sync-test --config socbridge.toml --tenant acme "
             "--recipient soc-desk@msp.example --json | jq -c 'select(.status == \"failed\")'\n"
+            "  # what the runs recorded\n"
             "  socbridge events --config socbridge.toml --type admin.sync_test"
         ),
     )
@@ -81,7 +90,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=120.0,
         metavar="S",
-        help="how long each step waits for the other side (default 120; above the poll interval)",
+        help=(
+            "how long each step waits for the other side (default 120); keep it above the "
+            "daemon's poll_interval_seconds, the fallback for a missed callback or webhook"
+        ),
     )
     p.add_argument(
         "--poll",
@@ -133,11 +145,17 @@ def _summary(report: Report) -> list[str]:
 
 
 async def cmd_sync_test(args: argparse.Namespace) -> int:
-    return await sync_test_command(args, sys.stdout, sys.stderr)
+    return await sync_test_command(args, sys.stdout, sys.stderr, configure_logs=True)
 
 
-async def sync_test_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """The command on parsed ``args``, printing to ``out`` and ``err``; the exit code."""
+async def sync_test_command(
+    args: argparse.Namespace, out: IO[str], err: IO[str], *, configure_logs: bool = False
+) -> int:
+    """The command on parsed ``args``, printing to ``out`` and ``err``; the exit code.
+
+    With ``configure_logs`` (the real command, not a test in a shared process) the
+    clients' warnings (retries) go to ``err`` as JSON lines, secrets scrubbed, so
+    ``out`` holds only the report."""
 
     def emit(text: str) -> None:
         out.write(text + "\n")
@@ -170,6 +188,13 @@ async def sync_test_command(args: argparse.Namespace, out: IO[str], err: IO[str]
         )
     except (ConfigError, SecretError, UsageError) as exc:
         return _usage(err, str(exc))
+    if configure_logs:
+        redactor = Redactor()
+        redactor.add_refs(config_secret_refs(config))
+        if technician is not None:
+            redactor.add(technician.public_key)
+            redactor.add(technician.private_key)
+        configure_logging(redactor, err, logging.WARNING)
 
     tenant = test.tenant
     if args.json:

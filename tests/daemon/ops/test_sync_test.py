@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 
 from daemon.app import ENGINE, build_app
@@ -57,16 +57,13 @@ async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
         yield b
 
 
-def technician_keys(folder: Path) -> list[str]:
-    """The simulator technician's key pair in 0600 files, as the command's options."""
-    paths = []
-    for name, value in (("public", cwfx.TECH_PUBLIC_KEY), ("private", cwfx.TECH_PRIVATE_KEY)):
-        path = folder / f"tech_{name}_key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
-        paths.append(str(path))
-    return ["--technician-public-key", paths[0], "--technician-private-key", paths[1]]
+def technician_keys(config: Path) -> list[str]:
+    """The options naming the technician's key pair 'sim all' writes beside its config."""
+    secrets = config.parent / "secrets"
+    return [
+        "--technician-public-key", str(secrets / "tech_public_key"),
+        "--technician-private-key", str(secrets / "tech_private_key"),
+    ]  # fmt: skip
 
 
 async def sync_test(config: Path, *extra: str, tenant: str = "acme") -> tuple[int, str, str]:
@@ -111,12 +108,12 @@ def assert_no_secrets(*texts: str) -> None:
 
 
 async def test_every_step_passes_for_an_enabled_tenant_and_is_in_the_log(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge,
 ) -> None:
     assert bridge.rehearsal is not None and bridge.config is not None
     rc, out, err = await sync_test(
         bridge.rehearsal.config_path, "--recipient", RECIPIENT, "--json",
-        *technician_keys(tmp_path),
+        *technician_keys(bridge.rehearsal.config_path),
     )  # fmt: skip
     assert rc == 0, out + err
     steps, summary = parse(out)
@@ -154,7 +151,7 @@ async def test_every_step_passes_for_an_enabled_tenant_and_is_in_the_log(
 
 
 async def test_a_tenant_whose_sync_is_off_fails_preflight_and_nothing_is_created(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge,
 ) -> None:
     assert bridge.rehearsal is not None
     soc_before = len(bridge.rehearsal.soc.state.tickets)
@@ -192,6 +189,15 @@ async def test_a_tenant_whose_sync_is_off_fails_preflight_and_nothing_is_created
     assert {e.tenant for e in failed} == {"globex", "acme"}
 
 
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    """The real command sends its log lines to its stderr: keep that to this test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("restore_structlog")
 async def test_preflight_fails_clearly_when_the_daemon_is_not_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -256,7 +262,7 @@ async def test_without_technician_keys_the_cw_reply_fails_and_names_the_fix(
 
 
 async def test_a_step_that_fails_is_reported_with_its_reason_and_its_dependents_skipped(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge,
 ) -> None:
     assert bridge.rehearsal is not None
     # ConnectWise refuses the daemon's next ticket create (the one for the SOC test ticket).
@@ -265,7 +271,7 @@ async def test_a_step_that_fails_is_reported_with_its_reason_and_its_dependents_
     )
     rc, out, err = await sync_test(
         bridge.rehearsal.config_path, "--recipient", RECIPIENT, "--json",
-        *technician_keys(tmp_path),
+        *technician_keys(bridge.rehearsal.config_path),
     )  # fmt: skip
     assert rc == 1, out + err
     steps, summary = parse(out)
