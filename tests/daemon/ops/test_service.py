@@ -56,9 +56,16 @@ async def test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering(
                 await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)  # watchdog ticks
             async with http.get(rehearsal.daemon_url + "/readyz") as r:
                 assert r.status == 200
-            # systemctl reload (SIGHUP) must not kill the daemon.
+            # systemctl reload (SIGHUP) re-reads the config, telling systemd RELOADING=1
+            # then READY=1 (watchdog pings may come between), and does not kill the daemon.
             proc.send_signal(signal.SIGHUP)
-            await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)  # still pinging
+            said = []
+            for expected in (b"RELOADING=1", b"READY=1"):
+                message = b""
+                while not message.startswith(expected):
+                    message = await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)
+                said.append(message)
+            assert b"MONOTONIC_USEC=" in said[0] and b"STATUS=serving" in said[1]
             async with http.get(rehearsal.daemon_url + "/readyz") as r:
                 assert r.status == 200
             assert proc.returncode is None
