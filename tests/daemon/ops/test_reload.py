@@ -7,8 +7,13 @@ tickets on the desks, events in the log, JSON lines in the daemon's log.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from pathlib import Path
 
+import aiohttp
+from aiohttp import web
+
+from daemon.app import APPLIED, build_app
 from daemon.applied import record_applied
 from daemon.config import config_hash, load_config
 from daemon.sim_all import write_config
@@ -122,3 +127,32 @@ async def test_a_start_with_the_last_applied_config_appends_nothing(tmp_path: Pa
             secret = (tmp_path / "secrets" / name).read_text().strip()
             assert secret not in text
             assert str(tmp_path / "secrets" / name) in text
+
+
+async def test_the_allowlist_follows_the_applied_config_for_the_next_request(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "socbridge.toml"
+    write_config(path, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 0.5)
+    config = load_config(path)
+    app = build_app(config, path)
+    app.cleanup_ctx.clear()  # only the guard and /healthz: no store, no remotes
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/healthz"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+            # What a reload swaps in: the same object the guard reads at each request.
+            server = config.server.model_copy(
+                update={"admin_sources": (IPv4Network("10.0.0.0/8"),)}
+            )
+            app[APPLIED].config = config.model_copy(update={"server": server})
+            async with http.get(url) as resp:
+                assert resp.status == 403
+    finally:
+        await runner.cleanup()
