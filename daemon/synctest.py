@@ -52,6 +52,8 @@ Status = Literal["passed", "failed", "skipped"]
 Json = dict[str, Any]
 
 SOURCE = "socbridge.sync_test"
+#: Where the daemon records each configuration it applies (daemon.applied).
+CONFIG_STREAM = "admin:config"
 EMAIL = re.compile(r"^[^@\s<>(),;:\"]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
 REMOTE_ERRORS = (ConnectWiseError, SocError, RemoteError, aiohttp.ClientError, TimeoutError)
 #: The ticket each step's event is about (so 'socbridge events --ticket' shows it).
@@ -231,6 +233,7 @@ class SyncTest:
         self._actor: ConnectWiseClient | None = None  # ConnectWise writes, as the MSP
         self._session: aiohttp.ClientSession | None = None
         self._blocked: dict[str, str] = {}
+        self._since = 0
         self._steps: dict[str, Callable[[], Awaitable[str]]] = {
             "preflight": self._preflight,
             "create_soc_to_cw": self._create_soc_to_cw,
@@ -282,6 +285,7 @@ class SyncTest:
 
     async def _run_step(self, step: Step) -> None:
         blocked = next((self._blocked[n] for n in step.needs if n in self._blocked), None)
+        self._since = len(self._seen)  # what the log says from now on is this step's
         began = time.monotonic()
         if blocked is not None:
             status: Status = "skipped"
@@ -347,9 +351,11 @@ class SyncTest:
         self._keys.update(keys)
         self._wake.set()
 
-    def _about(self, keys: Iterable[str]) -> list[RecordedEvent]:
+    def _about(self, keys: Iterable[str], *, since: int = 0) -> list[RecordedEvent]:
         wanted = set(keys)
-        return [e for e in self._seen if e.ticket in wanted or e.data.get("link_id") in wanted]
+        return [
+            e for e in self._seen[since:] if e.ticket in wanted or e.data.get("link_id") in wanted
+        ]
 
     def _linked(self, link_id: str) -> RecordedEvent | None:
         return next(
@@ -359,7 +365,7 @@ class SyncTest:
 
     def _gave_up(self, link_id: str, kind: str, note_key: str | None = None) -> str | None:
         """Why the daemon gave up a command of ``kind`` for the link, if it did."""
-        for e in self._about([link_id]):
+        for e in self._about([link_id], since=self._since):
             if e.type != kinds.COMMAND_ABANDONED or e.data.get("kind") != kind:
                 continue
             params = self._issued.get(e.data.get("command_id", ""), {}).get("params", {})
@@ -412,8 +418,18 @@ class SyncTest:
         state = await ProjectionStore(self._store).load()
         async for event in self._store.read(state.position + 1):
             apply(state, event)
+        # The configured value is the one the daemon last applied (what runs), else the file's.
+        applied = await self._store.last_in_stream(CONFIG_STREAM)
+        running = {
+            t.get("name"): t.get("sync_enabled")
+            for t in (applied.data.get("tenants") or [] if applied is not None else [])
+            if isinstance(t, dict)
+        }
+        configured = running.get(tenant.name)
+        if not isinstance(configured, bool):
+            configured = tenant.sync_enabled
         switched = state.tenant_switches.get(tenant.name)
-        enabled = tenant.sync_enabled if switched is None else switched
+        enabled = configured if switched is None else switched
         origin = (
             "the config's sync_enabled"
             if switched is None
@@ -600,7 +616,7 @@ class SyncTest:
         link_id = f"soc:{soc_id}"
 
         async def mirrored() -> Json | None:
-            for e in self._about([link_id]):
+            for e in self._about([link_id], since=self._since):
                 if e.data.get("note_key") != note_key:
                     continue
                 if e.type == kinds.NOTE_SKIPPED:

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import IO
+from typing import TextIO
 
 import orjson
 
@@ -117,7 +117,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_sync_test)
 
 
-def _usage(err: IO[str], message: str) -> int:
+def _usage(err: TextIO, message: str) -> int:
     err.write(f"socbridge sync-test: {message}\n")
     return EXIT_USAGE
 
@@ -149,7 +149,7 @@ async def cmd_sync_test(args: argparse.Namespace) -> int:
 
 
 async def sync_test_command(
-    args: argparse.Namespace, out: IO[str], err: IO[str], *, configure_logs: bool = False
+    args: argparse.Namespace, out: TextIO, err: TextIO, *, configure_logs: bool = False
 ) -> int:
     """The command on parsed ``args``, printing to ``out`` and ``err``; the exit code.
 
