@@ -31,6 +31,7 @@ def _modules() -> list[ModuleType]:
     from daemon import (
         audit_cli,  # audit, --remote, --fix
         bench_cli,  # benchmarks
+        config_cli,  # config check, reference
         demo_cli,  # make demo
         events_cli,  # a ticket's timeline
         remove_cli,  # R16
@@ -38,13 +39,15 @@ def _modules() -> list[ModuleType]:
         run_cli,  # the daemon
         sim_cli,  # simulators
         store_cli,  # event log: verify, export, import
+        synctest_cli,  # R12 sync test
         tenants_cli,  # tenants list|enable|disable (R9)
     )
     from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
     from daemon.soc import cli as soc_cli  # webhooks install/remove/status
 
-    return [run_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli, remove_cli, sim_cli,
-            events_cli, replay_cli, audit_cli, tenants_cli]  # fmt: skip
+    return [run_cli, config_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli,
+            remove_cli, sim_cli, events_cli, replay_cli, audit_cli, synctest_cli,
+            tenants_cli]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
