@@ -4,8 +4,10 @@ The report starts with ``verify``'s check of the log's hash chain, then lists
 every finding of :func:`projections.audit.audit` (divergent links, conflicts,
 misread echoes, stuck or abandoned commands, tickets linked on one side
 only), and with ``--remote`` the drift between the live tickets and the
-projections. ``--fix`` appends repair decisions and their commands, which the
-running daemon's outbox delivers; history is never rewritten. Exit code 0
+projections. ``--fix`` appends repair decisions and what they imply (field
+writes, commands re-sent with their markers or closed, unlinks of links whose
+partner is gone), which the running daemon's outbox delivers; history is
+never rewritten. Exit code 0
 when nothing needs attention, 1 when something does, 2 on bad usage.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
 from daemon.audit.remote import Remote, clients, fetch_remote
-from daemon.audit.repair import apply_repairs
+from daemon.audit.repair import apply_fixes, apply_repairs
 from daemon.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from daemon.config import Config, load_config
 from daemon.connectwise.errors import ConnectWiseError
@@ -27,7 +30,7 @@ from daemon.soc.errors import SocError
 from daemon.store_cli import _guarded, add_db_arguments, resolve_db
 from daemon.sync.rules import rules_from_config
 from eventstore import EventStore, verify
-from projections.audit import Limits, audit, compare_remote, plan_repairs
+from projections.audit import Limits, audit, compare_remote, plan_fixes, plan_repairs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,8 +42,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Verify the log's chain, then fold it and list what needs attention: divergent\n"
             "links (sides disagree with nothing pending), conflicts (resolved by policy, or\n"
             "unresolved), echoes misread, commands stuck or abandoned, tickets linked on one\n"
-            "side only. --remote also reads both live APIs and compares them with the log.\n"
-            "--fix appends repair decisions and commands (the daemon's outbox delivers them).\n\n"
+            "side only. --remote also reads both live APIs and compares them with the log.\n\n"
+            "--fix appends repair decisions (sync.repair.decided) and the commands they\n"
+            "imply; the daemon's outbox delivers them. History is never rewritten:\n"
+            "  divergent field      the policy's winner is written to the other side (a side\n"
+            "                       changed outside the log, seen with --remote, wins)\n"
+            "  linked on one side   the partner's create is sent again with its marker (SOC\n"
+            "                       external_id / ConnectWise externalXRef), looked up first:\n"
+            "                       a partner that did land is linked, not created twice;\n"
+            "                       one that did not is created. Commands that waited for\n"
+            "                       the partner are sent again after it, in order\n"
+            "  abandoned note       sent again, its marker looked up first (never doubled)\n"
+            "  abandoned update     not re-sent as it was (it may be stale): acknowledged,\n"
+            "                       and a field still divergent is repaired by its policy\n"
+            "  stuck command        one the outbox no longer retries (no retry due within a\n"
+            "                       minute) is closed and handled as above; one still being\n"
+            "                       retried, or held by a tenant switch, is left alone\n"
+            "  partner gone         (--remote) a linked ticket whose partner was deleted is\n"
+            "                       unlinked with the reason, and never linked again, as when\n"
+            "                       a ConnectWise ticket is deleted; nothing is re-created\n"
+            "Run it again after the outbox has delivered: a clean audit exits 0.\n\n"
             "exit codes: 0 nothing needs attention, 1 something does, 2 bad usage"
         ),
         epilog=(
@@ -52,7 +73,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_db_arguments(p)
     p.add_argument("--remote", action="store_true", help="compare with both live APIs")
-    p.add_argument("--fix", action="store_true", help="append repairs for divergent fields")
+    p.add_argument(
+        "--fix", action="store_true",
+        help="append repair decisions (fields, one-sided links, stuck or abandoned commands, "
+        "gone partners: see above)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument(
         "--stuck-attempts", type=int, default=3, metavar="N",
@@ -71,7 +96,8 @@ async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) 
     try:
         checked = await verify(store)
         events = [e async for e in store.read()]
-        report = audit(events, Limits(args.stuck_attempts, args.stuck_age))
+        limits = Limits(args.stuck_attempts, args.stuck_age)
+        report = audit(events, limits)
         findings = list(report.findings)
         remote: Remote | None = None
         rules = rules_from_config(config) if config is not None else None
@@ -83,8 +109,11 @@ async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) 
         repaired: list[dict[str, Any]] = []
         if args.fix:
             assert rules is not None
+            fixes = plan_fixes(report, limits=limits, now=datetime.now(UTC), remote=remote)
+            appended = await apply_fixes(store, report.state, fixes)
+            # Field repairs are planned on the state with those fixes folded in.
             repairs = plan_repairs(report.state, rules.policy, remote)
-            appended = await apply_repairs(store, report.state, rules, repairs)
+            appended += await apply_repairs(store, report.state, rules, repairs)
             repaired = [{"position": e.position, "type": e.type, **e.data} for e in appended]
     finally:
         await store.close()
@@ -110,9 +139,11 @@ def render(doc: dict[str, Any], out: IO[str]) -> None:
             mark = "!" if f["severity"] == "attention" else " "
             out.write(f"{mark} {f['kind']:<{width}}  {f['link_id'] or '-':<10}  {f['detail']}\n")
     for r in doc["repairs"]:
-        if r["type"] == "sync.repair.decided":
+        if r["type"] == "sync.repair.decided" and "field" in r:
             out.write(f"repair #{r['position']}: {r['link_id']} {r['field']} -> {r['target']} "
                       f"{r['value']!r} ({r['reason']})\n")  # fmt: skip
+        elif r["type"] == "sync.repair.decided":
+            out.write(f"repair #{r['position']}: {r['link_id']} {r['repair']}: {r['reason']}\n")
     attention = sum(f["severity"] == "attention" for f in findings)
     repairs = sum(r["type"] == "sync.repair.decided" for r in doc["repairs"])
     tail = f", {repairs} repairs appended" if repairs else ""

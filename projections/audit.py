@@ -8,13 +8,17 @@ or our own write taken for a person's change), commands stuck or abandoned,
 and tickets linked on one side only. :func:`compare_remote` adds what the
 live APIs show and the log cannot (drift). :func:`plan_repairs` turns
 divergences into the writes that would make the sides agree, by the
-configured policy. All pure: events and plain values in, findings out.
+configured policy; :func:`plan_fixes` plans the other repairs: commands
+re-sent (with their exactly-once markers), closed or acknowledged, links
+re-created or relinked, and links unlinked whose partner ticket is gone. All
+pure: events and plain values in, findings out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventstore import RecordedEvent
@@ -57,10 +61,36 @@ class Repair:
     reason: str
 
 
+@dataclass(frozen=True)
+class Fix:
+    """A repair beyond a field value, appended as a ``sync.repair.decided`` decision.
+
+    ``action`` is ``reissue`` (send ``command`` again as a new command carrying the
+    same marker, which the outbox looks up before writing), ``acknowledge`` (the
+    command needs no re-send: nothing left to do, or its fields are re-decided) or
+    ``unlink`` (the link's partner ticket is gone). ``close`` first records the
+    still-pending ``command`` as abandoned by the audit; ``settles`` names the other
+    abandoned commands this repair answers for.
+    """
+
+    action: str
+    link_id: str
+    reason: str
+    command: Mapping[str, Any] | None = None
+    close: bool = False
+    settles: tuple[str, ...] = ()
+
+
 @dataclass
 class AuditReport:
     state: BridgeState
     findings: list[Finding] = field(default_factory=list)
+    #: command id -> position of the repair decision that answered for it
+    repaired: dict[str, int] = field(default_factory=dict)
+    #: command id -> (recorded_at, retry_in_s) of its last failed attempt
+    failed: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: link id -> its latest create command (id, kind, params, tenant)
+    creates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def needs_attention(self) -> bool:
@@ -82,8 +112,11 @@ class _Walk:
         self.own_writes: set[str] = set()
         self.command_cause: dict[str, str] = {}
         self.conflicts: list[tuple[RecordedEvent, str]] = []
-        self.abandoned_causes: set[str] = set()
+        self.abandoned: list[str] = []
         self.created: dict[str, int] = {}
+        self.repaired: dict[str, int] = {}
+        self.failed: dict[str, tuple[str, float]] = {}
+        self.creates: dict[str, dict[str, Any]] = {}
 
     def step(self, event: RecordedEvent) -> None:
         d = event.data
@@ -107,10 +140,24 @@ class _Walk:
                 self.conflicts.append((event, event.causation_id or ""))
         elif event.type == kinds.COMMAND_ISSUED:
             self.command_cause[event.event_id] = event.causation_id or ""
+            if str(d.get("kind")).endswith(".create_ticket"):
+                self.creates[d["link_id"]] = {
+                    "command_id": event.event_id,
+                    "kind": d["kind"],
+                    "link_id": d["link_id"],
+                    "params": d["params"],
+                    "tenant": event.tenant,
+                }
         elif event.type == kinds.COMMAND_ABANDONED:
-            self.abandoned_causes.add(self.command_cause.get(d.get("command_id", ""), ""))
+            self.abandoned.append(d.get("command_id", ""))
+        elif event.type == kinds.COMMAND_FAILED:
+            self.failed[d["command_id"]] = (event.recorded_at, float(d.get("retry_in_s") or 0))
         elif event.type == kinds.COMMAND_DELIVERED and str(d.get("kind")).endswith("create_ticket"):
             self.created[d.get("link_id", "")] = event.position
+        elif event.type == kinds.REPAIR_DECIDED:
+            for command_id in (d.get("command_id"), *d.get("settles", ())):
+                if command_id:
+                    self.repaired[command_id] = event.position
         apply(self.state, event)
 
     def _echo(self, event: RecordedEvent) -> None:
@@ -119,7 +166,9 @@ class _Walk:
         if link is None:
             return
         f = link["fields"][d["field"]]
-        if d["value"] not in f[f"expect_{d['side']}"]:
+        # Expected back: a write in flight, or the one delivered last (its echo comes after
+        # the delivery). Another value never expected may have been a person's change.
+        if d["value"] not in f[f"expect_{d['side']}"] and d["value"] != f[d["side"]]:
             self.findings.append(
                 Finding(
                     "echo-misread",
@@ -140,9 +189,13 @@ def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditRe
         walk.step(event)
     state = walk.state
     findings = list(walk.findings)
+    # A conflict stays unresolved while a write it decided is abandoned and unrepaired.
+    abandoned_causes = {
+        walk.command_cause.get(c, "") for c in walk.abandoned if c not in walk.repaired
+    }
     for event, cause in walk.conflicts:
         d = event.data
-        unresolved = cause in walk.abandoned_causes
+        unresolved = cause in abandoned_causes
         findings.append(
             Finding(
                 "conflict-unresolved" if unresolved else "conflict-resolved",
@@ -155,9 +208,9 @@ def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditRe
             )
         )
     findings.extend(_divergent(state))
-    findings.extend(_commands(state, limits))
+    findings.extend(_commands(state, limits, walk.repaired))
     findings.extend(_one_sided(state, walk.created))
-    return AuditReport(state, findings)
+    return AuditReport(state, findings, walk.repaired, walk.failed, walk.creates)
 
 
 def _busy(state: BridgeState, link_id: str) -> bool:
@@ -183,10 +236,15 @@ def _divergent(state: BridgeState) -> Iterable[Finding]:
                 )
 
 
-def _commands(state: BridgeState, limits: Limits) -> Iterable[Finding]:
+def _stuck(state: BridgeState, c: Mapping[str, Any], limits: Limits) -> bool:
+    age = state.position - c["issued_at"]
+    return bool(c["attempts"] >= limits.stuck_attempts or age >= limits.stuck_age_events)
+
+
+def _commands(state: BridgeState, limits: Limits, repaired: Mapping[str, int]) -> Iterable[Finding]:
     for command_id, c in sorted(state.outbox.items()):
         age = state.position - c["issued_at"]
-        if c["attempts"] >= limits.stuck_attempts or age >= limits.stuck_age_events:
+        if _stuck(state, c, limits):
             yield Finding(
                 "command-stuck",
                 ATTENTION,
@@ -196,6 +254,15 @@ def _commands(state: BridgeState, limits: Limits) -> Iterable[Finding]:
                 {"command_id": command_id, "attempts": c["attempts"], "age": age},
             )
     for command_id, c in sorted(state.abandoned.items()):
+        if command_id in repaired:
+            yield Finding(
+                "command-repaired",
+                NOTICE,
+                c["link_id"],
+                f"{c['kind']} abandoned ({c.get('reason')}), repaired by #{repaired[command_id]}",
+                {"command_id": command_id, "repair_position": repaired[command_id]},
+            )
+            continue
         yield Finding(
             "command-abandoned",
             ATTENTION,
@@ -310,3 +377,170 @@ def plan_repairs(
                 )
             )
     return repairs
+
+
+#: How long past its announced retry a failed command may be before it counts as no
+#: longer retried (the outbox's jitter, a slow attempt, a restart in between).
+RETRY_GRACE = timedelta(seconds=60)
+
+
+def _retrying(report: AuditReport, command_id: str, now: datetime | None) -> bool:
+    """Whether the outbox is still on this command: its last failure announced a retry
+    that is not overdue yet. Without a clock (``now``), any failure counts as retrying."""
+    failed = report.failed.get(command_id)
+    if failed is None:
+        return False
+    if now is None:
+        return True
+    at, retry_in_s = failed
+    due = datetime.fromisoformat(at.replace("Z", "+00:00")) + timedelta(seconds=retry_in_s)
+    return due + RETRY_GRACE > now
+
+
+def _held(state: BridgeState, c: Mapping[str, Any]) -> bool:
+    """Held on purpose: the tenant's sync is off (R9) or the integration removed (R16)."""
+    return state.removed or state.tenant_switches.get(c["tenant"] or "") is False
+
+
+def _waits_for_create(state: BridgeState, c: Mapping[str, Any]) -> bool:
+    link = state.links.get(c["link_id"])
+    target = c["kind"].split(".", 1)[0]
+    return (
+        link is not None
+        and link["state"] == "requested"
+        and not c["kind"].endswith(".create_ticket")
+        and link[f"{target}_id"] is None
+    )
+
+
+def plan_fixes(
+    report: AuditReport,
+    *,
+    limits: Limits = Limits(),
+    now: datetime | None = None,
+    remote: Mapping[str, Mapping[str, Mapping[str, str] | None]] | None = None,
+) -> list[Fix]:
+    """The repairs for one-sided links, stuck or abandoned commands and gone partners.
+
+    - A link with one ticket only (its create abandoned, stuck, or delivered without
+      an id): the create is sent again with its marker (SOC ``external_id``,
+      ConnectWise ``externalXRef``); the outbox looks the marker up first, so a ticket
+      that did land is linked, not created twice (relink), and one that did not is
+      created (re-create).
+    - An abandoned note (or fetch): sent again, its marker looked up first.
+    - An abandoned status/priority update is not sent again as it was (its value may
+      be stale by now): it is acknowledged, and a field the two sides still disagree
+      on is repaired by its policy (:func:`plan_repairs`).
+    - A stuck command (pending, failing or old) that the outbox is no longer retrying
+      is closed (recorded as abandoned by the audit) and handled as above; one still
+      retrying, held by a tenant switch or removal, or waiting for its link's create
+      is left alone.
+    - A linked link whose partner ticket is gone (``remote``): unlinked, with the
+      reason; it is never linked again, as after a deletion in ConnectWise.
+    """
+    state = report.state
+    fixes: list[Fix] = []
+    done: set[str] = set(report.repaired)
+
+    def stuck_and_idle(c: Mapping[str, Any]) -> bool:
+        return (
+            _stuck(state, c, limits)
+            and not _retrying(report, c["command_id"], now)
+            and not _held(state, c)
+        )
+
+    for link_id, link in sorted(state.links.items()):
+        if link["state"] != "requested":
+            continue
+        origin = link["origin"]
+        pending = [
+            c
+            for c in state.outbox.values()
+            if c["link_id"] == link_id and c["kind"].endswith(".create_ticket")
+        ]
+        if pending:
+            c = min(pending, key=lambda c: c["issued_at"])
+            if not stuck_and_idle(c):
+                continue  # on its way
+            fixes.append(Fix(
+                "reissue", link_id,
+                f"the create of the {origin} ticket's partner is stuck "
+                f"({c['attempts']} attempts, last error: {c['last_error']}): sent again, "
+                "its marker looked up first",
+                c, close=True,
+            ))  # fmt: skip
+            done.add(c["command_id"])
+        else:
+            create = report.creates.get(link_id)
+            if create is None or _held(state, create):
+                continue
+            settles = tuple(
+                cid
+                for cid, c in sorted(state.abandoned.items())
+                if c["link_id"] == link_id
+                and c["kind"].endswith(".create_ticket")
+                and cid not in done
+                and cid != create["command_id"]
+            )
+            fixes.append(Fix(
+                "reissue", link_id,
+                f"the {origin} ticket has no partner: its create is sent again with its marker "
+                "(a partner that did land is linked, not created twice)",
+                create, settles=settles,
+            ))  # fmt: skip
+            done.update(settles)
+            done.add(create["command_id"])
+        # The outbox sends a link's commands oldest first: what waited for the partner is
+        # closed and sent again after the new create, in its order.
+        for c in sorted(state.outbox.values(), key=lambda c: c["issued_at"]):
+            if c["link_id"] == link_id and c["command_id"] not in done:
+                fixes.append(Fix(
+                    "reissue", link_id,
+                    f"{c['kind']} waited for the partner ticket: sent again after its create",
+                    c, close=True,
+                ))  # fmt: skip
+                done.add(c["command_id"])
+
+    for command_id, c in sorted(state.abandoned.items()):
+        if command_id in done:
+            continue
+        fixes.append(_answer(state, c, False))
+        done.add(command_id)
+
+    for command_id, c in sorted(state.outbox.items()):
+        if command_id in done or _waits_for_create(state, c) or not stuck_and_idle(c):
+            continue
+        fixes.append(_answer(state, c, True))
+        done.add(command_id)
+
+    for link_id, sides in sorted((remote or {}).items()):
+        linked = state.links.get(link_id)
+        if linked is None or linked["state"] != "linked":
+            continue
+        for side in SIDES:
+            if sides.get(side) is None:
+                fixes.append(Fix(
+                    "unlink", link_id,
+                    f"the {side} ticket {linked[f'{side}_id']} is gone (found by audit --remote): "
+                    "unlinked, never linked again",
+                ))  # fmt: skip
+                break
+    return fixes
+
+
+def _answer(state: BridgeState, c: Mapping[str, Any], close: bool) -> Fix:
+    """The fix for one abandoned (or, with ``close``, stuck) command that is not a create."""
+    link = state.links.get(c["link_id"])
+    what = "stuck and no longer retried" if close else f"abandoned ({c.get('reason')})"
+    if link is None or link["state"] == "unlinked":
+        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: the link is unlinked, "
+                   "nothing to send", c, close=close)  # fmt: skip
+    if c["kind"].endswith(".create_ticket"):
+        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: the link was made since",
+                   c, close=close)  # fmt: skip
+    if c["kind"].endswith(".update_ticket"):
+        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: not sent again as it "
+                   "was; the fields are re-decided from what both sides hold now", c,
+                   close=close)  # fmt: skip
+    return Fix("reissue", c["link_id"], f"{c['kind']} {what}: sent again, its marker looked "
+               "up first", c, close=close)  # fmt: skip

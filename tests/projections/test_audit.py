@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from eventstore import NewEvent
 from projections import kinds
-from projections.audit import ATTENTION, AuditReport, Limits, audit, compare_remote, plan_repairs
+from projections.audit import (
+    ATTENTION,
+    AuditReport,
+    Limits,
+    audit,
+    compare_remote,
+    plan_fixes,
+    plan_repairs,
+)
 from tests.projections.history import Log, cw_seen, outcome, soc_seen
 
 
@@ -157,3 +167,48 @@ async def test_remote_drift_is_found_and_the_drifted_side_wins_the_repair(
     assert [(r.target, r.value) for r in repairs] == [("cw", "low")]
     gone = compare_remote(report.state, {"cw:1": {"cw": None, "soc": live["cw:1"]["soc"]}})
     assert "remote-missing" in [f.kind for f in gone]
+
+
+async def test_a_stuck_command_no_longer_retried_is_closed_and_sent_again(
+    tmp_path: Path,
+) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.linked()
+    await log.add(soc_seen(11, "2026-11-29T10:01:00Z", status="solved"))
+    await log.add(cw_seen(1, "2026-11-29T10:02:00Z", priority="high"))  # -> soc.update_ticket
+    await log.add(cw_seen(1, "2026-11-29T10:03:00Z", priority="high"))
+    note = NewEvent("cw:ticket:1", kinds.CW_NOTE_OBSERVED,
+                    {"id": 7, "ticket_id": 1, "text": "seen", "section": "Discussion"},
+                    tenant="acme", ticket="cw:1", source="connectwise")  # fmt: skip
+    await log.add(note)
+    command = log.command("soc.add_comment")
+    for attempt in (1, 2, 3):
+        await log.add(outcome(command, kinds.COMMAND_FAILED, attempt=attempt, error="HTTP 503",
+                              retry_in_s=30))  # fmt: skip
+    report = await audited(log, Limits(stuck_attempts=3))
+    failed_at = datetime.fromisoformat(report.failed[command["command_id"]][0])
+
+    assert plan_fixes(report, now=failed_at + timedelta(seconds=10)) == []  # still retried
+    assert plan_fixes(report) == []  # without a clock, a failure counts as retried
+    fixes = plan_fixes(report, now=failed_at + timedelta(hours=1))
+    assert [(f.action, f.close, (f.command or {}).get("kind")) for f in fixes] == [
+        ("reissue", True, "soc.add_comment")
+    ]
+    assert "no longer retried" in fixes[0].reason
+
+
+async def test_an_abandoned_update_is_acknowledged_not_sent_again_blindly(
+    tmp_path: Path,
+) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    await log.linked()
+    await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="high"))
+    command = log.command("cw.update_ticket")
+    await log.add(outcome(command, kinds.COMMAND_ABANDONED, reason="refused: 400", attempt=1))
+    report = await audited(log)
+    fixes = plan_fixes(report)
+    assert [(f.action, f.close) for f in fixes] == [("acknowledge", False)]
+    # The field itself is repaired by its policy (the SOC wins priority).
+    assert [(r.target, r.value) for r in plan_repairs(report.state, {"priority": "soc"})] == [
+        ("cw", "high")
+    ]
