@@ -168,7 +168,12 @@ def render(
             lines.append(f"  {key.replace('_', ' ')}: {name:<30} {count}")
     for key in ("outbox_pending", "abandoned", "conflicts", "removed", "state_digest"):
         lines.append(f"  {key.replace('_', ' ')}: {summary[key]}")
-    if written is not None:
+    if written is not None and written.position == 0:
+        lines.append(
+            "no projection checkpoint saved yet: projection rows cleared; the daemon folds "
+            "the log from position 1 at its start"
+        )
+    elif written is not None:
         lines.append(
             f"wrote the projection rows as of the checkpoint, position {written.position}: "
             f"{written.links} links, {written.outbox} pending commands"
@@ -268,8 +273,8 @@ async def rebuild_projection(
         if isinstance(outcome, Written):
             if outcome.replaced:
                 err.write(
-                    f"replay: {outcome.replaced} projection rows differed from the rebuilt "
-                    "ones and were replaced\n"
+                    f"replay: {outcome.replaced} projection rows were missing, stray or "
+                    "differed from the rebuilt ones, and were replaced\n"
                 )
             return summary, outcome
         # The daemon saved meanwhile: its rows now stand at a newer checkpoint.
