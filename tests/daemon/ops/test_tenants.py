@@ -119,10 +119,6 @@ async def test_disable_while_running_stops_sync_and_enable_resumes_and_rereads(
         ]
         assert not [e for e in await live.events() if e.ticket == f"soc:{created['id']}"]
 
-        listed = socbridge("tenants", "list", "--config", config, "--json")
-        [acme] = [t for t in json.loads(listed.stdout)["tenants"] if t["tenant"] == "acme"]
-        assert acme["sync"] is False and acme["links"]["linked"] == 1
-
         done = socbridge("tenants", "enable", "acme", "--config", config)
         assert done.returncode == 0, done.stderr
         # Back on: the linked ticket is re-read and what changed while off crosses over.
