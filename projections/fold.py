@@ -1,7 +1,8 @@
 """The fold: ``apply(state, event) -> state``, for every event that changes the read model.
 
 Observations change nothing here: what they mean is decided by sync, and
-its decisions are the events folded. Outcomes of the outbox and admin facts
+its decisions are the events folded (an ignored observation too, when it
+showed fields unchanged as of a newer source time). Outcomes of the outbox and admin facts
 are folded too. The fold does no I/O and reads no clock, so folding the same
 log always gives the same state, live or rebuilt from position 0.
 """
@@ -63,6 +64,10 @@ def _link_requested(state: BridgeState, event: RecordedEvent, d: dict[str, Any])
         f = link["fields"][name] = new_field()
         f[origin] = values[origin]
         f[f"expect_{other(origin)}"] = [values[other(origin)]]
+        # The origin's value is known as of this source time: a late observation from
+        # the same second that disagrees with it is ambiguous, not a change.
+        _saw(f, origin, d.get("at"))
+        _known(f, origin, event)
     state.links[d["link_id"]] = link
     index = state.by_cw if origin == "cw" else state.by_soc
     index[str(d["ticket_id"])] = d["link_id"]
@@ -139,6 +144,16 @@ def _repair(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None
     link = state.links.get(d["link_id"])
     if link is not None and "field" in d:
         link["fields"][d["field"]][f"expect_{d['target']}"].append(d["value"])
+
+
+def _ignored(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
+    link = state.links.get(d["link_id"])
+    if link is not None and d.get("reason") == "unchanged":
+        # A newer observation showed these fields unchanged: known as of its source time.
+        for name in d["fields"]:
+            f = link["fields"][name]
+            _saw(f, d["side"], d["at"])
+            _known(f, d["side"], event)
 
 
 def _note_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
@@ -241,6 +256,7 @@ _HANDLERS: dict[str, Handler] = {
     kinds.FIELD_DECIDED: _field_decided,
     kinds.CONFLICT_RESOLVED: _conflict_resolved,
     kinds.ECHO_RECOGNISED: _echo,
+    kinds.OBSERVATION_IGNORED: _ignored,
     kinds.NOTE_MIRROR_DECIDED: _note_decided,
     kinds.REPAIR_DECIDED: _repair,
     kinds.NOTE_SKIPPED: _note_skipped,

@@ -4,7 +4,8 @@ Pending commands are the outbox projection (``state.outbox``), folded by the
 sync engine from ``outbox.command.issued`` and the outcome events. For each
 link only the oldest pending command may be in flight, so a ticket's updates
 land in the order they were decided; different links proceed in parallel up to
-a cap. Every attempt ends in an outcome event: delivered (with the created id
+a cap. Fetches (re-reads sync asks for when it cannot order two same-second
+observations) take a lane of their own per link: a read orders nothing. Every attempt ends in an outcome event: delivered (with the created id
 where there is one), failed (with the error and when it is retried), or
 abandoned (a permanent refusal, the link was unlinked, or too many attempts).
 Commands of a tenant whose sync is off, or after the integration was removed,
@@ -38,6 +39,14 @@ PERMANENT = frozenset({400, 404, 409, 410, 422})
 Deliver = Callable[..., Awaitable[dict[str, Any]]]
 
 
+def _lane(command: dict[str, Any]) -> str:
+    """Commands of one lane are carried out one at a time, oldest first: a link's writes
+    in the order decided; its fetches (reads, which order nothing) in a lane of their own,
+    so a read of one side never waits behind writes held up on the other."""
+    fetch = command["kind"].endswith(".fetch_ticket")
+    return f"{command['link_id']}#fetch" if fetch else str(command["link_id"])
+
+
 class Outbox:
     """Delivers what sync decided; appends what happened."""
 
@@ -66,7 +75,7 @@ class Outbox:
         self._deliver = deliver_fn
         #: Asks intake to read a ticket again: (side, ticket id, tenant).
         self._reobserve = reobserve
-        self._in_flight: dict[str, asyncio.Task[None]] = {}  # link id -> task
+        self._in_flight: dict[str, asyncio.Task[None]] = {}  # lane (see _lane) -> task
         self._done: set[str] = set()  # command ids with an outcome not yet folded
         self._retry_at: dict[str, float] = {}  # command id -> monotonic time
         self._tried: set[str] = set()
@@ -85,13 +94,14 @@ class Outbox:
         for command in state.outbox.values():
             if command["command_id"] in self._done:
                 continue
-            head = heads.get(command["link_id"])
+            head = heads.get(_lane(command))
             if head is None or command["issued_at"] < head["issued_at"]:
-                heads[command["link_id"]] = command
+                heads[_lane(command)] = command
         now = time.monotonic()
         ready = []
-        for link_id, command in sorted(heads.items(), key=lambda kv: kv[1]["issued_at"]):
-            if link_id in self._in_flight:
+        for lane, command in sorted(heads.items(), key=lambda kv: kv[1]["issued_at"]):
+            link_id = command["link_id"]
+            if lane in self._in_flight:
                 continue
             if self._retry_at.get(command["command_id"], 0) > now:
                 continue
@@ -118,18 +128,18 @@ class Outbox:
                 for command in self._ready():
                     if len(self._in_flight) >= self.max_parallel:
                         break
-                    link_id = command["link_id"]
+                    lane = _lane(command)
                     task = asyncio.create_task(self._attempt(command))
-                    self._in_flight[link_id] = task
-                    task.add_done_callback(lambda _t, k=link_id: self._finished(k))
+                    self._in_flight[lane] = task
+                    task.add_done_callback(lambda _t, k=lane: self._finished(k))
                 await self._wait()
         finally:
             self._stopping = True
             if self._in_flight:
                 await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
-    def _finished(self, link_id: str) -> None:
-        self._in_flight.pop(link_id, None)
+    def _finished(self, lane: str) -> None:
+        self._in_flight.pop(lane, None)
         self.engine.changed.set()
 
     async def _wait(self) -> None:

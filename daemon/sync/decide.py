@@ -48,6 +48,17 @@ class _Decision:
         self.rules = rules
         self.events: list[NewEvent] = []
         self.fetching: set[str] = set()  # sides a fetch was asked of by this input
+        self.unchanged: list[str] = []  # fields this newer observation shows unchanged
+
+    def still(self, link: dict[str, Any], side: str, at: str | None) -> None:
+        """Record that the fields in :attr:`unchanged` still held their value at ``at``, so a
+        late observation from an earlier second is known to be stale."""
+        if self.unchanged:
+            self.emit(
+                kinds.OBSERVATION_IGNORED,
+                link,
+                {"reason": "unchanged", "side": side, "at": at, "fields": self.unchanged},
+            )
 
     def emit(self, type_: str, link: dict[str, Any] | str, data: dict[str, Any]) -> str:
         link_id = link if isinstance(link, str) else link["link_id"]
@@ -188,6 +199,8 @@ def _field(
             _ambiguous(d, link, name, side, value, at)
             return
     if value == f[side] and value not in expects:
+        if at is not None:
+            d.unchanged.append(name)  # newer, same value: what is known holds as of ``at``
         return  # nothing changed in this field
     wrote: list[str] = f.get(f"wrote_{side}", [])
     if value in expects or (own_write and (value == f[o] or value in wrote)):
@@ -318,6 +331,7 @@ def _cw_ticket(
                 "tenant": tenant.name,
                 "origin": "cw",
                 "ticket_id": cw_id,
+                "at": data.get("updated_at"),
                 "fields": {
                     "status": {"cw": "open", "soc": "open"},
                     "priority": {"cw": priority, "soc": priority},
@@ -352,6 +366,7 @@ def _cw_ticket(
     _field(d, link, rules, "status", "cw", status, at, own, fresh)
     priority = rules.soc_priority_for_cw(data.get("priority"))
     _field(d, link, rules, "priority", "cw", priority, at, own, fresh)
+    d.still(link, "cw", at)
 
 
 def _cw_deleted(
@@ -413,6 +428,7 @@ def _soc_ticket(
                 "tenant": tenant.name,
                 "origin": "soc",
                 "ticket_id": soc_id,
+                "at": data.get("updated_at"),
                 "fields": {
                     "status": {"soc": status, "cw": status},
                     "priority": {"soc": priority, "cw": priority},
@@ -437,6 +453,7 @@ def _soc_ticket(
     at, fresh = data.get("updated_at"), _fresh(data)
     _field(d, link, rules, "status", "soc", status, at, False, fresh)
     _field(d, link, rules, "priority", "soc", priority, at, False, fresh)
+    d.still(link, "soc", at)
 
 
 def _soc_comment(
