@@ -10,6 +10,13 @@ Values are compared in the SOC's vocabulary: a status is ``solved`` or
 ``open``; SOC ``solved``/``closed`` are ``solved``), a priority is a SOC
 priority (R6: a ConnectWise priority maps back through the mapping). Commands
 carry both the normalised value (for the fold) and the remote value to write.
+
+Source times have one-second resolution. An observation older than what is
+known of its side is stale; a newer one is a change (or shows the fields
+unchanged, which is recorded too). One from the *same* second that disagrees
+with the known value is ambiguous: nothing is decided on it, and a
+``{side}.fetch_ticket`` command reads the ticket again. A fresh fetch read
+after the known value was set decides (see ``daemon/outbox/fetch.py``).
 """
 
 from __future__ import annotations
@@ -170,7 +177,7 @@ def _field(
 
     ``read_after`` is set on a *fresh fetch*: the ticket was read after log
     position ``read_after``, and nothing else was recorded of that ticket
-    between the read and its observation (see the pollers).
+    between the read and its observation (see ``daemon/outbox/fetch.py``).
     """
     f = link["fields"][name]
     o = other(side)
