@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from daemon.audit.remote import Remote, clients, fetch_remote
+from daemon.audit.remote import Remote, clients, fetch_orphans, fetch_remote
 from daemon.audit.repair import apply_fixes, apply_repairs
 from daemon.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from daemon.config import Config, load_config
@@ -30,7 +30,15 @@ from daemon.soc.errors import SocError
 from daemon.store_cli import _guarded, add_db_arguments, resolve_db
 from daemon.sync.rules import rules_from_config
 from eventstore import EventStore, verify
-from projections.audit import Limits, audit, compare_remote, plan_fixes, plan_repairs
+from projections.audit import (
+    Limits,
+    Orphan,
+    audit,
+    compare_remote,
+    orphan_findings,
+    plan_fixes,
+    plan_repairs,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +69,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "  partner gone         (--remote) a linked ticket whose partner was deleted is\n"
             "                       unlinked with the reason, and never linked again, as when\n"
             "                       a ConnectWise ticket is deleted; nothing is re-created\n"
+            "  marker, no link      (--remote) two tickets joined by socbridge's marker that\n"
+            "                       the log has no link for (an older log restored) are\n"
+            "                       linked again; a field they disagree on is then repaired\n"
             "Run it again after the outbox has delivered: a clean audit exits 0.\n\n"
             "exit codes: 0 nothing needs attention, 1 something does, 2 bad usage"
         ),
@@ -100,16 +111,21 @@ async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) 
         report = audit(events, limits)
         findings = list(report.findings)
         remote: Remote | None = None
+        orphans: list[Orphan] = []
         rules = rules_from_config(config) if config is not None else None
         if args.remote:
             assert config is not None and rules is not None
             async with clients(config) as (cw, soc):
                 remote = await fetch_remote(report.state, rules, cw, soc)
+                orphans = await fetch_orphans(report.state, rules, cw, soc)
             findings.extend(compare_remote(report.state, remote))
+            findings.extend(orphan_findings(orphans))
         repaired: list[dict[str, Any]] = []
         if args.fix:
             assert rules is not None
-            fixes = plan_fixes(report, limits=limits, now=datetime.now(UTC), remote=remote)
+            fixes = plan_fixes(
+                report, limits=limits, now=datetime.now(UTC), remote=remote, orphans=orphans
+            )
             appended = await apply_fixes(store, report.state, fixes)
             # Field repairs are planned on the state with those fixes folded in.
             repairs = plan_repairs(report.state, rules.policy, remote)

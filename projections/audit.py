@@ -62,13 +62,49 @@ class Repair:
 
 
 @dataclass(frozen=True)
+class Orphan:
+    """Two live tickets joined by socbridge's marker with no link in the log.
+
+    ``origin`` is the side whose ticket came first (the other carries the marker);
+    ``cw``/``soc`` are their live values, normalised as sync compares them.
+    """
+
+    origin: str
+    cw_id: int
+    soc_id: int
+    tenant: str
+    cw: Mapping[str, str]
+    soc: Mapping[str, str]
+
+    @property
+    def link_id(self) -> str:
+        return f"{self.origin}:{self.cw_id if self.origin == 'cw' else self.soc_id}"
+
+
+def orphan_findings(orphans: Iterable[Orphan]) -> list[Finding]:
+    """A finding per marked pair the log has no link for (seen with ``--remote``)."""
+    return [
+        Finding(
+            "marker-unlinked",
+            ATTENTION,
+            o.link_id,
+            f"ConnectWise ticket {o.cw_id} and SOC ticket {o.soc_id} carry socbridge's marker "
+            "but the log has no link for them",
+            {"cw_id": o.cw_id, "soc_id": o.soc_id},
+        )
+        for o in orphans
+    ]
+
+
+@dataclass(frozen=True)
 class Fix:
     """A repair beyond a field value, appended as a ``sync.repair.decided`` decision.
 
     ``action`` is ``reissue`` (send ``command`` again as a new command carrying the
     same marker, which the outbox looks up before writing), ``acknowledge`` (the
-    command needs no re-send: nothing left to do, or its fields are re-decided) or
-    ``unlink`` (the link's partner ticket is gone). ``close`` first records the
+    command needs no re-send: nothing left to do, or its fields are re-decided),
+    ``unlink`` (the link's partner ticket is gone) or ``relink`` (``orphan``, two
+    marked tickets the log has no link for, are linked again). ``close`` first records the
     still-pending ``command`` as abandoned by the audit; ``settles`` names the other
     abandoned commands this repair answers for.
     """
@@ -79,6 +115,7 @@ class Fix:
     command: Mapping[str, Any] | None = None
     close: bool = False
     settles: tuple[str, ...] = ()
+    orphan: Orphan | None = None
 
 
 @dataclass
@@ -419,6 +456,7 @@ def plan_fixes(
     limits: Limits = Limits(),
     now: datetime | None = None,
     remote: Mapping[str, Mapping[str, Mapping[str, str] | None]] | None = None,
+    orphans: Iterable[Orphan] = (),
 ) -> list[Fix]:
     """The repairs for one-sided links, stuck or abandoned commands and gone partners.
 
@@ -437,6 +475,9 @@ def plan_fixes(
       is left alone.
     - A linked link whose partner ticket is gone (``remote``): unlinked, with the
       reason; it is never linked again, as after a deletion in ConnectWise.
+    - Two live tickets joined by socbridge's marker with no link in the log
+      (``orphans``, as after restoring an older log): linked again, with what each
+      side holds now; a field they disagree on is then repaired by its policy.
     """
     state = report.state
     fixes: list[Fix] = []
@@ -525,6 +566,14 @@ def plan_fixes(
                     "unlinked, never linked again",
                 ))  # fmt: skip
                 break
+    for o in orphans:
+        if o.link_id not in state.links:
+            fixes.append(Fix(
+                "relink", o.link_id,
+                f"ConnectWise ticket {o.cw_id} and SOC ticket {o.soc_id} carry socbridge's "
+                "marker but had no link in the log: linked again",
+                orphan=o,
+            ))  # fmt: skip
     return fixes
 
 

@@ -67,6 +67,8 @@ def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
     command_id = command["command_id"] if command is not None else None
     link = state.links.get(fix.link_id)
     tenant = link["tenant"] if link is not None else (command or {}).get("tenant")
+    if fix.orphan is not None:
+        tenant = fix.orphan.tenant
     key = ("repair", fix.action, fix.link_id, command_id or "", str(state.position))
     decision_id = derived_event_id(*key)
 
@@ -108,6 +110,17 @@ def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
         events.append(event(outbox, kinds.COMMAND_ISSUED, {
             "link_id": fix.link_id, "kind": command["kind"], "params": params,
         }, 2))  # fmt: skip
+    if fix.action == "relink" and fix.orphan is not None:
+        o = fix.orphan
+        origin_id = o.cw_id if o.origin == "cw" else o.soc_id
+        fields = {name: {"cw": o.cw[name], "soc": o.soc[name]} for name in ("status", "priority")}
+        events.append(event(f"link:{fix.link_id}", kinds.LINK_REQUESTED, {
+            "link_id": fix.link_id, "tenant": o.tenant, "origin": o.origin,
+            "ticket_id": origin_id, "fields": fields,
+        }, 4))  # fmt: skip
+        events.append(event(f"link:{fix.link_id}", kinds.LINKED, {
+            "link_id": fix.link_id, "cw_id": o.cw_id, "soc_id": o.soc_id,
+        }, 5))  # fmt: skip
     if fix.action == "unlink":
         events.append(event(f"link:{fix.link_id}", kinds.UNLINKED, {
             "link_id": fix.link_id, "reason": fix.reason,

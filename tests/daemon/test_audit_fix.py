@@ -194,3 +194,41 @@ async def _soc_priority(bridge: Bridge, soc_id: int, priority: str) -> bool:
 
 async def _unlinked(bridge: Bridge, link_id: str) -> bool:
     return bool(bridge.engine.state.links[link_id]["state"] == "unlinked")
+
+
+async def test_fix_relinks_marked_tickets_the_log_has_no_link_for(bridge: Bridge) -> None:
+    """A SOC ticket carries the marker of a ConnectWise ticket (socbridge made it, by an
+    older log's account) but this log never linked them: linked again, fields repaired."""
+    cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07", status="New",
+                                               priority=URGENT)  # fmt: skip
+    doc = await bridge.analyst._call("POST", "tickets.json", {"ticket": {
+        "subject": "Beaconing from ACME-WS07", "comment": {"body": "from ConnectWise"},
+        "organization_id": 9001, "priority": "low", "external_id": f"socbridge:cw:{cw['id']}",
+    }})  # fmt: skip
+    soc = doc["ticket"]
+    await bridge.settled()
+    link_id = f"cw:{cw['id']}"
+    assert link_id not in bridge.engine.state.links  # the daemon leaves marked tickets be
+
+    found = await audited(bridge, remote=True)
+    assert "marker-unlinked" in kinds_found(found)
+    fixed = await audited(bridge, remote=True, fix=True)
+    decided = [r for r in fixed["repairs"] if r["type"] == kinds.REPAIR_DECIDED]
+    assert [r.get("repair") or r["field"] for r in decided] == ["relink", "priority"]
+    # The SOC wins priority (the configured policy): ConnectWise gets "low".
+    await bridge.until(
+        lambda: _priority_is(bridge, cw["id"], "Priority 4 - Schedule Maintenance"),
+        "the relinked pair's priority to agree",
+    )
+    assert bridge.engine.state.links[link_id]["soc_id"] == soc["id"]
+    await bridge.analyst.set(soc["id"], status="solved")  # and they sync again
+
+    async def solved() -> bool:
+        return bool((await bridge.technician.ticket(cw["id"]))["status"]["name"] == "Solved")
+
+    await bridge.until(solved, "the relinked pair to sync")
+    await clean_again(bridge)
+
+
+async def _priority_is(bridge: Bridge, cw_id: int, name: str) -> bool:
+    return bool((await bridge.technician.ticket(cw_id))["priority"]["name"] == name)
