@@ -219,7 +219,9 @@ class CallbackIntake:
                      occurred_at=occurred),
         ])  # fmt: skip
         self.metrics.count("accepted")
-        if self.on_accepted is not None:
+        if self.on_accepted is not None and writer != self.settings.api_member:
+            # socbridge's own write (an echo) added no note to read: waking the poller
+            # would only spend the rate-capped API budget the outbox's next write needs.
             self.on_accepted(ticket_id)
         return web.json_response({"status": "accepted", "event_id": event_id})
 

@@ -41,11 +41,14 @@ from daemon.connectwise.observe import (
 )
 from daemon.connectwise.settings import ConnectWiseSettings
 from daemon.remote import RemoteError
-from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
+from eventstore import DuplicateEventError, EventStore, NewEvent, RecordedEvent, derived_event_id
 
 WATERMARK_STREAM = "poller:connectwise"
 WATERMARK_EVENT = "poller.watermark.advanced"
 _CONTENT_IGNORED = ("via", "action", "message_id", "updated_by", "own_write")
+#: Events read from the end of a ticket's stream when refreshing it (more when no
+#: ticket observation is among them).
+RECENT_EVENTS = 64
 
 
 @dataclass
@@ -147,7 +150,7 @@ class ConnectWisePoller:
             return
         ticket_id = int(ticket["id"])
         data = ticket_data(ticket, via="poll", api_member=self.settings.api_member)
-        events = await self.store.read_stream(stream_for(ticket_id))
+        events, whole = await self._recent(stream_for(ticket_id))
         last = next((e for e in reversed(events) if e.type == TICKET_OBSERVED), None)
         if last is None or not _same_content(last.data, data):
             event_id = derived_event_id("connectwise", "poll", str(ticket_id),
@@ -161,9 +164,30 @@ class ConnectWisePoller:
         known = {e.event_id for e in events}
         for note in await self.client.list_notes(ticket_id):
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
-            if event.event_id not in known:
-                await self._append(event)
-                report.notes_appended += 1
+            if event.event_id in known:
+                continue
+            if not whole and await self.store.get(event.event_id) is not None:
+                continue  # recorded before the recent events read
+            await self._append(event)
+            report.notes_appended += 1
+
+    async def _recent(self, stream: str) -> tuple[list[RecordedEvent], bool]:
+        """The stream's latest events, enough to hold its last ticket observation, and
+        whether they are the whole stream.
+
+        A busy ticket's stream grows with every callback: reading all of it on every
+        refresh made each callback cost more than the one before.
+        """
+        last = await self.store.last_in_stream(stream)
+        if last is None:
+            return [], True
+        window = RECENT_EVENTS
+        while True:
+            start = max(1, last.stream_version - window + 1)
+            events = await self.store.read_stream(stream, start)
+            if start == 1 or any(e.type == TICKET_OBSERVED for e in events):
+                return events, start == 1
+            window *= 8
 
     async def _append(self, event: NewEvent) -> None:
         try:

@@ -266,3 +266,28 @@ async def test_key_fetch_failure_is_503_so_connectwise_retries(
     status, _ = await post(http, daemon, body, sign(sim.state.signing_key, body))
     assert status == 503
     assert await daemon.store.read_stream("intake:rejected") == []
+
+
+async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_writes(
+    sim: SimServer, settings: ConnectWiseSettings, store: EventStore, http: aiohttp.ClientSession
+) -> None:
+    woken: list[int] = []
+    handler = make_callback_handler(store, settings, TENANTS, None, http, on_accepted=woken.append)
+    app = web.Application()
+    app.router.add_post(ROUTE_PATH, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    daemon = Daemon(
+        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
+    )  # type: ignore[attr-defined]
+    try:
+        for message, member in (("m-human", "jsmith"), ("m-own", settings.api_member)):
+            body = orjson.dumps(envelope(sim, MessageId=message, MemberId=member))
+            status, doc = await post(http, daemon, body, sign(sim.state.signing_key, body))
+            assert (status, doc["status"]) == (200, "accepted")
+    finally:
+        await runner.cleanup()
+    # Both are recorded; only the human change may have added a note worth fetching now.
+    assert [e.data["own_write"] for e in await ticket_events(store, 77)] == [False, True]
+    assert woken == [77]

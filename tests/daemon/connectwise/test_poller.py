@@ -13,7 +13,7 @@ from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
 from daemon.connectwise.settings import ConnectWiseSettings
 from daemon.connectwise.simulator import SimServer, fixture
-from eventstore import EventStore
+from eventstore import EventStore, NewEvent
 
 TENANTS = {250: "acme", 251: "globex"}
 
@@ -119,3 +119,50 @@ async def test_first_poll_looks_back_only_so_far(
     assert report.seen == 1
     assert await store.read_stream(f"cw:ticket:{ancient['id']}") == []
     assert len(await store.read_stream(f"cw:ticket:{recent['id']}")) == 1
+
+
+async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    settings: ConnectWiseSettings, store: EventStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import daemon.connectwise.poller as poller_module
+
+    t = await tech.create_ticket({**on_board(250, "Busy"), "initialDescription": "first words"})
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    await poller.refresh(t["id"])  # the ticket and its note
+    stream = f"cw:ticket:{t['id']}"
+    # Many callbacks later: the stream is long, its first note far from the end.
+    monkeypatch.setattr(poller_module, "RECENT_EVENTS", 4)
+    filler = [
+        NewEvent(stream=stream, type="connectwise.ticket.observed", tenant="acme",
+                 data={**(await store.read_stream(stream))[0].data, "message_id": f"m{i}"})
+        for i in range(20)
+    ]  # fmt: skip
+    await store.append(filler)
+    reads: list[int] = []
+    real = store.read_stream
+
+    async def spy(name: str, from_version: int = 1) -> list:  # type: ignore[type-arg]
+        reads.append(from_version)
+        return await real(name, from_version)
+
+    monkeypatch.setattr(store, "read_stream", spy)
+    report = await poller.refresh(t["id"])
+    # Nothing new: the unchanged ticket and the note recorded long ago are not appended again.
+    assert (report.tickets_appended, report.notes_appended) == (0, 0)
+    assert reads == [22 - 4 + 1]
+
+    await tech.create_note(t["id"], "more detail", "Discussion")
+    await tech.update_ticket(t["id"], {"status": {"id": fixture.STATUS_IDS["Send to SOC"]}})
+    again = await poller.refresh(t["id"])
+    assert (again.tickets_appended, again.notes_appended) == (1, 1)
+
+    # A stream whose last ticket observation is further back is read further back.
+    notes_only = [
+        NewEvent(stream=stream, type="connectwise.note.observed", tenant="acme", data={"i": i})
+        for i in range(6)
+    ]
+    await store.append(notes_only)
+    reads.clear()
+    assert (await poller.refresh(t["id"])).tickets_appended == 0
+    assert len(reads) == 2 and reads[1] < reads[0]
