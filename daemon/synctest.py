@@ -234,6 +234,7 @@ class SyncTest:
         self._session: aiohttp.ClientSession | None = None
         self._blocked: dict[str, str] = {}
         self._since = 0
+        self._daemon_down = False
         self._steps: dict[str, Callable[[], Awaitable[str]]] = {
             "preflight": self._preflight,
             "create_soc_to_cw": self._create_soc_to_cw,
@@ -292,6 +293,10 @@ class SyncTest:
             reason = f"needs '{blocked}', which failed"
         else:
             try:
+                if self._daemon_down:
+                    # Acting while the daemon is gone would only leave tickets behind.
+                    await self._daemon_ready()
+                    self._daemon_down = False
                 reason = await self._steps[step.name]()
                 status = "passed"
             except StepFailed as exc:
@@ -373,14 +378,22 @@ class SyncTest:
                 return f"the daemon gave up {kind}: {e.data.get('reason')}"
         return None
 
-    def _last_word(self, keys: Iterable[str]) -> str:
-        """The newest thing the log says about these tickets, for a timeout's reason."""
-        events = [e for e in self._about(keys) if not e.type.startswith("admin.")]
+    async def _last_word(self, keys: Iterable[str]) -> str:
+        """Why a step may have timed out: the daemon is gone, or the newest thing the log
+        says about its tickets since the step began."""
+        try:
+            await self._daemon_ready()
+        except StepFailed as exc:
+            self._daemon_down = True
+            return str(exc)
+        events = [
+            e for e in self._about(keys, since=self._since) if not e.type.startswith("admin.")
+        ]
         if not events:
             return (
-                "the daemon recorded nothing about it: is it running on this configuration "
-                "with the callback and webhook installed (socbridge callbacks status, "
-                "socbridge webhooks status)?"
+                "the daemon recorded nothing about it meanwhile: are the callback and the "
+                "webhook installed (socbridge callbacks status, socbridge webhooks status), "
+                "and is --timeout above the poll interval?"
             )
         e = events[-1]
         detail = e.data.get("error") or e.data.get("reason") or e.data.get("kind") or ""
@@ -401,9 +414,8 @@ class SyncTest:
                 return result
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise StepFailed(
-                    f"{what} not seen within {self.timeout_s:g} s; {self._last_word(keys)}"
-                )
+                why = await self._last_word(keys)
+                raise StepFailed(f"{what} not seen within {self.timeout_s:g} s; {why}")
             try:
                 await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_s))
             except TimeoutError:

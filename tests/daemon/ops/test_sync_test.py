@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from aiohttp import web
 from daemon.app import ENGINE, build_app
 from daemon.cli import build_parser, main
 from daemon.config import load_config
+from daemon.connectwise.settings import ApiKeys
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.harness import Bridge
 from daemon.listener import start_sites
+from daemon.secrets import load_secret
 from daemon.sim_all import start_rehearsal, write_config
 from daemon.soc.simulator import fixture as socfx
-from daemon.synctest import StepFailed, SyncTest
+from daemon.synctest import StepFailed, StepResult, SyncTest
 from daemon.synctest_cli import sync_test_command
 from eventstore import EventStore, NewEvent
 from projections import kinds
@@ -296,3 +299,45 @@ async def test_a_step_that_fails_is_reported_with_its_reason_and_its_dependents_
     assert [e.data["status"] for e in failed] == ["failed", "skipped", "skipped", "skipped"]
     assert failed[0].ticket == f"soc:{soc_a}"
     assert events[-1].type == kinds.SYNC_TEST_FINISHED and events[-1].data["ok"] is False
+
+
+async def test_a_daemon_that_stops_mid_run_fails_the_waiting_step_and_the_rest_at_once(
+    bridge: Bridge,
+) -> None:
+    assert bridge.rehearsal is not None
+    config = bridge.rehearsal.config_path
+    secrets = config.parent / "secrets"
+    loop = asyncio.get_running_loop()
+    crossed, resume = asyncio.Event(), threading.Event()
+
+    def on_step(result: StepResult) -> None:
+        # Runs in the command's thread: hold it there until the daemon is down.
+        if result.step == "create_soc_to_cw":
+            loop.call_soon_threadsafe(crossed.set)
+            resume.wait(60)
+
+    keys = ApiKeys(load_secret(str(secrets / "tech_public_key")),
+                   load_secret(str(secrets / "tech_private_key")))  # fmt: skip
+    test = SyncTest(load_config(config), "acme", RECIPIENT, timeout_s=3, poll_s=0.3,
+                    technician=keys, on_step=on_step)  # fmt: skip
+    run = loop.run_in_executor(None, lambda: asyncio.run(test.run()))
+    try:
+        await asyncio.wait_for(crossed.wait(), 60)
+        await bridge.stop_daemon()
+    finally:
+        resume.set()
+    report = await asyncio.wait_for(run, 60)
+
+    steps = {s.step: s for s in report.steps}
+    assert [s.status for s in report.steps] == [
+        "passed", "passed", "failed", "failed", "failed", "failed", "skipped",
+    ], report.steps  # fmt: skip
+    waited = steps["reply_soc_to_cw"].reason
+    assert "not seen within 3 s; the daemon is not reachable at http://127.0.0.1:" in waited
+    for name in ("reply_cw_to_soc", "create_cw_to_soc", "solve_soc_to_cw"):
+        assert steps[name].reason.startswith("the daemon is not reachable"), steps[name]
+    # Nothing more was written while the daemon was known to be down: no ConnectWise ->
+    # SOC ticket; the SOC test ticket was solved by the cleanup.
+    assert "cw_b" not in report.tickets
+    assert f"solved SOC ticket {report.tickets['soc_a']}" in report.cleanup
+    assert (await bridge.analyst.ticket(report.tickets["soc_a"]))["status"] == "solved"
