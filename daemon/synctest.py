@@ -125,13 +125,14 @@ class Report:
     cleanup: list[str] = field(default_factory=list)
     tickets: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    interrupted: bool = False
 
     def count(self, status: Status) -> int:
         return sum(1 for s in self.steps if s.status == status)
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "passed" for s in self.steps)
+        return not self.interrupted and all(s.status == "passed" for s in self.steps)
 
     def to_json(self) -> Json:
         return {
@@ -143,6 +144,7 @@ class Report:
             "passed": self.count("passed"),
             "failed": self.count("failed"),
             "skipped": self.count("skipped"),
+            "interrupted": self.interrupted,
             "duration_s": round(self.duration_s, 3),
             "tickets": self.tickets,
             "cleanup": self.cleanup,
@@ -267,8 +269,12 @@ class SyncTest:
             async with aiohttp.ClientSession() as session:
                 self._session = session
                 try:
-                    for step in STEPS:
-                        await self._run_step(step)
+                    try:
+                        for step in STEPS:
+                            await self._run_step(step)
+                    except asyncio.CancelledError:
+                        # Ctrl-C (or a stop): no test ticket is left open for it.
+                        self.report.interrupted = True
                     if self.do_cleanup and self.tickets:
                         await self._cleanup()
                 finally:
@@ -282,6 +288,8 @@ class SyncTest:
             await self._record(kinds.SYNC_TEST_FINISHED, summary)
         finally:
             await store.close()
+        if self.report.interrupted:
+            raise asyncio.CancelledError
         return self.report
 
     async def _run_step(self, step: Step) -> None:

@@ -9,6 +9,7 @@ aligned line per step as it finishes (or one JSON object per line with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "a failure; --no-cleanup leaves a failed run's tickets as they are.\n\n"
             "exit codes: 0 every step passed, 1 a step failed or was skipped, 2 usage or\n"
             "configuration error (unknown tenant, bad email, unreadable secret), 3 the event\n"
-            "log cannot be used"
+            "log cannot be used, 130 interrupted (Ctrl-C; open test tickets are solved first)"
         ),
         epilog=(
             "examples:\n"
@@ -131,7 +132,7 @@ def _line(result: StepResult) -> str:
 
 def _summary(report: Report) -> list[str]:
     lines = [f"  cleanup: {note}" for note in report.cleanup]
-    verdict = "passed" if report.ok else "FAILED"
+    verdict = "passed" if report.ok else "INTERRUPTED" if report.interrupted else "FAILED"
     lines.append(
         f"sync test {verdict}: {report.count('passed')} passed, {report.count('failed')} failed, "
         f"{report.count('skipped')} skipped in {report.duration_s:.1f}s (run {report.run_id})"
@@ -196,6 +197,13 @@ async def sync_test_command(
             redactor.add(technician.private_key)
         configure_logging(redactor, err, logging.WARNING)
 
+    def show(report: Report) -> None:
+        if args.json:
+            emit(orjson.dumps(report.to_json()).decode())
+        else:
+            for line in _summary(report):
+                emit(line)
+
     tenant = test.tenant
     if args.json:
         test.on_step = lambda r: emit(orjson.dumps(r.to_json(test.run_id, tenant.name)).decode())
@@ -211,9 +219,8 @@ async def sync_test_command(
     except StoreError as exc:
         err.write(f"socbridge sync-test: {exc}\n")
         return EXIT_STORE
-    if args.json:
-        emit(orjson.dumps(report.to_json()).decode())
-    else:
-        for line in _summary(report):
-            emit(line)
+    except asyncio.CancelledError:
+        show(test.report)  # interrupted: say what ran and what was solved, then stop
+        raise
+    show(report)
     return EXIT_OK if report.ok else EXIT_PROBLEM

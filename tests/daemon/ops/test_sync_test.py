@@ -341,3 +341,27 @@ async def test_a_daemon_that_stops_mid_run_fails_the_waiting_step_and_the_rest_a
     assert "cw_b" not in report.tickets
     assert f"solved SOC ticket {report.tickets['soc_a']}" in report.cleanup
     assert (await bridge.analyst.ticket(report.tickets["soc_a"]))["status"] == "solved"
+
+
+async def test_an_interrupted_run_solves_its_tickets_and_records_its_end(bridge: Bridge) -> None:
+    assert bridge.rehearsal is not None and bridge.config is not None
+    run: asyncio.Task[Any] | None = None
+
+    def on_step(result: StepResult) -> None:
+        if result.step == "create_soc_to_cw" and run is not None:
+            run.cancel()  # as Ctrl-C does to the command's main task
+
+    test = SyncTest(bridge.config, "acme", RECIPIENT, timeout_s=10, poll_s=0.3, on_step=on_step)
+    run = asyncio.create_task(test.run())
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    report = test.report
+    assert report.interrupted and not report.ok
+    assert [s.step for s in report.steps] == ["preflight", "create_soc_to_cw"]
+    soc_a, cw_a = report.tickets["soc_a"], report.tickets["cw_a"]
+    assert (await bridge.analyst.ticket(soc_a))["status"] == "solved"
+    assert (await bridge.technician.ticket(cw_a))["status"]["name"] == "Solved"
+    finished = (await sync_test_events(bridge.store, report.run_id))[-1]
+    assert finished.type == kinds.SYNC_TEST_FINISHED
+    assert finished.data["interrupted"] is True and finished.data["ok"] is False
