@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parents[2]
 CONCURRENCY = 32
 #: Seconds between one change landing and the next change being made.
 GAP_S = 0.5
+#: Seconds the bridge idles (rate-cap budgets refill) before the first change.
+IDLE_S = 2.0
 SOC_PRIORITIES = tuple(PRIORITY_MAPPING)
 
 
@@ -94,6 +96,12 @@ class Child:
         if self.proc.returncode is not None:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{self.argv[2:4]} exited with {self.proc.returncode}:\n{tail}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -278,6 +286,8 @@ async def sync_latency(
 ) -> dict[str, list[float]]:  # fmt: skip
     """One change at a time, alternating directions on separate links; latencies in ms."""
     watch = Watch(rehearsal)
+    # Start on an idle bridge: the links' creation spent both APIs' rate-capped budget.
+    await asyncio.sleep(IDLE_S)
     tech = Technician(session, rehearsal.cw.url)
     analyst = Analyst(session, rehearsal.soc.url)
     half = len(links) // 2
@@ -340,6 +350,7 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
     peer = Child([sys.executable, "-m", "daemon.bench.plain_server", str(peer_port)],
                  folder / "peer.log")  # fmt: skip
     figures: dict[str, Any] = {}
+    cpu = {"ours": 0.0, "plain": 0.0}
     try:
         async with aiohttp.ClientSession() as session:
             await daemon.start()
@@ -363,12 +374,17 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
             plain: list[LoadResult] = []
             for _ in range(sizes.rounds):
                 bodies = signed_callbacks(rehearsal, cw_ids, sizes.ingest_requests)
+                before = daemon.cpu_s()
                 ours.append(await drive(rehearsal.daemon_url + "/callbacks/connectwise", bodies))
+                # Until the daemon is idle again: what each callback costs it, sync included.
                 await _settled(session, rehearsal.daemon_url, daemon)
+                cpu["ours"] += daemon.cpu_s() - before
                 peer.check()
+                before = peer.cpu_s()
                 plain.append(
                     await drive(f"http://127.0.0.1:{peer_port}/callbacks/connectwise", bodies)
                 )
+                cpu["plain"] += peer.cpu_s() - before
     finally:
         await daemon.stop()
         await peer.stop()
@@ -387,6 +403,11 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
     figures["plain_aiohttp_p99_ms"] = median(plain, lambda r: r.p99_ms)
     figures["ingest_vs_plain"] = round(figures["ingest_per_s"] / figures["plain_aiohttp_per_s"], 3)
     figures["ingest_requests"] = sizes.ingest_requests * sizes.rounds
+    # CPU per request is steadier than a rate on a shared machine: it says what each
+    # request costs, whatever share of the cores the process was given meanwhile.
+    per_request = {k: round(v * 1000 / figures["ingest_requests"], 3) for k, v in cpu.items()}
+    figures["ingest_cpu_ms_per_request"] = per_request["ours"]
+    figures["plain_aiohttp_cpu_ms_per_request"] = per_request["plain"]
     return figures
 
 
@@ -418,7 +439,17 @@ async def ready_after_restart(folder: Path, db: Path, restarts: int) -> dict[str
                     await child.stop()
     finally:
         await cw_sim_rehearsal.stop()
+    # What the interpreter and socbridge's imports alone cost (``socbridge run`` imports
+    # every subcommand's module to build its parser): the part of ready_s before main().
+    started = time.perf_counter()
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import daemon.cli; daemon.cli.build_parser()",
+        cwd=REPO, env=child_env(folder),
+    )  # fmt: skip
+    await probe.wait()
+    imports = time.perf_counter() - started
     return {
+        "ready_imports_s": round(imports, 3),
         "ready_s": round(statistics.median(times), 3),
         "ready_max_s": round(max(times), 3),
         "ready_restarts": restarts,
