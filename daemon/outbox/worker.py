@@ -47,6 +47,13 @@ def _lane(command: dict[str, Any]) -> str:
     return f"{command['link_id']}#fetch" if fetch else str(command["link_id"])
 
 
+def _head_order(command: dict[str, Any]) -> tuple[bool, int]:
+    """A link's create goes first, then its commands as issued: nothing else of the link
+    can be delivered before its create (which ``audit --fix`` may send again after
+    commands that wait for it)."""
+    return (not command["kind"].endswith(".create_ticket"), command["issued_at"])
+
+
 class Outbox:
     """Delivers what sync decided; appends what happened."""
 
@@ -95,7 +102,7 @@ class Outbox:
             if command["command_id"] in self._done:
                 continue
             head = heads.get(_lane(command))
-            if head is None or command["issued_at"] < head["issued_at"]:
+            if head is None or _head_order(command) < _head_order(head):
                 heads[_lane(command)] = command
         now = time.monotonic()
         ready = []
