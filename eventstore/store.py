@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 from eventstore.errors import StoreClosedError, StoreError, translate
 from eventstore.events import NewEvent, RecordedEvent
 from eventstore.schema import check_version, migrate
-from eventstore.writer import COLUMNS, Prepared, prepare, row_to_event, write_group
+from eventstore.writer import PACKED, Prepared, packed_to_events, prepare, write_group
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
@@ -39,6 +39,16 @@ MAX_GROUP = 1024
 BUSY_TIMEOUT_MS = 5000
 #: How often a live subscriber re-checks the file for appends made by another process.
 FOREIGN_APPEND_CHECK_S = 0.5
+#: WAL pages after which a commit also checkpoints (SQLite's default is 1000).
+#: Every append writes a table page and a leaf page of each of three indexes;
+#: 32 appends to 32 streams touch about 90 pages, so at 1000 every eleventh
+#: group commit also copied ~1000 pages into the database file and fsynced it.
+#: At 10000 (about 40 MB of WAL) checkpoints are ten times rarer, and a page
+#: rewritten by many commits in between is copied once. Durability is the
+#: same: every commit still fsyncs the WAL before it returns.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+#: The WAL is truncated back to this size when it is reset after a checkpoint.
+JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -86,6 +96,8 @@ def _connect(
         if str(mode).lower() != "wal":
             raise StoreError(f"event log {path}: could not switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
     conn.execute("PRAGMA cache_size = -8192")
     return conn
 
@@ -396,10 +408,10 @@ class EventStore:
 
     async def _select(self, where: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         """Events matching ``where`` (a fixed SQL tail with placeholders), decoded."""
-        sql = f"SELECT {COLUMNS} FROM events WHERE {where}"
+        sql = f"SELECT {PACKED} FROM events WHERE {where}"
 
         def fetch(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            return [row_to_event(r) for r in conn.execute(sql, params).fetchall()]
+            return packed_to_events(conn.execute(sql, params))
 
         return await self._read(fetch)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
-from eventstore import EventStore, RecordedEvent
+import pytest
+
+from eventstore import EventStore, NewEvent, RecordedEvent, StoreError
 from tests.eventstore.conftest import ev
 
 
@@ -101,3 +104,48 @@ async def test_subscription_ends_when_store_closes(db_path: Path) -> None:
     await s.close()
     await asyncio.wait_for(task, 5)
     assert len(seen) == 1
+
+
+async def test_reads_return_exactly_what_was_appended_whatever_the_text(
+    store: EventStore,
+) -> None:
+    # Reads decode each row from one JSON array that SQLite assembles: quotes,
+    # backslashes, brackets, non-ASCII text, nulls and nested data must come
+    # back exactly as appended.
+    odd = 'we"ird\\name]] \u00e9\u4e2d\U0001f600 ,"x"]'
+    new = NewEvent(
+        stream=f"cw:ticket:{odd}",
+        type=f"type{odd}",
+        data={"s": odd, "n": [1, 2.5, None, True, {"k": odd}], "e": {}, "big": 2**62},
+        tenant=odd,
+        ticket=odd,
+        causation_id=odd,
+        correlation_id=None,
+        source=odd,
+        occurred_at=odd,
+        schema_version=7,
+    )
+    recs = await store.append([new, ev(data={})])
+    assert [e async for e in store.read()] == recs
+    assert await store.read_stream(new.stream) == recs[:1]
+    assert await store.read_ticket(odd, odd) == recs[:1]
+    assert await store.get(new.event_id) == recs[0]
+    assert recs[0].data == new.data and recs[1].data == {}
+
+
+async def test_a_row_whose_data_is_not_one_json_value_is_refused_not_misread(
+    db_path: Path,
+) -> None:
+    s = await EventStore.open(db_path)
+    await s.append([ev(data={"i": 1})])
+    await s.close()
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("DROP TRIGGER events_refuse_update")
+    raw.execute("""UPDATE events SET data = '{"i": 1}, "smuggled"' WHERE position = 1""")
+    raw.close()
+    s = await EventStore.open(db_path)
+    try:
+        with pytest.raises(StoreError, match="position 1 does not decode"):
+            [e async for e in s.read()]
+    finally:
+        await s.close()

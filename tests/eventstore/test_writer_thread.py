@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import eventstore.store
 import eventstore.writer
 from eventstore import DatabaseCorruptError, EventStore, StoreClosedError, verify
 from tests.eventstore.conftest import ev
@@ -101,3 +102,16 @@ async def test_failed_open_leaves_no_writer_thread(tmp_path: Path) -> None:
     with pytest.raises(DatabaseCorruptError):
         await EventStore.open(path)
     assert len(writer_threads()) == before
+
+
+async def test_writer_keeps_full_durability_and_checkpoints_less_often(store: EventStore) -> None:
+    def settings(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        return tuple(
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "wal_autocheckpoint", "journal_size_limit")
+        )
+
+    mode, synchronous, autocheckpoint, limit = await store.run_exclusive(settings)
+    assert (mode, synchronous) == ("wal", 2)  # 2 = FULL: every commit fsyncs the WAL
+    assert autocheckpoint == eventstore.store.WAL_AUTOCHECKPOINT_PAGES > 1000
+    assert limit == eventstore.store.JOURNAL_SIZE_LIMIT_BYTES
