@@ -203,6 +203,16 @@ def _field(
             # were both current within the same second, and which came last cannot be
             # told from the times. Neither is acted on; the ticket is read again, and
             # that read (newer than both) decides.
+            if own_write and value in f.get(f"wrote_{side}", []):
+                # Except a snapshot socbridge's own earlier write left (its writes land in
+                # order, and one over a human change is refused): a late echo, stale.
+                d.emit(
+                    kinds.OBSERVATION_IGNORED,
+                    link,
+                    {"reason": "own earlier write", "field": name, "side": side,
+                     "value": value, "at": at, "known": f[side]},
+                )  # fmt: skip
+                return
             _ambiguous(d, link, name, side, value, at)
             return
     if value == f[side] and value not in expects:
