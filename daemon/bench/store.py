@@ -164,6 +164,7 @@ class _Peer:
         self.ticket = Ticket("seq")
         self.app.save(self.ticket)
         self.count = 1
+        self.fill_tickets: list[Any] = []
 
     def append(self, count: int) -> float:
         start = time.perf_counter()
@@ -174,10 +175,16 @@ class _Peer:
         return count / (time.perf_counter() - start)
 
     def fill(self, total: int) -> None:
-        """Grow the log to ``total`` events untimed (1000 per save, to keep the run short)."""
-        tickets = [self.ticket_type(str(i)) for i in range(CONCURRENCY)]
-        self.app.save(*tickets)
-        self.count += len(tickets)
+        """Grow the log to ``total`` events untimed (1000 per save, to keep the run short).
+
+        Called before each round's timed appends too, so the peer appends into
+        a log as large as ours at that point, not into a nearly empty one.
+        """
+        if not self.fill_tickets:
+            self.fill_tickets = [self.ticket_type(str(i)) for i in range(CONCURRENCY)]
+            self.app.save(*self.fill_tickets)
+            self.count += len(self.fill_tickets)
+        tickets = self.fill_tickets
         while self.count < total:
             batch = min(1000, total - self.count)
             for i in range(batch):
@@ -226,6 +233,8 @@ async def run(events: int, sequential: int, folder: Path | None = None) -> dict[
                 record("append_sequential_eps", await _sequential(store, seq_round))
                 record("sqlite_limit_batched_eps", raw.write(per_round))
                 if peer is not None:
+                    # The same log size as ours before the timed appends.
+                    peer.fill(await store.last_position() - seq_round)
                     record("peer_eventsourcing_append_eps", peer.append(seq_round))
             if peer is not None:
                 peer.fill(await store.last_position())
