@@ -5,9 +5,11 @@ sync engine from ``outbox.command.issued`` and the outcome events. For each
 link only the oldest pending command may be in flight, so a ticket's updates
 land in the order they were decided; different links proceed in parallel up to
 a cap. Fetches (re-reads sync asks for when it cannot order two same-second
-observations) take a lane of their own per link: a read orders nothing. Every attempt ends in an outcome event: delivered (with the created id
-where there is one), failed (with the error and when it is retried), or
-abandoned (a permanent refusal, the link was unlinked, or too many attempts).
+observations) take a lane of their own per link: a read orders nothing. Every
+attempt ends in an outcome event: delivered (with the created id where there
+is one), failed (with the error and when it is retried), or abandoned (a
+permanent refusal, the link was unlinked, or too many attempts). Nothing is
+delivered before sync has caught up with the log after a start.
 Commands of a tenant whose sync is off, or after the integration was removed,
 are held, not delivered (R9, R16).
 """
@@ -128,6 +130,10 @@ class Outbox:
 
     async def run(self) -> None:
         """Deliver until cancelled; in-flight deliveries are awaited on the way out."""
+        # Not before sync has folded the log to where it ended at start: while it catches
+        # up from its checkpoint (after a crash), commands delivered long ago still look
+        # pending, and sending one again would put a stale value back on the remote.
+        await self.engine.ready.wait()
         try:
             while True:
                 self.engine.changed.clear()
