@@ -11,6 +11,14 @@ source timestamps), and the values socbridge has written or is writing to a
 side and expects to see come back, in order (``expect_cw``, ``expect_soc``):
 that is how an echo is told from a human change, and a concurrent change from
 a plain one, even with several writes to one side in flight.
+
+Source times have one-second resolution, so each field also keeps, per side,
+the newest source time seen (``cw_seen``, ``soc_seen``), the values recently
+written there (``wrote_cw``, ``wrote_soc``) and the log position where the
+side's known value was last set or confirmed (``cw_pos``, ``soc_pos``): an
+observation from the same second as the known value, with another value, is
+ambiguous unless it is a fresh fetch read after that position (see
+``daemon/sync/decide.py``). These keys appear once first set.
 """
 
 from __future__ import annotations
