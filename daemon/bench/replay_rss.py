@@ -1,17 +1,18 @@
 """Replay wall time and peak RSS, measured on ``socbridge replay`` run as a child process.
 
-The child is the real command (``python -m daemon replay --db LOG --json``), so
-the figures are what an operator gets, interpreter start included. Its peak
-resident set comes from ``os.wait4`` (the kernel's ``ru_maxrss`` for exactly
-that child), so the benchmark process's own memory (it generated the log)
-never counts. A replay of an empty log gives the baseline: what the
-interpreter and the imports cost before a single event is folded.
+The child runs the real command (``socbridge replay --db LOG --json``, through
+``daemon.cli.main``), so the figures are what an operator gets, interpreter
+start included. Its peak resident set is the child's own ``VmHWM`` (read from
+``/proc/self/status`` as it exits), not ``ru_maxrss``: Linux carries the
+pre-``exec`` high-water mark of the forked child into ``ru_maxrss``, which
+would report the benchmark process's own size (it generated the log). A replay
+of an empty log gives the baseline: what the interpreter and the imports cost
+before a single event is folded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,17 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: ``socbridge replay``, then the process's own peak RSS on the last line of stderr.
+CHILD = """
+import sys
+from daemon.cli import main
+code = main(["replay", "--db", sys.argv[1], "--json"])
+sys.stdout.flush()
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+sys.stderr.write("\\n" + peak[0])
+sys.exit(code)
+"""
 
 
 @dataclass
@@ -32,20 +44,17 @@ class ReplayRun:
 
 
 def _run_child(db: Path, env: dict[str, str] | None) -> ReplayRun:
-    cmd = [sys.executable, "-m", "daemon", "replay", "--db", str(db), "--json"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db)], cwd=REPO, capture_output=True, env=env, check=False
+    )
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"replay exited with {proc.returncode}: {err.decode()[-2000:]}")
-    summary = orjson.loads(out)["summary"]
-    # ru_maxrss is in kilobytes on Linux.
-    return ReplayRun(summary["events"], wall, usage.ru_maxrss / 1024, summary["state_digest"])
+    err = result.stderr.decode(errors="replace")
+    if result.returncode != 0:
+        raise RuntimeError(f"replay exited with {result.returncode}: {err[-2000:]}")
+    summary = orjson.loads(result.stdout)["summary"]
+    peak_kb = int(err.strip().splitlines()[-1].split()[1])  # "VmHWM:  123456 kB"
+    return ReplayRun(summary["events"], wall, peak_kb / 1024, summary["state_digest"])
 
 
 async def measure(db: Path, env: dict[str, str] | None = None) -> ReplayRun:
