@@ -198,20 +198,31 @@ class ConnectWisePoller:
             self._log.warning("poll.duplicate_key", event_id=event.event_id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every interval (and on kicks) until ``stop`` is set."""
+        """Poll every interval until ``stop`` is set; a kick refreshes its tickets at once.
+
+        A kick (a callback arrived) reads only the kicked tickets and their notes: a
+        whole reconciliation pass per callback spent the rate-capped API budget the
+        outbox's writes wait for. The pass runs on its interval, as on the SOC side.
+        """
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
         while not stop.is_set():
             try:
                 for ticket_id in sorted(self._pending):
                     self._pending.discard(ticket_id)
                     await self.refresh(ticket_id)
-                report = await self.run_once()
-                self._log.info("poll.done", **report.__dict__)
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self.settings.poll_interval_seconds
+                    report = await self.run_once()
+                    self._log.info("poll.done", **report.__dict__)
             except (ConnectWiseError, RemoteError) as exc:
                 self._log.warning("poll.failed", error=str(exc))
             self._wake.clear()
+            if self._pending:
+                continue  # kicked while this pass ran: refresh those now
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             await asyncio.wait(
-                waiters, timeout=self.settings.poll_interval_seconds,
+                waiters, timeout=max(0.0, next_poll - loop.time()),
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
             for w in waiters:

@@ -166,3 +166,38 @@ async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
     reads.clear()
     assert (await poller.refresh(t["id"])).tickets_appended == 0
     assert len(reads) == 2 and reads[1] < reads[0]
+
+
+async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_interval(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    make_settings, store: EventStore,
+) -> None:  # fmt: skip
+    settings = make_settings(poll_interval_seconds=3600)
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    passes = []
+    full_pass = poller.run_once
+
+    async def counted() -> object:
+        passes.append(1)
+        return await full_pass()
+
+    poller.run_once = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    while not passes:
+        await asyncio.sleep(0.01)  # the first full pass, at start
+    unkicked = await tech.create_ticket(on_board(250, "Only the full pass finds me"))
+    kicked = await tech.create_ticket(on_board(250, "Kick me"))
+    poller.kick(kicked["id"])
+
+    async def observed() -> None:
+        while not await store.read_stream(f"cw:ticket:{kicked['id']}"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(observed(), timeout=5)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    # One callback costs the kicked ticket's reads, not a pass over the whole board.
+    assert await store.read_stream(f"cw:ticket:{unkicked['id']}") == []
+    assert len(passes) == 1
