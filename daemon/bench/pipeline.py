@@ -75,6 +75,16 @@ def child_env(folder: Path) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the benchmark process dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Child:
     """A server process (the daemon or the peer) with its output in a log file."""
 
@@ -88,7 +98,12 @@ class Child:
     async def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=REPO, stdout=out, stderr=asyncio.subprocess.STDOUT, env=self.env
+                *self.argv,
+                cwd=REPO,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.env,
+                preexec_fn=_die_with_parent,
             )
 
     def check(self) -> None:
