@@ -49,8 +49,12 @@ FOREIGN_APPEND_CHECK_S = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: The WAL is truncated back to this size when it is reset after a checkpoint.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-#: Group commits between two wake-ups of the background checkpointer.
-CHECKPOINT_EVERY_COMMITS = 16
+#: Events appended between two wake-ups of the background checkpointer
+#: (about 700 WAL pages for 32-event groups, about 1400 for single-event
+#: commits). Counted in events, not commits: waking it every 16 commits made
+#: it fsync the database file every 16 single-event appends, and those fsyncs
+#: competed with the appends' own.
+CHECKPOINT_EVERY_EVENTS = 256
 
 
 @dataclass(slots=True)
@@ -110,7 +114,7 @@ class _Checkpointer:
     SQLite's automatic checkpoint runs inside the COMMIT that crosses the
     threshold, so that one append also waits for the copy and the fsync of the
     database file. This thread runs passive checkpoints on its own connection
-    every :data:`CHECKPOINT_EVERY_COMMITS` commits while the writer goes on
+    every :data:`CHECKPOINT_EVERY_EVENTS` appended events while the writer goes on
     appending (WAL lets both proceed); the writer's own automatic checkpoint
     then finds little left to copy. A passive checkpoint never blocks the
     writer or readers, and its connection keeps the store's ``synchronous``
@@ -185,7 +189,7 @@ class EventStore:
         self._wqueue: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
         self._wthread: threading.Thread | None = None
         self._checkpointer: _Checkpointer | None = None
-        self._commits = 0
+        self._since_checkpoint = 0
         self._closed = False
         self._appended: asyncio.Future[None] = self._loop.create_future()
 
@@ -380,8 +384,9 @@ class EventStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY_COMMITS == 0 and self._checkpointer is not None:
+        self._since_checkpoint += sum(len(r) for r in results if isinstance(r, list))
+        if self._since_checkpoint >= CHECKPOINT_EVERY_EVENTS and self._checkpointer is not None:
+            self._since_checkpoint = 0
             self._checkpointer.poke()
         return results
 

@@ -120,7 +120,7 @@ async def test_writer_keeps_full_durability_and_checkpoints_less_often(store: Ev
 async def test_a_background_checkpointer_copies_the_wal_into_the_file_and_stops_on_close(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(eventstore.store, "CHECKPOINT_EVERY_COMMITS", 2)
+    monkeypatch.setattr(eventstore.store, "CHECKPOINT_EVERY_EVENTS", 2)
     s = await EventStore.open(db_path)
     checkpointer = s._checkpointer
     assert checkpointer is not None
