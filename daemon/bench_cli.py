@@ -57,9 +57,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "replay of a 100k- and a 1M-event log (wall time, peak RSS of the replaying\n"
             "process) and the daemon's restart to ready on that log, in one run.\n"
             "The full run takes 10-20 minutes on a quiet 2-core machine (most of it writing\n"
-            "the 1M-event log); --quick is a smoke run for CI (small sizes)."
+            "the 1M-event log); --quick is a smoke run for CI (small sizes).\n\n"
+            "exit codes: 0 measured (targets are printed, not judged), 2 bad option"
         ),
-        epilog="examples:\n  socbridge bench --json\n  socbridge bench --quick --json",
+        epilog=(
+            "examples:\n  socbridge bench --json\n  socbridge bench --quick --json\n"
+            "  socbridge bench --json --only pipeline"
+        ),
     )
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -25,32 +26,43 @@ EXIT_USAGE = 2
 EXIT_STORE = 3
 
 
-def _modules() -> list[ModuleType]:
-    # Imported here, not at module level, so `socbridge --help` stays fast and
-    # a feature module's import error names itself.
-    from daemon import (
-        audit_cli,  # audit, --remote, --fix
-        bench_cli,  # benchmarks
-        config_cli,  # config check, reference
-        demo_cli,  # make demo
-        events_cli,  # a ticket's timeline
-        remove_cli,  # R16
-        replay_cli,  # replay, policy preview
-        run_cli,  # the daemon
-        sim_cli,  # simulators
-        store_cli,  # event log: verify, export, import
-        synctest_cli,  # R12 sync test
-        tenants_cli,  # tenants list|enable|disable (R9)
-    )
-    from daemon.connectwise import cli as connectwise_cli  # callbacks, validate
-    from daemon.soc import cli as soc_cli  # webhooks install/remove/status
+#: Each command and the module that registers it, in help order. Running one
+#: command imports only its module, so ``socbridge run`` (restart to ready) does
+#: not pay for the simulators, the audit or the benchmarks; ``socbridge --help``
+#: imports them all. A test checks this table against what the modules register.
+COMMANDS: dict[str, str] = {
+    "run": "daemon.run_cli",  # the daemon
+    "config": "daemon.config_cli",  # config check, reference
+    "verify": "daemon.store_cli",  # event log: verify, export, import
+    "export": "daemon.store_cli",
+    "import": "daemon.store_cli",
+    "bench": "daemon.bench_cli",  # benchmarks
+    "demo": "daemon.demo_cli",  # make demo
+    "callbacks": "daemon.connectwise.cli",  # callbacks, validate (R10, R11)
+    "validate": "daemon.connectwise.cli",
+    "webhooks": "daemon.soc.cli",  # webhooks install/remove/status
+    "remove": "daemon.remove_cli",  # R16
+    "sim": "daemon.sim_cli",  # simulators
+    "events": "daemon.events_cli",  # a ticket's timeline
+    "replay": "daemon.replay_cli",  # replay, policy preview
+    "audit": "daemon.audit_cli",  # audit, --remote, --fix
+    "sync-test": "daemon.synctest_cli",  # R12 sync test
+    "tenants": "daemon.tenants_cli",  # tenants list|enable|disable (R9)
+}
 
-    return [run_cli, config_cli, store_cli, bench_cli, demo_cli, connectwise_cli, soc_cli,
-            remove_cli, sim_cli, events_cli, replay_cli, audit_cli, synctest_cli,
-            tenants_cli]  # fmt: skip
+
+def _modules(command: str | None = None) -> list[ModuleType]:
+    """The feature modules to register: the one for ``command``, or all of them.
+
+    Imported here, not at module level, so a command imports only what it needs
+    and a feature module's import error names itself.
+    """
+    names = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    return [importlib.import_module(name) for name in names]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``socbridge`` parser; with ``command``, only that command's module is loaded."""
     parser = argparse.ArgumentParser(
         prog="socbridge",
         description=(
@@ -60,13 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'socbridge COMMAND --help' for a command's options and examples.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _modules():
+    for module in _modules(command):
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], object] | None = getattr(args, "func", None)
     if func is None:

@@ -454,11 +454,12 @@ async def ready_after_restart(folder: Path, db: Path, restarts: int) -> dict[str
                     await child.stop()
     finally:
         await cw_sim_rehearsal.stop()
-    # What the interpreter and socbridge's imports alone cost (``socbridge run`` imports
-    # every subcommand's module to build its parser): the part of ready_s before main().
+    # What the interpreter and the imports of ``socbridge run`` alone cost (its own
+    # module and what the daemon needs): the part of ready_s before the daemon starts.
     started = time.perf_counter()
     probe = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import daemon.cli; daemon.cli.build_parser()",
+        sys.executable, "-c",
+        "import daemon.cli; daemon.cli.build_parser('run'); import daemon.app",
         cwd=REPO, env=child_env(folder),
     )  # fmt: skip
     await probe.wait()

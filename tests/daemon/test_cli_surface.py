@@ -122,3 +122,36 @@ async def _sync(func: object, args: argparse.Namespace) -> int:
     import asyncio
 
     return int(await asyncio.to_thread(func, args))  # type: ignore[arg-type]
+
+
+def test_the_command_table_names_the_module_that_registers_each_command() -> None:
+    from daemon.cli import COMMANDS
+
+    full = {name for name, _ in _commands() if " " not in name}
+    assert full == set(COMMANDS)
+    for command in COMMANDS:
+        alone = {name for name, _ in _commands_of(build_parser(command)) if " " not in name}
+        assert command in alone, f"{COMMANDS[command]} does not register {command}"
+
+
+def _commands_of(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_running_the_daemon_does_not_import_the_tools() -> None:
+    """``socbridge run`` starts on its own module: restart to ready pays for no simulator,
+    audit or benchmark import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, daemon.cli; daemon.cli.build_parser('run'); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('daemon.'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    for tool in ("daemon.audit_cli", "daemon.bench_cli", "daemon.sim_all", "daemon.demo_cli"):
+        assert tool not in loaded

@@ -130,6 +130,8 @@ def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> N
         "2000",
         "--sequential",
         "50",
+        "--only",
+        "store",
         "--dir",
         str(tmp_path),
     )
