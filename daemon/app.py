@@ -261,6 +261,8 @@ def _live_state(app: web.Application) -> dict[str, Any]:
     cw = getattr(app.get(CW_HANDLER), "__self__", None)
     for outcome, count in getattr(getattr(cw, "metrics", None), "counts", {}).items():
         state["intake"][("connectwise", outcome)] = count
+    for outcome, count in getattr(app.get(SOC_HANDLER), "counts", {}).items():
+        state["intake"][("soc", outcome)] = count
     return state
 
 

@@ -19,6 +19,7 @@ misconfiguration, not bad input, and the desk will redeliver later.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
@@ -175,10 +176,14 @@ def make_webhook_handler(
     hook = settings.webhook
     get_secret = secret or SecretFile(hook.signing_secret).get
     log = structlog.get_logger("socbridge.soc.intake")
+    # Outcomes for /metrics, named as the ConnectWise intake names its own:
+    # accepted, duplicate, rejected.<reason>, not_installed.
+    counts: collections.Counter[str] = collections.Counter()
 
     async def refuse(
         request: web.Request, err: _Refusal, size: int, event_id: str | None
     ) -> web.Response:
+        counts[f"rejected.{err.reason}"] += 1
         log.warning(
             "soc.webhook.refused", reason=err.reason, status=err.status, remote=request.remote
         )
@@ -213,6 +218,7 @@ def make_webhook_handler(
             try:
                 key = get_secret()
             except SecretError as exc:
+                counts["not_installed"] += 1
                 log.error("soc.webhook.no_secret", error=str(exc))
                 return web.json_response(
                     {
@@ -247,6 +253,7 @@ def make_webhook_handler(
             duplicate = await _append(store, envelope, tenant)
         except _Refusal as err:
             return await refuse(request, err, size, envelope.id if envelope else None)
+        counts["duplicate" if duplicate else "accepted"] += 1
         log.info(
             "soc.webhook.accepted",
             type=envelope.type,
@@ -258,6 +265,7 @@ def make_webhook_handler(
             on_created(int(envelope.detail.id), tenant)
         return web.json_response({"status": "duplicate" if duplicate else "accepted"})
 
+    handler.counts = counts  # type: ignore[attr-defined]
     return handler
 
 

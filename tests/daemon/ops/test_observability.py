@@ -111,7 +111,18 @@ async def test_allowlist_refuses_before_anything_is_appended_and_metrics_show_it
                 wanted = ('path="/webhooks/soc",status="200"', 'side="cw"', 'side="soc"')
                 return text if all(w in text for w in wanted) else None
 
+            # A webhook with a forged signature is refused, and counted by its reason.
+            forged = {
+                "X-Zendesk-Webhook-Signature": "Zm9yZ2Vk",
+                "X-Zendesk-Webhook-Signature-Timestamp": "2026-11-29T10:00:00Z",
+            }
+            async with http.post(base + "/webhooks/soc", data=b"{}", headers=forged) as resp:
+                assert resp.status == 401
             metrics = await bridge.until(scraped, "metrics for webhook and both polls")
+            soc_intake = r'socbridge_intake_requests_total\{outcome="([^"]+)",route="soc"\} (\S+)'
+            intake = dict(re.findall(soc_intake, metrics))
+            assert float(intake["accepted"]) >= 1, metrics
+            assert [k for k in intake if k.startswith("rejected.")] != [], intake
             count = re.search(r"socbridge_delivery_latency_seconds_count (\S+)", metrics)
             assert count and float(count.group(1)) >= 1  # the create, at least
             assert 'socbridge_last_reconciliation_timestamp_seconds{side="cw"}' in metrics
