@@ -115,12 +115,6 @@ def test_refused_import_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     assert socbridge("verify", "--db", str(restored), "--json").stdout.count(b'"checked":0') == 1
 
 
-def test_help_lists_examples() -> None:
-    for command in ("verify", "export", "import", "bench"):
-        result = socbridge(command, "--help")
-        assert result.returncode == 0 and b"example" in result.stdout
-
-
 def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> None:
     result = socbridge(
         "bench",
