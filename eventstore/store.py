@@ -49,12 +49,6 @@ FOREIGN_APPEND_CHECK_S = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: The WAL is truncated back to this size when it is reset after a checkpoint.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-#: Events appended between two wake-ups of the background checkpointer
-#: (about 700 WAL pages for 32-event groups, about 1400 for single-event
-#: commits). Counted in events, not commits: waking it every 16 commits made
-#: it fsync the database file every 16 single-event appends, and those fsyncs
-#: competed with the appends' own.
-CHECKPOINT_EVERY_EVENTS = 256
 
 
 @dataclass(slots=True)
@@ -108,60 +102,6 @@ def _connect(
     return conn
 
 
-class _Checkpointer:
-    """A thread that copies committed WAL pages into the database file, off the append path.
-
-    SQLite's automatic checkpoint runs inside the COMMIT that crosses the
-    threshold, so that one append also waits for the copy and the fsync of the
-    database file. This thread runs passive checkpoints on its own connection
-    every :data:`CHECKPOINT_EVERY_EVENTS` appended events while the writer goes on
-    appending (WAL lets both proceed); the writer's own automatic checkpoint
-    then finds little left to copy. A passive checkpoint never blocks the
-    writer or readers, and its connection keeps the store's ``synchronous``
-    level, so the database file is fsynced before the WAL can be reused.
-    Failures are not fatal: the writer's automatic checkpoint still bounds the
-    WAL.
-    """
-
-    def __init__(self, path: Path, synchronous: Synchronous) -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self.runs = 0
-        self.error: BaseException | None = None
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(
-            target=self._main, name="eventstore-checkpointer", daemon=True
-        )
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-
-    def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping:
-                    return
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.runs += 1
-        except sqlite3.Error as exc:
-            self.error = exc
-        finally:
-            if conn is not None:
-                conn.close()
-
-
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """Resolve ``future`` with ``result`` or ``error`` unless its waiter gave up."""
     if future.done():
@@ -188,8 +128,6 @@ class EventStore:
         self._wconn: sqlite3.Connection | None = None
         self._wqueue: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
         self._wthread: threading.Thread | None = None
-        self._checkpointer: _Checkpointer | None = None
-        self._since_checkpoint = 0
         self._closed = False
         self._appended: asyncio.Future[None] = self._loop.create_future()
 
@@ -235,7 +173,6 @@ class EventStore:
             )
             self._wthread.start()
             await self._guard(opened)
-            self._checkpointer = _Checkpointer(self.path, self.synchronous)
         self._rconn = await self._guard(
             self._loop.run_in_executor(self._reader, self._open_connection, self.readonly)
         )
@@ -274,9 +211,6 @@ class EventStore:
         await self._shutdown_threads()
 
     async def _shutdown_threads(self) -> None:
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:
-            await self._loop.run_in_executor(None, checkpointer.stop)
         thread, self._wthread = self._wthread, None
         if thread is not None:
             # Queued after every append already accepted, so those finish first.
@@ -384,10 +318,6 @@ class EventStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._since_checkpoint += sum(len(r) for r in results if isinstance(r, list))
-        if self._since_checkpoint >= CHECKPOINT_EVERY_EVENTS and self._checkpointer is not None:
-            self._since_checkpoint = 0
-            self._checkpointer.poke()
         return results
 
     def _run_job_now(self, job: _Job) -> None:

@@ -115,28 +115,3 @@ async def test_writer_keeps_full_durability_and_checkpoints_less_often(store: Ev
     assert (mode, synchronous) == ("wal", 2)  # 2 = FULL: every commit fsyncs the WAL
     assert autocheckpoint == eventstore.store.WAL_AUTOCHECKPOINT_PAGES > 1000
     assert limit == eventstore.store.JOURNAL_SIZE_LIMIT_BYTES
-
-
-async def test_a_background_checkpointer_copies_the_wal_into_the_file_and_stops_on_close(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(eventstore.store, "CHECKPOINT_EVERY_EVENTS", 2)
-    s = await EventStore.open(db_path)
-    checkpointer = s._checkpointer
-    assert checkpointer is not None
-    size_before = db_path.stat().st_size
-    for i in range(20):
-        await s.append([ev(f"s{i}", data={"pad": "x" * 2000})])
-    for _ in range(200):
-        if checkpointer.runs:
-            break
-        await asyncio.sleep(0.01)
-    assert checkpointer.runs > 0 and checkpointer.error is None
-    # The events reached the database file itself while the store stayed open.
-    assert db_path.stat().st_size > size_before
-    assert (await verify(s)).ok
-    await s.close()
-    assert not [t for t in threading.enumerate() if t.name == "eventstore-checkpointer"]
-    s = await EventStore.open(db_path)
-    assert await s.last_position() == 20
-    await s.close()
