@@ -1,8 +1,11 @@
-"""``socbridge verify | export | import`` as an operator runs them, in a real subprocess."""
+"""``socbridge verify | export | import`` as an operator runs them: the real command line,
+in this process (a subprocess per call costs seconds on a loaded host), and through the
+installed entry point in a subprocess where that is what is being shown."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 import subprocess
 import sys
@@ -10,19 +13,37 @@ from pathlib import Path
 
 import orjson
 
+from daemon.cli import main
 from eventstore import EventStore, NewEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def socbridge(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-    )
+def socbridge(
+    *args: str, stdin: bytes | None = None, entry: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``socbridge ARGS``: in a subprocess with ``entry``, else through ``main`` here,
+    with stdin, stdout and stderr as bytes as a subprocess would see them."""
+    if entry:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *args],
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+        )
+    streams = [io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2)]
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
+    sys.stdout, sys.stderr = streams
+    try:
+        code = main(list(args))
+    finally:
+        for stream in streams:
+            stream.flush()
+        sys.stdin, sys.stdout, sys.stderr = saved
+    out, err = (stream.buffer.getvalue() for stream in streams)  # type: ignore[attr-defined]
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def make_log(path: Path, n: int = 12) -> None:
@@ -39,7 +60,7 @@ def make_log(path: Path, n: int = 12) -> None:
 def test_verify_reports_an_intact_log(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     make_log(db)
-    result = socbridge("verify", "--db", str(db))
+    result = socbridge("verify", "--db", str(db), entry=True)
     assert result.returncode == 0
     assert b"intact, 12 events" in result.stdout
     result = socbridge("verify", "--db", str(db), "--json")
