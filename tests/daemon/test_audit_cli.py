@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from tests.daemon.bridge.test_rules import soc_ticket_for
 from tests.projections.history import Log, outcome, soc_seen
 
 LOW = "Priority 4 - Schedule Maintenance"
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
-    async with Bridge(tmp_path) as b:
-        yield b
 
 
 def args(**over: Any) -> argparse.Namespace:

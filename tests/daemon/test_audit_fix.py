@@ -9,12 +9,8 @@ and checks both sides converged and a second audit is clean.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from daemon.audit_cli import run_audit
 from daemon.connectwise.simulator.faults import ApiFault
@@ -22,19 +18,9 @@ from daemon.harness import Bridge
 from daemon.remote import RetryPolicy
 from projections import kinds
 from tests.daemon.bridge.test_rules import cw_ticket_for, soc_ticket_for
+from tests.daemon.test_audit_cli import args
 
 URGENT = "Priority 1 - Emergency Response"
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
-    async with Bridge(tmp_path) as b:
-        yield b
-
-
-def args(**over: Any) -> argparse.Namespace:
-    values = {"remote": False, "fix": False, "json": True, "stuck_attempts": 3, "stuck_age": 1000}
-    return argparse.Namespace(**{**values, **over})
 
 
 async def audited(bridge: Bridge, **over: Any) -> dict[str, Any]:
