@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -33,6 +34,25 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS projection_meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
 )
 _META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (taken at once: ``BEGIN IMMEDIATE``), committed when the
+    block ends, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def save_checkpoint(conn: sqlite3.Connection, position: int) -> None:
+    """Record that the projection rows reflect the log up to ``position``."""
+    conn.execute("INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?)", (NAME, position))
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
@@ -117,8 +137,7 @@ class ProjectionStore:
         position = state.position
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 conn.executemany(
                     "INSERT OR REPLACE INTO projection_links VALUES (?, ?, ?, ?)",
                     [(a, b, c, d.decode()) for a, b, c, d in link_rows],
@@ -134,14 +153,7 @@ class ProjectionStore:
                     "INSERT OR REPLACE INTO projection_meta VALUES (?, ?)",
                     [(k, b.decode()) for k, b in meta_rows],
                 )
-                conn.execute(
-                    "INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?)", (NAME, position)
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                save_checkpoint(conn, position)
 
         await self.store.run_exclusive(write)
         for link_id, _, _, body in link_rows:

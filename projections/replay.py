@@ -38,7 +38,7 @@ import orjson
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.fold import apply
-from projections.persist import NAME, _ensure_schema
+from projections.persist import NAME, _ensure_schema, save_checkpoint, write_transaction
 from projections.state import BridgeState
 
 #: The events sync decides on (the engine's inputs).
@@ -235,12 +235,10 @@ def write_projection(conn: sqlite3.Connection, state: BridgeState) -> Written | 
     there are deleted; the checkpoint is written again, unchanged.
     """
     _ensure_schema(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         position = _checkpoint(conn)
         if position != state.position:
-            conn.execute("ROLLBACK")
-            return Moved(position)
+            return Moved(position)  # nothing was written: the transaction commits empty
         replaced = 0
         rows = projection_rows(state)
         for table, wanted in rows.items():
@@ -255,14 +253,7 @@ def write_projection(conn: sqlite3.Connection, state: BridgeState) -> Written | 
             marks = ", ".join("?" * len(next(iter(wanted.values()), ())))
             if changed:
                 conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", changed)
-        conn.execute(
-            "INSERT OR REPLACE INTO projection_checkpoints VALUES (?, ?)", (NAME, position)
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        save_checkpoint(conn, position)
     return Written(
         position,
         len(rows["projection_links"]),
