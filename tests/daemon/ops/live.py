@@ -8,6 +8,9 @@ deadline (another process cannot be subscribed to), never a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import signal
 import subprocess
@@ -19,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from daemon.cli import main
 from daemon.harness import Analyst, Technician
 from daemon.sim_all import Rehearsal, start_rehearsal
 from eventstore import EventStore, RecordedEvent
@@ -111,12 +115,24 @@ def set_tenant(text: str, name: str, **values: Any) -> str:
     return head + sep + "\n".join(lines) + "\n" + (nxt + tail if nxt else "")
 
 
-def socbridge(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+async def socbridge(*args: str, entry: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``socbridge ARGS``: through the installed entry point in a subprocess with
+    ``entry``, else the real command line (``main``) in this process, off the event loop
+    (the commands call ``asyncio.run`` themselves) so the simulators here keep serving.
+    A subprocess costs seconds of interpreter start and imports on a loaded host."""
+    if entry:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "socbridge"), *args,
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
+    return await asyncio.to_thread(_in_process, list(args))
+
+
+def _in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

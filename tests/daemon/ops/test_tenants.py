@@ -1,7 +1,9 @@
 """Tenant sync switches (R9): ``socbridge tenants list|enable|disable``, followed live.
 
-The CLI runs as a real subprocess; the live test runs ``socbridge run`` as another one, on
-the config ``socbridge sim all`` writes (acme on, globex off), with the simulators in here.
+The CLI runs through its real command line: in this process (off the event loop), and once
+per action through the installed entry point as a subprocess (``disable`` and ``list`` here,
+``enable`` against the running daemon). The live test runs ``socbridge run`` as a subprocess
+on the config ``socbridge sim all`` writes (acme on, globex off), with the simulators in here.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def _config(folder: Path) -> Path:
     return path
 
 
-def _tenants(config: Path) -> dict[str, dict[str, object]]:
-    done = socbridge("tenants", "list", "--config", str(config), "--json")
+async def _tenants(config: Path, entry: bool = False) -> dict[str, dict[str, object]]:
+    done = await socbridge("tenants", "list", "--config", str(config), "--json", entry=entry)
     assert done.returncode == 0, done.stderr
     return {t["tenant"]: t for t in json.loads(done.stdout)["tenants"]}
 
@@ -41,11 +43,13 @@ async def test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_change
     tmp_path: Path,
 ) -> None:
     config = _config(tmp_path)
-    done = socbridge("tenants", "disable", "acme", "--config", str(config),
-                     "--reason", "contract paused", "--operator", "alice")  # fmt: skip
+    done = await socbridge("tenants", "disable", "acme", "--config", str(config),
+                           "--reason", "contract paused", "--operator", "alice",
+                           entry=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "sync disabled (was on, set by config)" in done.stdout
-    tenants = _tenants(config)
+    assert await _tenants(config) == await _tenants(config, entry=True)
+    tenants = await _tenants(config)
     assert {n: (t["sync"], t["set_by"]) for n, t in tenants.items()} == {
         "acme": (False, "switch"),
         "globex": (False, "config"),
@@ -55,9 +59,9 @@ async def test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_change
     assert acme["switch"]["operator"] == "alice"  # type: ignore[index]
     assert acme["switch"]["reason"] == "contract paused"  # type: ignore[index]
 
-    again = socbridge("tenants", "disable", "acme", "--config", str(config))
+    again = await socbridge("tenants", "disable", "acme", "--config", str(config))
     assert again.returncode == 0 and "already disabled" in again.stdout
-    unknown = socbridge("tenants", "enable", "initech", "--config", str(config))
+    unknown = await socbridge("tenants", "enable", "initech", "--config", str(config))
     assert unknown.returncode == 2
     assert "unknown tenant 'initech'" in unknown.stderr and "acme, globex" in unknown.stderr
     assert await _switches(tmp_path / "events.db") == [kinds.TENANT_SYNC_DISABLED]
@@ -101,7 +105,7 @@ async def test_disable_while_running_stops_sync_and_enable_resumes_and_rereads(
         assert cw["priority"]["name"] == PRIORITY_MAPPING["normal"]
 
         seen = len(live.log_lines())
-        done = socbridge("tenants", "disable", "acme", "--config", config, "--reason", "test")
+        done = await socbridge("tenants", "disable", "acme", "--config", config, "--reason", "test")
         assert done.returncode == 0, done.stderr
         await live.log_line(
             lambda line: line["event"] == "tenant.sync_off" and line["tenant"] == "acme",
@@ -119,7 +123,7 @@ async def test_disable_while_running_stops_sync_and_enable_resumes_and_rereads(
         ]
         assert not [e for e in await live.events() if e.ticket == f"soc:{created['id']}"]
 
-        done = socbridge("tenants", "enable", "acme", "--config", config)
+        done = await socbridge("tenants", "enable", "acme", "--config", config, entry=True)
         assert done.returncode == 0, done.stderr
         # Back on: the linked ticket is re-read and what changed while off crosses over.
 
