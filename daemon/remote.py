@@ -43,6 +43,8 @@ AuthProvider = Callable[[], Mapping[str, str]]
 """Returns the authentication headers for one request (called per attempt)."""
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Requests' worth of the rate limit a background request leaves free for the others.
+BACKGROUND_RESERVE = 2
 
 
 class RemoteError(Exception):
@@ -249,6 +251,7 @@ class RemoteClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         retry_ambiguous: bool = True,
+        background: bool = False,
     ) -> RemoteResponse:
         """Send one logical request, retrying as the policy allows.
 
@@ -260,7 +263,13 @@ class RemoteClient:
         may already have acted (timeouts, dropped connections, 5xx other than
         503), for non-idempotent writes where a duplicate is worse than an error;
         429 and 503 are always retried because the remote did not act.
+
+        ``background=True`` (reconciliation reads) starts the request only while
+        the rate limit has room for :data:`BACKGROUND_RESERVE` more besides it,
+        so requests sent without it (the outbox's) never queue behind these.
         """
+        if background:
+            await self._leave_room()
         target = path_or_url if isinstance(path_or_url, URL) else self._resolve(path_or_url)
         body = orjson.dumps(json) if json is not None else data
         send_headers = dict(self._headers)
@@ -303,6 +312,13 @@ class RemoteClient:
                 delay=round(delay, 3),
             )
             await asyncio.sleep(delay)
+
+    async def _leave_room(self) -> None:
+        reserve = min(BACKGROUND_RESERVE, self._limiter.max_rate - 1)
+        # The limiter has nothing to await for room: look again each time one more
+        # request's worth has leaked out of it.
+        while not self._limiter.has_capacity(1 + reserve):  # noqa: ASYNC110
+            await asyncio.sleep(1 / self.limits.rate_per_second)
 
     def _resolve(self, path_or_url: str) -> URL:
         if path_or_url.startswith(("http://", "https://")):

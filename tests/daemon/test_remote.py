@@ -295,6 +295,37 @@ async def test_rate_limit(serve: Callable[[Handler], Awaitable[str]]) -> None:
     assert elapsed >= 0.25, elapsed
 
 
+async def test_background_requests_leave_room_for_the_others(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+    saturated = asyncio.Event()
+
+    async def h(req: web.Request) -> web.Response:
+        seen.append(req.path.rsplit("/", 1)[-1])
+        if len(seen) == 8:
+            saturated.set()
+        return web.Response()
+
+    base = await serve(h)
+    async with client(base, limits=Limits(rate_per_second=20, max_concurrency=50)) as c:
+        # A reconciliation pass queues far more reads than the rate lets through...
+        background = asyncio.gather(
+            *(c.request("GET", f"b{i}", background=True) for i in range(40))
+        )
+        await saturated.wait()
+        # ...and a delivery made meanwhile does not queue behind them.
+        await c.request("GET", "delivery")
+        await background
+    assert len(seen) == 41
+    assert seen.index("delivery") < 20, seen
+    # Below one request a second the limit holds one at a time: nothing is reserved,
+    # and a background request still goes out.
+    async with client(base, limits=Limits(rate_per_second=0.5)) as c:
+        await asyncio.wait_for(c.request("GET", "slow", background=True), 5)
+    assert seen[-1] == "slow"
+
+
 def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7
     assert parse_retry_after(None) is None
