@@ -29,10 +29,9 @@ from typing import Any
 
 import orjson
 
-from daemon.bench import history, pipeline, replay_rss
+from daemon.bench import history, pipeline
 from daemon.bench import store as store_bench
 from daemon.cli import EXIT_OK
-from eventstore import EventStore
 
 PARTS = ("store", "pipeline", "history")
 #: Targets (issue 7): printed next to the figures, never used to change them.
@@ -57,12 +56,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "replay of a 100k- and a 1M-event log (wall time, peak RSS of the replaying\n"
             "process) and the daemon's restart to ready on that log, in one run.\n"
             "The full run takes 10-20 minutes on a quiet 2-core machine (most of it writing\n"
-            "the 1M-event log); --quick is a smoke run for CI (small sizes).\n\n"
+            "the 1M-event log); --quick is a smoke run for CI (small sizes). With\n"
+            "--keep-history DIR the logs are written into DIR once and later runs start\n"
+            "from copies of them (the history part then takes a few minutes).\n\n"
             "exit codes: 0 measured (targets are printed, not judged), 2 bad option"
         ),
         epilog=(
             "examples:\n  socbridge bench --json\n  socbridge bench --quick --json\n"
-            "  socbridge bench --json --only pipeline"
+            "  socbridge bench --json --only pipeline\n"
+            "  socbridge bench --json --only history --keep-history /var/tmp/socbridge-history"
         ),
     )
     p.add_argument("--json", action="store_true", help="print one JSON line")
@@ -80,6 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run only this part (repeatable; default: all of them)",
     )  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="folder for the temp files")
+    p.add_argument(
+        "--keep-history", type=Path, default=None, metavar="DIR",
+        help="keep the history logs in DIR and reuse them in later runs (written once; "
+        "about 0.8 GB for 1M events)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
 
@@ -88,37 +95,6 @@ def loadavg() -> list[float]:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except OSError:
         return []
-
-
-async def history_figures(root: Path, large: int, restarts: int, quick: bool) -> dict[str, Any]:
-    """Replay logs of ``large / 10`` and ``large`` events; restart the daemon on the large one."""
-    env = pipeline.child_env(root)
-    db = root / "history" / "events.db"
-    db.parent.mkdir()
-    figures: dict[str, Any] = {}
-    if not quick:
-        empty = root / "history" / "empty.db"
-        await (await EventStore.open(empty)).close()
-        figures["rss_baseline_mb"] = round((await replay_rss.measure(empty, env)).peak_rss_mb, 1)
-    store = await EventStore.open(db, synchronous="NORMAL")
-    # 5000 tickets for the 1M log (as for the 100k one: the state is per ticket).
-    writer = history.HistoryWriter(store, links=min(history.DEFAULT_LINKS, max(10, large // 200)))
-    try:
-        for size, key in ((large // 10, "100k"), (large, "1m")):
-            started = time.perf_counter()
-            await writer.grow(size)
-            figures[f"history_{key}_write_s"] = round(time.perf_counter() - started, 1)
-            run = await replay_rss.measure(db, env)
-            figures[f"replay_{key}_events"] = run.events
-            figures[f"replay_{key}_s"] = round(run.wall_s, 2)
-            figures["rss_mb" if key == "1m" else f"rss_{key}_mb"] = round(run.peak_rss_mb, 1)
-        figures["history_links"] = writer.links
-        # The checkpoint a daemon saves as it folds and on stop; restarts resume from it.
-        await history.write_checkpoint(store)
-    finally:
-        await store.close()
-    figures.update(await pipeline.ready_after_restart(root, db, restarts))
-    return figures
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
@@ -148,7 +124,10 @@ async def cmd_bench(args: argparse.Namespace) -> int:
         if "pipeline" in parts:
             await part("pipeline", pipeline.run_pipeline(root, sizes))
         if "history" in parts:
-            await part("history", history_figures(root, large, 1 if quick else 3, quick))
+            await part(
+                "history",
+                history.figures(root, large, 1 if quick else 3, quick, args.keep_history),
+            )
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met

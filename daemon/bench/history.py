@@ -14,21 +14,36 @@ The ticket population is fixed (``links``) while the log grows, as on a bridge
 that has been running for a while: the state the fold keeps is per link (plus
 the note keys each link accumulates), not per event. Events are appended in
 large batches (one transaction each) to generate quickly.
+
+Writing a 1M-event log takes most of the benchmark's time (20-30 minutes on a
+busy 2-core host), so :class:`KeptHistory` can keep the logs it wrote in a
+folder of the operator's choosing (``socbridge bench --keep-history DIR``) and
+start later runs from copies of them: the same files, page for page, measured
+the same way (replay of each log in a child process, then the restart on the
+large one with the checkpoint a running daemon saves). A kept history is used
+only when it was written by the same generator, store and fold (their source
+files are fingerprinted) with the same sizes; otherwise it is written again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from daemon.bench import pipeline, replay_rss
 from eventstore import EventStore, NewEvent, derived_event_id
 from projections import kinds
 from projections.fold import apply
-from projections.persist import ProjectionStore
+from projections.persist import ProjectionStore, write_transaction
 from projections.state import BridgeState
 
 TENANT = "acme"
@@ -112,7 +127,7 @@ class HistoryWriter:
         return self._emit(
             stream=f"cw:ticket:{link.cw_id}", type=kinds.CW_TICKET_OBSERVED, data=data,
             tenant=TENANT, ticket=f"cw:{link.cw_id}", source="connectwise",
-            event_id=derived_event_id("connectwise", "callback", data["message_id"]),
+            event_id=derived_event_id("connectwise", "callback", str(data["message_id"])),
             occurred_at=at,
         )  # fmt: skip
 
@@ -315,3 +330,217 @@ async def generate(path: Path, total: int, links: int = DEFAULT_LINKS) -> int:
         return await HistoryWriter(store, links=links).grow(total)
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------ kept logs
+
+REPO = Path(__file__).resolve().parents[2]
+#: The files whose code decides a kept log's bytes and its checkpoint rows.
+FINGERPRINTED = (
+    "daemon/bench/history.py",
+    "eventstore/chain.py",
+    "eventstore/events.py",
+    "eventstore/schema.py",
+    "eventstore/writer.py",
+    "projections/fold.py",
+    "projections/kinds.py",
+    "projections/persist.py",
+    "projections/state.py",
+)
+PROJECTION_TABLES = (
+    "projection_checkpoints", "projection_links", "projection_outbox", "projection_meta"
+)  # fmt: skip
+
+
+def _backup(source: Path, target: Path) -> None:
+    """Copy a live SQLite file page for page (its WAL included) with the backup API."""
+    target.unlink(missing_ok=True)
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+@dataclass
+class KeptHistory:
+    """The history logs kept in ``folder`` between benchmark runs, for ``large`` events.
+
+    ``small.db`` is the log as it was at ``large / 10`` events and ``large.db`` at
+    ``large``, each before any checkpoint (as they are replayed); ``checkpoint.db``
+    holds the projection rows and checkpoint that :func:`write_checkpoint` saved
+    on the large log. ``history.json`` is written last: without it (or with a
+    fingerprint that no longer matches) the folder is not used.
+    """
+
+    folder: Path
+    large: int
+    links: int
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / "history.json"
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.db"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.large}:{self.links}:{BATCH}".encode())
+        for name in FINGERPRINTED:
+            digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
+        return digest.hexdigest()
+
+    def load(self) -> dict[str, Any] | None:
+        """What was recorded when the logs were written, if they can be used."""
+        try:
+            kept = orjson.loads(self.marker.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if kept.get("fingerprint") != self.fingerprint():
+            return None
+        if not all(self.path(n).is_file() for n in ("small", "large", "checkpoint")):
+            return None
+        return dict(kept)
+
+    def start(self) -> None:
+        """A new history is about to be written: forget the old one first."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.marker.unlink(missing_ok=True)
+
+    async def keep_log(self, name: str, db: Path) -> None:
+        await asyncio.to_thread(_backup, db, self.path(name))
+
+    async def keep_checkpoint(self, store: EventStore) -> None:
+        target = self.path("checkpoint")
+        target.unlink(missing_ok=True)
+
+        def copy(conn: sqlite3.Connection) -> None:
+            conn.execute("ATTACH DATABASE ? AS kept", (str(target),))
+            try:
+                for table in PROJECTION_TABLES:
+                    conn.execute(f"CREATE TABLE kept.{table} AS SELECT * FROM main.{table}")
+            finally:
+                conn.execute("DETACH DATABASE kept")
+
+        await store.run_exclusive(copy)
+
+    def finish(self, figures: dict[str, Any]) -> None:
+        record = {"fingerprint": self.fingerprint(), "large": self.large, "links": self.links}
+        self.marker.write_bytes(orjson.dumps({**record, "figures": figures}))
+
+    async def copy_log(self, name: str, db: Path) -> None:
+        """A working copy of a kept log at ``db`` (runs append to it; the kept one stays)."""
+        await asyncio.to_thread(shutil.copyfile, self.path(name), db)
+
+    async def restore_checkpoint(self, store: EventStore) -> int:
+        """Put the kept projection rows and checkpoint into ``store`` (a copy of ``large``),
+        as :func:`write_checkpoint` would write them; return the checkpoint position."""
+        await ProjectionStore(store).load()  # creates the tables if the copy lacks them
+        source = str(self.path("checkpoint"))
+
+        def copy(conn: sqlite3.Connection) -> int:
+            conn.execute("ATTACH DATABASE ? AS kept", (source,))
+            try:
+                with write_transaction(conn):
+                    for table in PROJECTION_TABLES:
+                        conn.execute(f"DELETE FROM main.{table}")
+                        conn.execute(f"INSERT INTO main.{table} SELECT * FROM kept.{table}")
+            finally:
+                conn.execute("DETACH DATABASE kept")
+            row = conn.execute("SELECT MAX(position) FROM main.projection_checkpoints").fetchone()
+            return int(row[0] or 0)
+
+        return int(await store.run_exclusive(copy))
+
+
+# ------------------------------------------------------------- the figures
+
+
+async def _replay(db: Path, key: str, env: dict[str, str]) -> dict[str, Any]:
+    run = await replay_rss.measure(db, env)
+    return {
+        f"replay_{key}_events": run.events,
+        f"replay_{key}_s": round(run.wall_s, 2),
+        "rss_mb" if key == "1m" else f"rss_{key}_mb": round(run.peak_rss_mb, 1),
+    }
+
+
+async def _write_and_replay(
+    db: Path, large: int, links: int, env: dict[str, str], kept: KeptHistory | None
+) -> dict[str, Any]:
+    """Write the log through the store, replaying it at ``large / 10`` and at ``large``
+    events, then save the checkpoint; keep each stage in ``kept`` when given."""
+    figures: dict[str, Any] = {}
+    if kept is not None:
+        kept.start()
+    store = await EventStore.open(db, synchronous="NORMAL")
+    writer = HistoryWriter(store, links=links)
+    try:
+        for size, key, name in ((large // 10, "100k", "small"), (large, "1m", "large")):
+            started = time.perf_counter()
+            await writer.grow(size)
+            figures[f"history_{key}_write_s"] = round(time.perf_counter() - started, 1)
+            figures.update(await _replay(db, key, env))
+            if kept is not None:
+                await kept.keep_log(name, db)
+        # The checkpoint a daemon saves as it folds and on stop; restarts resume from it.
+        await write_checkpoint(store)
+        if kept is not None:
+            await kept.keep_checkpoint(store)
+            kept.finish({k: v for k, v in figures.items() if k.startswith("history_")})
+    finally:
+        await store.close()
+    return figures
+
+
+async def _replay_kept(
+    db: Path, kept: KeptHistory, recorded: dict[str, Any], env: dict[str, str]
+) -> dict[str, Any]:
+    """Replay copies of the kept logs, then give the large one its kept checkpoint."""
+    figures: dict[str, Any] = dict(recorded["figures"])  # how long writing them took
+    small = db.with_name("small.db")
+    for name, copy, key in (("small", small, "100k"), ("large", db, "1m")):
+        await kept.copy_log(name, copy)
+        figures.update(await _replay(copy, key, env))
+    small.unlink()
+    store = await EventStore.open(db, synchronous="NORMAL")
+    try:
+        await kept.restore_checkpoint(store)
+    finally:
+        await store.close()
+    return figures
+
+
+async def figures(
+    root: Path, large: int, restarts: int, quick: bool, keep: Path | None = None
+) -> dict[str, Any]:
+    """Replay logs of ``large / 10`` and ``large`` events; restart the daemon on the large one.
+
+    With ``keep``, the logs are written there once and copied from by later runs
+    (:class:`KeptHistory`); ``history_reused`` says which happened.
+    """
+    env = pipeline.child_env(root)
+    db = root / "history" / "events.db"
+    db.parent.mkdir()
+    result: dict[str, Any] = {}
+    if not quick:
+        empty = root / "history" / "empty.db"
+        await (await EventStore.open(empty)).close()
+        result["rss_baseline_mb"] = round((await replay_rss.measure(empty, env)).peak_rss_mb, 1)
+    # 5000 tickets for the 1M log (as for the 100k one: the state is per ticket).
+    links = min(DEFAULT_LINKS, max(10, large // 200))
+    kept = KeptHistory(keep, large, links) if keep is not None else None
+    recorded = kept.load() if kept is not None else None
+    if kept is not None and recorded is not None:
+        result.update(await _replay_kept(db, kept, recorded, env))
+    else:
+        result.update(await _write_and_replay(db, large, links, env, kept))
+    result["history_links"] = links
+    if kept is not None:
+        result["history_reused"] = recorded is not None
+    result.update(await pipeline.ready_after_restart(root, db, restarts))
+    return result
