@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import random
 import shutil
 import sqlite3
@@ -41,7 +42,7 @@ import orjson
 
 from daemon.bench import pipeline, replay_rss
 from eventstore import EventStore, NewEvent, derived_event_id
-from projections import kinds
+from projections import kinds, persist
 from projections.fold import apply
 from projections.persist import ProjectionStore, write_transaction
 from projections.state import BridgeState
@@ -335,16 +336,15 @@ async def generate(path: Path, total: int, links: int = DEFAULT_LINKS) -> int:
 # ------------------------------------------------------------------ kept logs
 
 REPO = Path(__file__).resolve().parents[2]
-#: The files whose code decides a kept log's bytes and its checkpoint rows.
+#: The files whose code decides a kept log's bytes and its checkpoint rows (besides
+#: the generator itself, see :meth:`KeptHistory.fingerprint`).
 FINGERPRINTED = (
-    "daemon/bench/history.py",
     "eventstore/chain.py",
     "eventstore/events.py",
     "eventstore/schema.py",
     "eventstore/writer.py",
     "projections/fold.py",
     "projections/kinds.py",
-    "projections/persist.py",
     "projections/state.py",
 )
 PROJECTION_TABLES = (
@@ -389,7 +389,12 @@ class KeptHistory:
         return self.folder / f"{name}.db"
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(f"{self.large}:{self.links}:{BATCH}".encode())
+        """What the kept files depend on: the sizes, the generator's code, the projection
+        tables' schema and the store's and the fold's sources."""
+        digest = hashlib.sha256(f"{self.large}:{self.links}:{BATCH}:{TENANT}".encode())
+        for part in (_stamp, _Link, HistoryWriter, write_checkpoint):
+            digest.update(inspect.getsource(part).encode())
+        digest.update(repr((persist.NAME, persist._SCHEMA, CW_PRIORITIES)).encode())
         for name in FINGERPRINTED:
             digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
         return digest.hexdigest()
