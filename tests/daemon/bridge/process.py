@@ -54,8 +54,9 @@ class DaemonProcess:
             )  # fmt: skip
         self.starts += 1
 
-    async def ready(self, session: aiohttp.ClientSession, deadline_s: float = 20.0) -> Any:
-        """Wait for ``/readyz`` to answer 200; return its body."""
+    async def ready(self, session: aiohttp.ClientSession, deadline_s: float = 60.0) -> Any:
+        """Wait for ``/readyz`` to answer 200; return its body. The deadline is generous: a
+        start timed out at 20 s on a host at load 9 (a process exiting fails the wait at once)."""
 
         async def check() -> Any:
             assert self.proc is not None

@@ -97,7 +97,7 @@ async def live_daemon(folder: Path) -> AsyncIterator[Live]:
     try:
         async with aiohttp.ClientSession() as http:
             await daemon.start()
-            await daemon.ready(http, 30)
+            await daemon.ready(http)
             yield Live(rehearsal, daemon, http)
             assert await daemon.stop() == 0
     finally:
