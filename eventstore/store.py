@@ -447,7 +447,11 @@ class EventStore:
 
     async def read_ticket(self, tenant: str | None, ticket: str) -> list[RecordedEvent]:
         """Every event about one ticket of one tenant, in log order."""
-        return await self._select("tenant IS ? AND ticket = ? ORDER BY position", (tenant, ticket))
+        return await self._select(
+            "stream IN (SELECT stream FROM ticket_streams WHERE tenant = ? AND ticket = ?) "
+            "AND tenant IS ? AND ticket = ? ORDER BY position",
+            (tenant or "", ticket, tenant, ticket),
+        )
 
     async def get(self, event_id: str) -> RecordedEvent | None:
         """The event with this id, if recorded."""
