@@ -1,4 +1,4 @@
-"""Schema migrations: a log written by an older socbridge opens, migrates in place and reads the same."""
+"""Schema migrations: an older log opens, migrates in place and reads the same."""
 
 from __future__ import annotations
 
