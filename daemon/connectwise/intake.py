@@ -51,7 +51,8 @@ from daemon.connectwise.signing import (
     check_key_url,
     signature_matches,
 )
-from eventstore import EventStore, NewEvent, derived_event_id
+from daemon.repeats import RepeatAwareAppender
+from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
 
 ROUTE_PATH = "/callbacks/connectwise"
 ACTIONS = ("added", "updated", "deleted")
@@ -92,6 +93,7 @@ class CallbackIntake:
 
     def __post_init__(self) -> None:
         self._log = structlog.get_logger("socbridge.intake.connectwise")
+        self._appender = RepeatAwareAppender(self.store)
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -197,9 +199,6 @@ class CallbackIntake:
             # A known ticket of a tenant whose sync is off now: not read either (R9).
             return self._ignored("tenant_sync_off")
         event_id = derived_event_id("connectwise", "callback", payload["MessageId"])
-        if await self.store.get(event_id) is not None:
-            self.metrics.count("duplicate")
-            return web.json_response({"status": "duplicate", "event_id": event_id})
         writer = payload.get("MemberId") if isinstance(payload.get("MemberId"), str) else None
         if entity is None:
             data: dict[str, Any] = {
@@ -213,11 +212,21 @@ class CallbackIntake:
             data["action"] = payload["Action"]
             etype, occurred = TICKET_OBSERVED, data["updated_at"]
         data["message_id"] = payload["MessageId"]
-        await self.store.append([
-            NewEvent(stream=stream_for(ticket_id), type=etype, data=data, tenant=tenant,
-                     ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
-                     occurred_at=occurred),
-        ])  # fmt: skip
+        # No read first: the append is idempotent on the derived id, and says whether
+        # this MessageId was recorded before (daemon.repeats).
+        try:
+            _, repeat = await self._appender.append([
+                NewEvent(stream=stream_for(ticket_id), type=etype, data=data, tenant=tenant,
+                         ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
+                         occurred_at=occurred),
+            ])  # fmt: skip
+        except DuplicateEventError:
+            # Recorded before with another body (routing or normalisation changed since):
+            # the first observation stands, as for any repeat.
+            repeat = True
+        if repeat:
+            self.metrics.count("duplicate")
+            return web.json_response({"status": "duplicate", "event_id": event_id})
         self.metrics.count("accepted")
         if self.on_accepted is not None and writer != self.settings.api_member:
             # socbridge's own write (an echo) added no note to read: waking the poller

@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.repeats import RepeatAwareAppender
 from daemon.secrets import Secret, SecretError, load_secret
 from daemon.soc import observe
 from daemon.soc.errors import SocIntakeError
@@ -179,6 +180,7 @@ def make_webhook_handler(
     # Outcomes for /metrics, named as the ConnectWise intake names its own:
     # accepted, duplicate, rejected.<reason>, not_installed.
     counts: collections.Counter[str] = collections.Counter()
+    appender = RepeatAwareAppender(store)
 
     async def refuse(
         request: web.Request, err: _Refusal, size: int, event_id: str | None
@@ -250,7 +252,7 @@ def make_webhook_handler(
                     f"SOC organization {org} is not a configured tenant (or its sync is off); "
                     "add it under [tenants] to sync its tickets",
                 )
-            duplicate = await _append(store, envelope, tenant)
+            duplicate = await _append(store, appender, envelope, tenant)
         except _Refusal as err:
             return await refuse(request, err, size, envelope.id if envelope else None)
         counts["duplicate" if duplicate else "accepted"] += 1
@@ -313,7 +315,9 @@ def _parse(body: bytes) -> _Envelope:
     return env
 
 
-async def _append(store: EventStore, env: _Envelope, tenant: str) -> bool:
+async def _append(
+    store: EventStore, appender: RepeatAwareAppender, env: _Envelope, tenant: str
+) -> bool:
     """Append the observation(s); True when this delivery was already recorded."""
     kind = env.type.removeprefix("zen:event-type:ticket.")
     change: dict[str, Any] = {"type": kind, "delivery_id": env.id}
@@ -322,7 +326,6 @@ async def _append(store: EventStore, env: _Envelope, tenant: str) -> bool:
         change["previous"] = env.event.get("previous")
     detail = env.detail.model_dump()
     event_id = observe.webhook_event_id(env.id)
-    duplicate = await store.get(event_id) is not None
     ticket = observe.ticket_event(
         tenant=tenant,
         data=observe.ticket_data(detail, via="webhook", change=change),
@@ -330,7 +333,8 @@ async def _append(store: EventStore, env: _Envelope, tenant: str) -> bool:
         occurred_at=env.time,
     )
     try:
-        await store.append([ticket])
+        # No read first: the idempotent append says whether the id was recorded before.
+        _, duplicate = await appender.append([ticket])
     except DuplicateEventError:
         raise _Refusal(
             409, "event_id_reused", f"webhook event id {env.id} was already seen with other content"

@@ -108,6 +108,37 @@ async def test_duplicate_message_is_recorded_once(
     assert daemon.intake.metrics.counts["duplicate"] == 1
 
 
+async def test_redelivery_after_a_restart_or_with_another_body_is_a_duplicate_written_once(
+    sim: SimServer, store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
+) -> None:
+    # No read before the append: whether a MessageId was seen comes from the append
+    # itself, so a fresh intake (a restarted daemon) must still recognise old ones.
+    body = orjson.dumps(envelope(sim, MessageId="m-once"))
+    other = {"id": 77, "summary": "edited since", "company": {"id": 250},
+             "board": {"id": 41, "name": "SOC Incidents"},
+             "_info": {"lastUpdated": "2026-01-01T00:00:09Z"}}  # fmt: skip
+    changed = orjson.dumps(envelope(sim, MessageId="m-once", Entity=orjson.dumps(other).decode()))
+    async with serve_intake(store, settings, http) as first:
+        status, doc = await post(http, first, body, sign(sim.state.signing_key, body))
+        assert (status, doc["status"]) == (200, "accepted")
+        accepted_id = doc["event_id"]
+        status, doc = await post(http, first, body, sign(sim.state.signing_key, body))
+        assert (status, doc["status"], doc["event_id"]) == (200, "duplicate", accepted_id)
+        assert dict(first.intake.metrics.counts) == {"accepted": 1, "duplicate": 1}
+    async with serve_intake(store, settings, http) as restarted:
+        for raw in (body, changed, body):
+            status, doc = await post(http, restarted, raw, sign(sim.state.signing_key, raw))
+            assert (status, doc["status"], doc["event_id"]) == (200, "duplicate", accepted_id)
+        # A new MessageId is still new after those.
+        fresh = orjson.dumps(envelope(sim, MessageId="m-new"))
+        status, doc = await post(http, restarted, fresh, sign(sim.state.signing_key, fresh))
+        assert (status, doc["status"]) == (200, "accepted")
+        assert dict(restarted.intake.metrics.counts) == {"duplicate": 3, "accepted": 1}
+    events = await ticket_events(store, 77)
+    assert [e.data["message_id"] for e in events] == ["m-once", "m-new"]
+    assert events[0].data["summary"] == "x"  # the first observation stands
+
+
 async def test_other_customers_tickets_are_ignored_with_200(
     sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
 ) -> None:

@@ -172,6 +172,40 @@ async def test_real_example_envelope_is_accepted(
     assert len(await store.read_stream("soc:ticket:5158")) == 1
 
 
+async def test_redelivery_to_a_restarted_daemon_is_a_duplicate_and_wakes_nothing(
+    settings: SocSettings, http: aiohttp.ClientSession, store: EventStore
+) -> None:
+    # Whether a delivery id was seen comes from the append itself (no read first): a
+    # fresh handler on the same log (a restarted daemon) must still recognise it.
+    secret = Secret("whsec-test")
+    created: list[tuple[int, str]] = []
+
+    async def deliver(body: bytes) -> tuple[tuple[int, str], dict[str, int]]:
+        handler = make_webhook_handler(
+            store, settings, TENANTS, utc_now, secret=lambda: secret,
+            on_created=lambda t, tenant: created.append((t, tenant)),
+        )  # fmt: skip
+        app = web.Application()
+        app.router.add_post(WEBHOOK_ROUTE, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}{WEBHOOK_ROUTE}"
+        try:
+            status, doc = await post(http, url, body, secret)
+        finally:
+            await runner.cleanup()
+        return (status, doc["status"]), dict(handler.counts)  # type: ignore[attr-defined]
+
+    body = orjson.dumps(EXAMPLE_B)
+    assert await deliver(body) == ((200, "accepted"), {"accepted": 1})
+    assert await deliver(body) == ((200, "duplicate"), {"duplicate": 1})
+    other = orjson.dumps({**EXAMPLE_B, "id": "0b7c41d2-0000-4000-8000-000000000001"})
+    assert await deliver(other) == ((200, "accepted"), {"accepted": 1})
+    assert created == [(5158, "acme"), (5158, "acme")]  # not for the redelivery
+    assert len(await store.read_stream("soc:ticket:5158")) == 2
+
+
 def _bad_cases(secret: Secret) -> list[tuple[str, dict[str, Any], int, str]]:
     good = orjson.dumps(EXAMPLE_B)
     now = datetime.now(UTC)
