@@ -94,10 +94,9 @@ def utc_now() -> datetime:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
-    follower = asyncio.create_task(app[METRICS].follow(app[STORE]), name="metrics")
+    # Events appended from here on are counted (fed by the sync engine, _sync_ctx).
+    await app[METRICS].start(app[STORE])
     yield
-    follower.cancel()
-    await asyncio.gather(follower, return_exceptions=True)
     await app[STORE].close()
 
 
@@ -138,6 +137,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE], rules_from_config(config), checkpoint_every=config.sync.checkpoint_every
     )
     await engine.load()
+    # The engine reads and decodes every event anyway: metrics count from there.
+    engine.on_event(app[METRICS].observe)
     app[ENGINE] = engine
     app[TENANTS] = TenantDirectory(engine)
     app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
@@ -210,8 +211,15 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.server.install_remote_hooks and app[ENGINE].state.removed:
         log.warning("hooks.not_installed", reason="the integration was removed (socbridge remove)")
     elif config.server.install_remote_hooks:
-        cw_state = await cw_install.install(app[CW_CLIENT], config.connectwise)
-        soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
+        # Both sides at once: each install is a few round trips to its own API.
+        cw = asyncio.create_task(cw_install.install(app[CW_CLIENT], config.connectwise))
+        try:
+            soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
+        except BaseException:
+            cw.cancel()
+            await asyncio.gather(cw, return_exceptions=True)
+            raise
+        cw_state = await cw
         log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
     app[RUNNING].set()
     yield
@@ -243,7 +251,9 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    store = request.app.get(STORE)
+    metrics = request.app[METRICS]
+    body = await metrics.scrape(store) if store is not None else metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

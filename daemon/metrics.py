@@ -2,14 +2,21 @@
 
 Each application gets its own ``CollectorRegistry`` (never the global one),
 so tests can run several daemons in one process. Counters and the latency
-histogram are fed by :meth:`Metrics.follow`, a task that follows the event log
-from its end at start: every append counts, an ``outbox.command.issued`` ->
+histogram are fed by :meth:`Metrics.observe`, which the daemon registers with
+the sync engine (:meth:`~daemon.sync.engine.SyncEngine.on_event`): the engine
+already reads and decodes every event of the log in order, so metrics see each
+one once more for free rather than through a second subscription that read and
+decoded the whole log again. Events after the log's head at start count
+(:attr:`Metrics.started_at`; the engine's catch-up from its checkpoint is
+skipped): every append counts, an ``outbox.command.issued`` ->
 ``delivered`` pair gives a delivery latency (log recorded times), and a
 ``failed``/``abandoned`` outcome counts a remote error by the ``remote_status``
 the outbox records with it (the HTTP status, or ``network`` when no answer
 came). Gauges that are state (outbox depth and oldest age, projection lag,
 intake counts, last reconciliation) are read at scrape time by
-:class:`_StateCollector`.
+:class:`_StateCollector`; the log head for the projection lag is read from the
+store at each scrape (:meth:`Metrics.scrape`), so the lag counts appends the
+engine has not folded yet.
 """
 
 from __future__ import annotations
@@ -70,7 +77,9 @@ class Metrics:
             registry=self.registry,
         )
         self.last_reconciliation: dict[str, float] = {}
-        #: Highest log position seen appended (for the projection lag).
+        #: The log's last position at start: events after it are counted.
+        self.started_at = 0
+        #: The log's last position, read at scrape time (for the projection lag).
         self.head = 0
         self._issued: dict[str, float] = {}
         self.state = _StateCollector(self)
@@ -90,7 +99,14 @@ class Metrics:
         self.last_reconciliation[side] = time.time()
 
     def observe(self, event: Any) -> None:
-        """Count one appended event (a :class:`eventstore.RecordedEvent`)."""
+        """Count one event (a :class:`eventstore.RecordedEvent`) if appended since start.
+
+        Called with every event of the log in order (the engine's catch-up
+        included); events at or before :attr:`started_at` were counted by an
+        earlier run.
+        """
+        if event.position <= self.started_at:
+            return
         self.events.labels(event.type).inc()
         self.head = max(self.head, event.position)
         # An issued command's id is its event id; outcomes carry it in their data.
@@ -112,12 +128,14 @@ class Metrics:
             if event.type == ABANDONED:
                 self._issued.pop(command_id, None)
 
-    async def follow(self, store: EventStore) -> None:
-        """Observe every event appended from now on, until cancelled."""
-        self.head = await store.last_position()
-        start = self.head + 1
-        async for event in store.subscribe(start):
-            self.observe(event)
+    async def start(self, store: EventStore) -> None:
+        """Count from the log's current end on (call once the log is open)."""
+        self.started_at = self.head = await store.last_position()
+
+    async def scrape(self, store: EventStore) -> bytes:
+        """The exposition, with the log head read now (one read per scrape)."""
+        self.head = max(self.head, await store.last_position())
+        return self.exposition()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

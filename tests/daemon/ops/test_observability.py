@@ -16,13 +16,16 @@ import pytest
 import structlog
 from aiohttp import web
 
+from daemon.app import METRICS
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.connectwise.simulator.faults import ApiFault
 from daemon.guard import guard_middleware
 from daemon.harness import Bridge
 from daemon.logsetup import Redactor, config_secret_refs, configure_logging
+from daemon.metrics import Metrics
 from daemon.secrets import Secret
 from daemon.soc.simulator import fixture as socfx
+from eventstore import EventStore, NewEvent
 from projections import kinds
 
 
@@ -223,3 +226,63 @@ async def test_remote_errors_are_counted_by_the_status_the_remote_answered(
 async def _linked(bridge: Bridge, soc_id: int) -> bool:
     link = bridge.engine.state.link_for("soc", soc_id)
     return link is not None and link["cw_id"] is not None
+
+
+def _appended_by_type(metrics: Metrics) -> dict[str, float]:
+    [family] = metrics.events.collect()
+    return {s.labels["type"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+async def test_metrics_count_events_appended_after_start_and_read_the_head_at_scrape(
+    tmp_path: Path,
+) -> None:
+    async with await EventStore.open(tmp_path / "events.db") as store:
+        [before] = await store.append([NewEvent(stream="s", type="t.before", data={})])
+        metrics = Metrics()
+        await metrics.start(store)
+        after = await store.append([NewEvent(stream="s", type="t.after", data={"n": n})
+                                    for n in range(2)])  # fmt: skip
+        # As the sync engine hands them over: its catch-up from a checkpoint included.
+        for event in (before, *after):
+            metrics.observe(event)
+        assert _appended_by_type(metrics) == {"t.after": 2.0}
+        await store.append([NewEvent(stream="s", type="t.unfolded", data={})])
+        text = (await metrics.scrape(store)).decode()
+        assert 'socbridge_events_appended_total{type="t.after"} 2.0' in text
+        assert metrics.head == 4  # the log's end, not the last event observed
+
+
+async def test_each_event_appended_since_start_is_counted_once_not_the_catch_up(
+    tmp_path: Path,
+) -> None:
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None
+        await sync_one(bridge, "Before the restart")
+        await bridge.stop_daemon()
+        # Appended while the daemon is down: past the engine's checkpoint, so folded at
+        # the next start, but not appended since that start: not counted.
+        async with await EventStore.open(bridge.config.store.path) as store:
+            for n in range(3):
+                await store.append([NewEvent(stream="intake:rejected", type="intake.rejected",
+                                             source="test", data={"n": n})])  # fmt: skip
+            down_head = await store.last_position()
+        await bridge.start_daemon()
+        metrics = bridge._app[METRICS]  # type: ignore[index]
+        assert metrics.started_at == down_head
+        await sync_one(bridge, "After the restart")
+
+        async def counted_once() -> bool:
+            total = sum(_appended_by_type(metrics).values())
+            return bridge.engine.quiescent and total == bridge.engine.state.position - down_head
+
+        await bridge.until(counted_once, "every folded event since start counted once")
+        counts = _appended_by_type(metrics)
+        assert "intake.rejected" not in counts
+        assert counts["outbox.command.delivered"] >= 1
+        head = await bridge.store.last_position()
+        base = f"http://127.0.0.1:{bridge.config.server.port}"
+        async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+            text = await resp.text()
+        assert metrics.head >= head
+        lag = re.search(r"^socbridge_projection_lag_events (\S+)$", text, re.M)
+        assert lag is not None and float(lag.group(1)) >= 0
