@@ -112,9 +112,15 @@ async def discover_codebase(
 class ConnectWiseClient:
     """One ConnectWise Manage instance, as seen by socbridge's API member."""
 
-    def __init__(self, remote: RemoteClient, codebase: str) -> None:
+    def __init__(self, remote: RemoteClient, codebase: str, *, background: bool = False) -> None:
         self.remote = remote
         self.codebase = codebase
+        self._background = background
+
+    def background(self) -> ConnectWiseClient:
+        """This client for background reads (the poller's): they leave room in the rate
+        limit for the outbox's requests (see :meth:`RemoteClient.request`)."""
+        return ConnectWiseClient(self.remote, self.codebase, background=True)
 
     def __repr__(self) -> str:
         return f"ConnectWiseClient({self.remote!r})"
@@ -157,7 +163,8 @@ class ConnectWiseClient:
     # ------------------------------------------------------------ primitives
 
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
-        return (await self.remote.request("GET", path, params=params)).json()
+        resp = await self.remote.request("GET", path, params=params, background=self._background)
+        return resp.json()
 
     async def post(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
         # A POST that timed out may have created the record: retrying could
@@ -190,7 +197,9 @@ class ConnectWiseClient:
         target: str | URL = path
         page: Mapping[str, str | int] | None = params
         while True:
-            resp: RemoteResponse = await self.remote.request("GET", target, params=page)
+            resp: RemoteResponse = await self.remote.request(
+                "GET", target, params=page, background=self._background
+            )
             items = resp.json() or []
             for item in items:
                 yield item

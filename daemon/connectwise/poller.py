@@ -84,7 +84,9 @@ class ConnectWisePoller:
     ) -> None:
         self.store = store
         self._now = now
-        self.client = client
+        # The poller's reads yield to the outbox's: a pass over the board lists every
+        # ticket's notes, a burst the outbox's writes must not queue behind.
+        self.client = client.background()
         self.settings = settings
         # Consulted at every ticket: a live mapping follows tenant switches (R9).
         self.tenants = tenants

@@ -52,8 +52,14 @@ def token_auth(email: str, token: Secret) -> dict[str, str]:
 class SocClient:
     """One SOC desk, as seen by socbridge's API user."""
 
-    def __init__(self, remote: RemoteClient) -> None:
+    def __init__(self, remote: RemoteClient, *, background: bool = False) -> None:
         self.remote = remote
+        self._background = background
+
+    def background(self) -> SocClient:
+        """This client for background reads (the poller's): they leave room in the rate
+        limit for the outbox's requests (see :meth:`RemoteClient.request`)."""
+        return SocClient(self.remote, background=True)
 
     @classmethod
     def from_settings(
@@ -99,8 +105,9 @@ class SocClient:
         retry_ambiguous: bool = True,
     ) -> Json:
         resp = await self.remote.request(
-            method, path, params=params, json=json, headers=headers, retry_ambiguous=retry_ambiguous
-        )
+            method, path, params=params, json=json, headers=headers,
+            retry_ambiguous=retry_ambiguous, background=self._background,
+        )  # fmt: skip
         doc = resp.json()
         if not isinstance(doc, dict):
             raise SocError(
@@ -296,5 +303,7 @@ class SocClient:
                     f"SOC API paging link for {key} points to another host; refused",
                     status=0,
                 )
-            resp = await self.remote.request("GET", URL(nxt, encoded=True))
+            resp = await self.remote.request(
+                "GET", URL(nxt, encoded=True), background=self._background
+            )
             doc = resp.json()

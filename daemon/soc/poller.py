@@ -56,7 +56,8 @@ class SocPoller:
         clock: Clock,
     ) -> None:
         self.store = store
-        self.client = client
+        # The poller's reads yield to the outbox's (see ConnectWisePoller).
+        self.client = client.background()
         self.settings = settings
         # Consulted at every ticket: a live mapping follows tenant switches (R9).
         self.tenants = tenants

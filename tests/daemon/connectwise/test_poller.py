@@ -201,3 +201,19 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
     # One callback costs the kicked ticket's reads, not a pass over the whole board.
     assert await store.read_stream(f"cw:ticket:{unkicked['id']}") == []
     assert len(passes) == 1
+
+
+async def test_the_pollers_reads_leave_room_in_the_rate_limit_for_the_outbox(
+    tech: ConnectWiseClient, make_settings, http, store: EventStore,
+) -> None:  # fmt: skip
+    # The daemon's poller and outbox share one client, so one 5 req/s limit.
+    settings = make_settings(requests_per_second=5)
+    cw = await ConnectWiseClient.connect(settings, settings.load_keys(), http)
+    t = await tech.create_ticket(on_board(250, "Busy"))
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    for _ in range(6):  # twelve reads: more than the limit lets through at once
+        await poller.refresh(t["id"])
+    assert len(await store.read_stream(f"cw:ticket:{t['id']}")) == 1
+    # However many reads the poller queued, a delivery's read and write can go out at
+    # once: they leave room for two (daemon.remote.BACKGROUND_RESERVE).
+    assert cw.remote._limiter.has_capacity(2)
