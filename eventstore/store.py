@@ -40,9 +40,10 @@ BUSY_TIMEOUT_MS = 5000
 #: How often a live subscriber re-checks the file for appends made by another process.
 FOREIGN_APPEND_CHECK_S = 0.5
 #: WAL pages after which a commit also checkpoints (SQLite's default is 1000).
-#: Every append writes a table page and a leaf page of each of three indexes;
-#: 32 appends to 32 streams touch about 90 pages, so at 1000 every eleventh
-#: group commit also copied ~1000 pages into the database file and fsynced it.
+#: Every append writes a table page and a leaf page of each of two indexes
+#: (event id, stream); 32 appends to 32 streams touch about 50 pages, so at
+#: 1000 every twentieth group commit would also copy ~1000 pages into the
+#: database file and fsync it.
 #: At 10000 (about 40 MB of WAL) checkpoints are ten times rarer, and a page
 #: rewritten by many commits in between is copied once. Durability is the
 #: same: every commit still fsyncs the WAL before it returns.
