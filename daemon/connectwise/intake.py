@@ -107,7 +107,7 @@ class CallbackIntake:
         except KeyFetchError as exc:
             self.metrics.count("key_fetch_failed")
             self._log.warning("callback.key_fetch_failed", error=str(exc))
-            return web.json_response(
+            return _json(
                 {"status": "unavailable", "detail": "signing key unavailable; retry later"},
                 status=503,
             )
@@ -116,8 +116,14 @@ class CallbackIntake:
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.settings.callback_max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise Rejection(413, "too_large", f"body of {request.content_length} bytes > {limit}")
+        if request.content_length is not None:
+            if request.content_length > limit:
+                raise Rejection(
+                    413, "too_large", f"body of {request.content_length} bytes > {limit}"
+                )
+            # The parser delivers no more than Content-Length: read to its end in one go.
+            return await request.content.read()
+        # Chunked: no length up front, so count while reading.
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(65536):
@@ -195,8 +201,9 @@ class CallbackIntake:
             tenant, why = await route_ticket(self.store, self.settings.board, self.tenants, entity)
         if tenant is None:
             return self._ignored(why)
-        if tenant not in self.tenants.values():
-            # A known ticket of a tenant whose sync is off now: not read either (R9).
+        if why != "tenant" and tenant not in self.tenants.values():
+            # A known ticket (its tenant read from the log, not from the live map) of a
+            # tenant whose sync is off now: not read either (R9).
             return self._ignored("tenant_sync_off")
         event_id = derived_event_id("connectwise", "callback", payload["MessageId"])
         writer = payload.get("MemberId") if isinstance(payload.get("MemberId"), str) else None
@@ -226,17 +233,17 @@ class CallbackIntake:
             repeat = True
         if repeat:
             self.metrics.count("duplicate")
-            return web.json_response({"status": "duplicate", "event_id": event_id})
+            return _json({"status": "duplicate", "event_id": event_id})
         self.metrics.count("accepted")
         if self.on_accepted is not None and writer != self.settings.api_member:
             # socbridge's own write (an echo) added no note to read: waking the poller
             # would only spend the rate-capped API budget the outbox's next write needs.
             self.on_accepted(ticket_id)
-        return web.json_response({"status": "accepted", "event_id": event_id})
+        return _json({"status": "accepted", "event_id": event_id})
 
     def _ignored(self, why: str) -> web.Response:
         self.metrics.count(f"ignored.{why}")
-        return web.json_response({"status": "ignored", "reason": why})
+        return _json({"status": "ignored", "reason": why})
 
     async def _reject(self, request: web.Request, exc: Rejection) -> web.Response:
         self.metrics.count(f"rejected.{exc.reason}")
@@ -250,9 +257,14 @@ class CallbackIntake:
             ])  # fmt: skip
         except Exception as err:
             self._log.error("callback.reject_not_recorded", error=type(err).__name__)
-        return web.json_response(
+        return _json(
             {"status": "rejected", "reason": exc.reason, "detail": exc.detail}, status=exc.status
         )
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> web.Response:
+    """A JSON answer (orjson: a fraction of ``web.json_response``'s cost per request)."""
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 INTAKE_KEY = web.AppKey("connectwise_intake", CallbackIntake)

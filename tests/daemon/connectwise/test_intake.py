@@ -139,6 +139,39 @@ async def test_redelivery_after_a_restart_or_with_another_body_is_a_duplicate_wr
     assert events[0].data["summary"] == "x"  # the first observation stands
 
 
+async def test_known_ticket_of_a_tenant_whose_sync_is_off_is_ignored_until_it_is_on(
+    sim: SimServer, store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
+) -> None:
+    tenants = dict(TENANTS)  # a live mapping: only tenants whose sync is on (R9)
+    handler = make_callback_handler(store, settings, tenants, None, http)
+    app = web.Application()
+    app.router.add_post(ROUTE_PATH, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    daemon = Daemon(
+        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
+    )  # type: ignore[attr-defined]
+    outcomes = []
+    try:
+        for message, on in (("m-on", True), ("m-off", False), ("m-on-again", True)):
+            if on:
+                tenants[250] = "acme"
+            else:
+                del tenants[250]
+            body = orjson.dumps(envelope(sim, MessageId=message))
+            status, doc = await post(http, daemon, body, sign(sim.state.signing_key, body))
+            outcomes.append((status, doc["status"], doc.get("reason")))
+    finally:
+        await runner.cleanup()
+    assert outcomes == [
+        (200, "accepted", None),
+        (200, "ignored", "tenant_sync_off"),  # known under acme, whose sync is off
+        (200, "accepted", None),
+    ]
+    assert [e.data["message_id"] for e in await ticket_events(store, 77)] == ["m-on", "m-on-again"]
+
+
 async def test_other_customers_tickets_are_ignored_with_200(
     sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, daemon: Daemon
 ) -> None:
