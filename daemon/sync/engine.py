@@ -58,6 +58,7 @@ class SyncEngine:
         self._deferred: deque[RecordedEvent] = deque()
         self._unsaved = 0
         self._deciding = False
+        self._last_step = 0.0  # loop time the last event was folded
         self.started_at = 0
         self.ready = asyncio.Event()
 
@@ -92,6 +93,7 @@ class SyncEngine:
                 await self.projections.save(self.state)
 
     async def _step(self, event: RecordedEvent) -> None:
+        self._last_step = asyncio.get_running_loop().time()
         apply(self.state, event)
         self._pending_own.discard(event.event_id)
         self._unsaved += 1
@@ -136,10 +138,18 @@ class SyncEngine:
         self._unsaved = 0
 
     async def _save_when_idle(self) -> None:
+        """Save once no event has been folded for ``checkpoint_idle_s``. While events keep
+        coming, ``checkpoint_every`` bounds what a restart folds again: a save is a write
+        transaction of its own, and each one made the appends queued behind it wait."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.checkpoint_idle_s)
+            idle_at = self._last_step + self.checkpoint_idle_s
+            if loop.time() < idle_at:
+                await asyncio.sleep(idle_at - loop.time())  # an event came meanwhile
+                continue
             if self._unsaved and self.quiescent:
                 await self.save()
+            await asyncio.sleep(self.checkpoint_idle_s)
 
     def tenant_enabled(self, tenant: str | None) -> bool:
         rule = self.rules.tenants.get(tenant or "")
