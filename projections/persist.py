@@ -11,6 +11,7 @@ since the last save are written.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS projection_meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
 )
 _META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
+#: The row tables and their key column, in the order :meth:`ProjectionStore.load` reads them.
+_ROWS = (
+    ("projection_links", "link_id"),
+    ("projection_outbox", "command_id"),
+    ("projection_meta", "key"),
+)
 
 
 @contextmanager
@@ -90,26 +97,41 @@ class ProjectionStore:
         await self.store.run_exclusive(_ensure_schema)
 
         def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
-            row = conn.execute(
-                "SELECT position FROM projection_checkpoints WHERE name = ?", (NAME,)
-            ).fetchone()
-            links = conn.execute("SELECT link_id, body FROM projection_links").fetchall()
-            outbox = conn.execute("SELECT command_id, body FROM projection_outbox").fetchall()
-            meta = conn.execute("SELECT key, body FROM projection_meta").fetchall()
-            return (row[0] if row else 0), links, outbox, meta
+            # One read transaction, so rows and checkpoint agree. The bodies come
+            # back as bytes (CAST): what orjson decodes and what the next save
+            # compares against, with no str in between.
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT position FROM projection_checkpoints WHERE name = ?", (NAME,)
+                ).fetchone()
+                found = tuple(
+                    conn.execute(f"SELECT {key}, CAST(body AS BLOB) FROM {table}").fetchall()
+                    for table, key in _ROWS
+                )
+            finally:
+                conn.execute("COMMIT")
+            return (row[0] if row else 0), *found
 
         position, links, outbox, meta = await self.store.read_connection_call(read)
         state = BridgeState(position=position)
-        for link_id, body in links:
-            self._saved_links[link_id] = body.encode()
-            state.links[link_id] = orjson.loads(body)
-        for command_id, body in outbox:
-            self._saved_outbox[command_id] = body.encode()
-            state.outbox[command_id] = orjson.loads(body)
-        for key, body in meta:
-            self._saved_meta[key] = body.encode()
-            setattr(state, key, orjson.loads(body))
-        derive_indexes(state)
+        # Thousands of nested dicts and lists, all kept: the cyclic collector would
+        # scan the growing heap again and again while they are built, for nothing.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            loads = orjson.loads
+            self._saved_links = dict(links)
+            state.links = {link_id: loads(body) for link_id, body in links}
+            self._saved_outbox = dict(outbox)
+            state.outbox = {command_id: loads(body) for command_id, body in outbox}
+            self._saved_meta = dict(meta)
+            for key, body in meta:
+                setattr(state, key, loads(body))
+            derive_indexes(state)
+        finally:
+            if collecting:
+                gc.enable()
         return state
 
     async def save(self, state: BridgeState) -> int:
