@@ -28,7 +28,15 @@ from typing import Any, Literal, TypeVar
 from eventstore.errors import StoreClosedError, StoreError, translate
 from eventstore.events import NewEvent, RecordedEvent
 from eventstore.schema import check_version, migrate
-from eventstore.writer import PACKED, Prepared, packed_to_events, prepare, write_group
+from eventstore.writer import (
+    PACKED,
+    PACKED_BATCH,
+    Prepared,
+    packed_batch_to_events,
+    packed_to_events,
+    prepare,
+    write_group,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
@@ -101,6 +109,15 @@ def _connect(
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
     conn.execute("PRAGMA cache_size = -8192")
     return conn
+
+
+#: Larger than any position SQLite can give (the largest signed 64-bit integer).
+_MAX_POSITION = 2**63 - 1
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -416,24 +433,77 @@ class EventStore:
 
         return await self._read(fetch)
 
-    async def read_batch(self, from_position: int, limit: int) -> list[RecordedEvent]:
-        """Up to ``limit`` events from ``from_position`` on, in order."""
-        return await self._select("position >= ? ORDER BY position LIMIT ?", (from_position, limit))
+    def _fetch_batch(
+        self, from_position: int, until: int, limit: int
+    ) -> asyncio.Future[tuple[bytes | None, int, int | None]]:
+        """Start reading one packed batch on the reader thread; decode it with :meth:`_decode`."""
+        if self._rconn is None:
+            raise StoreClosedError(f"event log {self.path} is closed")
+        conn = self._rconn
+
+        def fetch() -> tuple[bytes | None, int, int | None]:
+            row = conn.execute(PACKED_BATCH, (from_position, until, limit)).fetchone()
+            return row[0], row[1], row[2]
+
+        return self._loop.run_in_executor(self._reader, fetch)
+
+    async def _decode(
+        self,
+        fetched: asyncio.Future[tuple[bytes | None, int, int | None]],
+        from_position: int,
+        until: int,
+        limit: int,
+    ) -> tuple[list[RecordedEvent], int | None]:
+        """The events of a batch started by :meth:`_fetch_batch`, and its last position."""
+        try:
+            blob, count, top = await fetched
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        events = packed_batch_to_events(blob, count)
+        if events is None:  # a malformed row: the per-row read names it
+            events = await self._select(
+                "position >= ? AND position <= ? ORDER BY position LIMIT ?",
+                (from_position, until, limit),
+            )
+        return events, top
+
+    async def read_batch(
+        self, from_position: int, limit: int, *, until: int | None = None
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events from ``from_position`` on (to ``until``, inclusive), in order."""
+        last = _MAX_POSITION if until is None else until
+        fetched = self._fetch_batch(from_position, last, limit)
+        events, _ = await self._decode(fetched, from_position, last, limit)
+        return events
 
     async def read(
         self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        """Every event from ``from_position`` (to ``until``, inclusive), in batches."""
+        """Every event from ``from_position`` (to ``until``, inclusive), in batches.
+
+        The next batch is read on the reader thread while this one is decoded
+        and consumed.
+        """
+        last = _MAX_POSITION if until is None else until
         position = from_position
-        while True:
-            batch = await self.read_batch(position, batch_size)
-            for event in batch:
-                if until is not None and event.position > until:
+        fetched: asyncio.Future[tuple[bytes | None, int, int | None]] | None = None
+        fetched = self._fetch_batch(position, last, batch_size)
+        try:
+            while fetched is not None:
+                events, top = await self._decode(fetched, position, last, batch_size)
+                fetched = None
+                if len(events) < batch_size or top is None or top >= last:
+                    for event in events:
+                        yield event
                     return
-                yield event
-            if len(batch) < batch_size:
-                return
-            position = batch[-1].position + 1
+                position = top + 1
+                fetched = self._fetch_batch(position, last, batch_size)
+                for event in events:
+                    yield event
+        finally:
+            if fetched is not None:
+                # Stopped early: nobody awaits the prefetch; retrieve its outcome.
+                fetched.add_done_callback(_ignore_outcome)
 
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         """A stream's events in version order."""
