@@ -380,6 +380,7 @@ class KeptHistory:
     folder: Path
     large: int
     links: int
+    _written_with: str = ""
 
     @property
     def marker(self) -> Path:
@@ -412,9 +413,11 @@ class KeptHistory:
         return dict(kept)
 
     def start(self) -> None:
-        """A new history is about to be written: forget the old one first."""
+        """A new history is about to be written: forget the old one first, and note
+        what it is written with (sources edited during the run do not count)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.marker.unlink(missing_ok=True)
+        self._written_with = self.fingerprint()
 
     async def keep_log(self, name: str, db: Path) -> None:
         await asyncio.to_thread(_backup, db, self.path(name))
@@ -434,7 +437,7 @@ class KeptHistory:
         await store.run_exclusive(copy)
 
     def finish(self, figures: dict[str, Any]) -> None:
-        record = {"fingerprint": self.fingerprint(), "large": self.large, "links": self.links}
+        record = {"fingerprint": self._written_with, "large": self.large, "links": self.links}
         self.marker.write_bytes(orjson.dumps({**record, "figures": figures}))
 
     async def copy_log(self, name: str, db: Path) -> None:
