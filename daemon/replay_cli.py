@@ -220,13 +220,8 @@ async def _replay_streaming(
     last = await store.last_position()
     bar = Progress(err, until if until is not None else last)
     summary = ReplaySummary()
-    position = 1
-    while until is None or position <= until:
-        batch = await store.read_batch(position, REPLAY_BATCH)
-        if not batch:
-            break
+    async for batch in store.read_batches(1, batch_size=REPLAY_BATCH, until=until):
         replay(batch, until=until, progress=bar, into=summary, snapshot_at=snapshot_at)
-        position = batch[-1].position + 1
     bar.done()
     return summary
 

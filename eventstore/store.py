@@ -19,7 +19,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -476,10 +476,10 @@ class EventStore:
         events, _ = await self._decode(fetched, from_position, last, limit)
         return events
 
-    async def read(
+    async def read_batches(
         self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event from ``from_position`` (to ``until``, inclusive), in batches.
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        """The events from ``from_position`` (to ``until``, inclusive) in batches, in order.
 
         The next batch is read on the reader thread while this one is decoded
         and consumed.
@@ -493,17 +493,28 @@ class EventStore:
                 events, top = await self._decode(fetched, position, last, batch_size)
                 fetched = None
                 if len(events) < batch_size or top is None or top >= last:
-                    for event in events:
-                        yield event
+                    if events:
+                        yield events
                     return
                 position = top + 1
                 fetched = self._fetch_batch(position, last, batch_size)
-                for event in events:
-                    yield event
+                yield events
         finally:
             if fetched is not None:
                 # Stopped early: nobody awaits the prefetch; retrieve its outcome.
                 fetched.add_done_callback(_ignore_outcome)
+
+    async def read(
+        self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from ``from_position`` (to ``until``, inclusive), in order."""
+        batches = self.read_batches(from_position, batch_size=batch_size, until=until)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
 
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         """A stream's events in version order."""

@@ -149,3 +149,16 @@ async def test_a_row_whose_data_is_not_one_json_value_is_refused_not_misread(
             [e async for e in s.read()]
     finally:
         await s.close()
+
+
+async def test_read_batches_prefetches_in_order_and_can_stop_early(store: EventStore) -> None:
+    recs = await store.append([ev(f"s{i % 3}", data={"i": i}) for i in range(23)])
+    batches = [b async for b in store.read_batches(2, batch_size=5, until=21)]
+    assert [len(b) for b in batches] == [5, 5, 5, 5]
+    assert [e for b in batches for e in b] == recs[1:21]
+    # A consumer that stops after the first batch leaves no read running or failing.
+    reader = store.read_batches(1, batch_size=4)
+    first = await reader.__anext__()
+    await reader.aclose()
+    assert first == recs[:4]
+    assert [e async for e in store.read(20, batch_size=4)] == recs[19:]
