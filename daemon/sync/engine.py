@@ -134,8 +134,11 @@ class SyncEngine:
         """Save the projection rows and checkpoint (only between a cause and its decisions)."""
         if not self.quiescent:
             return
+        # The rows are taken when the save starts; events folded while it is being
+        # written stay unsaved, or a log that goes quiet right then would never be saved.
+        folded = self._unsaved
         await self.projections.save(self.state)
-        self._unsaved = 0
+        self._unsaved -= folded
 
     async def _save_when_idle(self) -> None:
         """Save once no event has been folded for ``checkpoint_idle_s``. While events keep
