@@ -87,6 +87,9 @@ class Outbox:
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # lane (see _lane) -> task
         self._done: set[str] = set()  # command ids with an outcome not yet folded
         self._retry_at: dict[str, float] = {}  # command id -> monotonic time
+        #: command id -> position of its last failed attempt, until sync has folded it:
+        #: the next attempt's number comes from the folded state.
+        self._unfolded: dict[str, int] = {}
         self._tried: set[str] = set()
         self._log = structlog.get_logger("socbridge.outbox")
         self._stopping = False
@@ -107,6 +110,9 @@ class Outbox:
             if head is None or _head_order(command) < _head_order(head):
                 heads[_lane(command)] = command
         now = time.monotonic()
+        folded = state.position
+        for command_id in [c for c, p in self._unfolded.items() if p <= folded]:
+            del self._unfolded[command_id]
         ready = []
         for lane, command in sorted(heads.items(), key=lambda kv: kv[1]["issued_at"]):
             link_id = command["link_id"]
@@ -114,6 +120,8 @@ class Outbox:
                 continue
             if self._retry_at.get(command["command_id"], 0) > now:
                 continue
+            if command["command_id"] in self._unfolded:
+                continue  # a retry before sync folds the failure would reuse its number
             if not self.engine.tenant_enabled(command["tenant"]):
                 continue  # R9: held until the tenant is switched back on
             target = command["kind"].split(".", 1)[0]
@@ -279,9 +287,11 @@ class Outbox:
             correlation_id=command["link_id"],
             source=kinds.OUTBOX_SOURCE,
         )
-        await self.store.append([event])
+        [recorded] = await self.store.append([event])
         if type_ != kinds.COMMAND_FAILED:
             self._done.add(command_id)
+        elif recorded.position > self.engine.state.position:
+            self._unfolded[command_id] = recorded.position
         self._log.info(
             type_, command_id=command_id, kind=command["kind"], link=command["link_id"],
             tenant=command["tenant"],
