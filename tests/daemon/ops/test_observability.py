@@ -82,7 +82,9 @@ async def test_no_key_or_token_reaches_a_log_line_during_a_sync(
         # The processor is in the path: a line that carries a key is scrubbed.
         structlog.get_logger("test").warning("deliberate", detail=cwfx.API_PRIVATE_KEY)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert len(lines) > 5 and any(line["event"] == "deliberate" for line in lines)
+    # The sync itself was logged (how many poll lines come with it depends on timing).
+    events = {line["event"] for line in lines}
+    assert {"soc.webhook.accepted", "outbox.command.delivered", "deliberate"} <= events, events
     text = stream.getvalue() + caplog.text
     basic = base64.b64encode(
         f"{cwfx.LOGIN_COMPANY}+{cwfx.API_PUBLIC_KEY}:{cwfx.API_PRIVATE_KEY}".encode()
