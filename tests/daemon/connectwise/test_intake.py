@@ -144,14 +144,7 @@ async def test_known_ticket_of_a_tenant_whose_sync_is_off_is_ignored_until_it_is
 ) -> None:
     tenants = dict(TENANTS)  # a live mapping: only tenants whose sync is on (R9)
     handler = make_callback_handler(store, settings, tenants, None, http)
-    app = web.Application()
-    app.router.add_post(ROUTE_PATH, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    daemon = Daemon(
-        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
-    )  # type: ignore[attr-defined]
+    runner, daemon = await _serve(handler, store)
     outcomes = []
     try:
         for message, on in (("m-on", True), ("m-off", False), ("m-on-again", True)):
@@ -337,14 +330,7 @@ async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_wri
 ) -> None:
     woken: list[int] = []
     handler = make_callback_handler(store, settings, TENANTS, None, http, on_accepted=woken.append)
-    app = web.Application()
-    app.router.add_post(ROUTE_PATH, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    daemon = Daemon(
-        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
-    )  # type: ignore[attr-defined]
+    runner, daemon = await _serve(handler, store)
     try:
         for message, member in (("m-human", "jsmith"), ("m-own", settings.api_member)):
             body = orjson.dumps(envelope(sim, MessageId=message, MemberId=member))
@@ -355,3 +341,16 @@ async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_wri
     # Both are recorded; only the human change may have added a note worth fetching now.
     assert [e.data["own_write"] for e in await ticket_events(store, 77)] == [False, True]
     assert woken == [77]
+
+
+async def _serve(handler: Any, store: EventStore) -> tuple[web.AppRunner, Daemon]:
+    """The callback handler alone on a loopback port, and a Daemon view of it."""
+    app = web.Application()
+    app.router.add_post(ROUTE_PATH, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    daemon = Daemon(
+        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
+    )
+    return runner, daemon
