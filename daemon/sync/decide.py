@@ -131,7 +131,11 @@ def remote_value(rules: Rules, target: str, name: str, value: str) -> dict[str, 
 
 
 def _update(
-    d: _Decision, link: dict[str, Any], rules: Rules, writes: dict[str, tuple[str, str]]
+    d: _Decision,
+    link: dict[str, Any],
+    rules: Rules,
+    writes: dict[str, tuple[str, str]],
+    seen: tuple[str, str] | None = None,
 ) -> None:
     """One update command per target side, carrying every field written to it.
 
@@ -140,6 +144,10 @@ def _update(
     knew, or one of our own writes before this one). The outbox reads the
     ticket first and, if a field holds anything else, does not overwrite it
     blindly: the change is re-read and decided again (a conflict, usually).
+
+    ``seen`` is ``(side, value)`` of the observation being decided: a conflict
+    lost by that side writes back to it, and the value it was just seen holding
+    is not folded into ``link`` yet, but is one the write may overwrite.
     """
     by_target: dict[str, dict[str, str]] = {}
     for target, (name, value) in writes.items():
@@ -151,6 +159,8 @@ def _update(
             remote.update(remote_value(rules, target, name, value))
             f = link["fields"][name]
             known = [f[target]] if f[target] is not None else []
+            if seen is not None and seen[0] == target:
+                known.append(seen[1])
             accept[name] = [*known, *f[f"expect_{target}"], value]
         params: dict[str, Any] = {"fields": values, "remote": remote, "accept": accept}
         if target == "cw":
@@ -262,7 +272,7 @@ def _field(
             },
         )
         for target, v in writes.items():
-            _update(d, link, rules, {target: (name, v)})
+            _update(d, link, rules, {target: (name, v)}, seen=(side, value))
         return
     pending_o: list[str] = f[f"expect_{o}"]
     writes = {o: value} if f[o] != value or (pending_o and pending_o[-1] != value) else {}
