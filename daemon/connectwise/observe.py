@@ -11,13 +11,11 @@ decides what to do with it).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from daemon.connectwise.client import note_section
+from daemon.observed import digest
 from eventstore import EventStore, NewEvent, derived_event_id
 
 SOURCE = "connectwise"
@@ -102,12 +100,6 @@ def note_data(
     }
 
 
-def content_digest(data: Mapping[str, Any]) -> str:
-    """A short digest of observation content (two changes in one second differ)."""
-    body = {k: v for k, v in data.items() if k != "via"}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
 def note_event(
     note: Mapping[str, Any], ticket_id: int, tenant: str, *, api_member: str
 ) -> NewEvent:
@@ -124,7 +116,7 @@ def note_event(
             str(ticket_id),
             str(note["id"]),
             str(data["updated_at"]),
-            content_digest(data),
+            digest(data),
         ),
         source=SOURCE,
         occurred_at=data["updated_at"] or data["created_at"],

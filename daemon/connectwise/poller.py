@@ -32,7 +32,6 @@ from daemon.connectwise.errors import ConnectWiseError, NotFoundError
 from daemon.connectwise.observe import (
     SOURCE,
     TICKET_OBSERVED,
-    content_digest,
     note_event,
     route_ticket,
     stream_for,
@@ -40,15 +39,12 @@ from daemon.connectwise.observe import (
     ticket_key,
 )
 from daemon.connectwise.settings import ConnectWiseSettings
+from daemon.observed import digest, last_of, recent, same_content
 from daemon.remote import RemoteError
-from eventstore import DuplicateEventError, EventStore, NewEvent, RecordedEvent, derived_event_id
+from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
 
 WATERMARK_STREAM = "poller:connectwise"
 WATERMARK_EVENT = "poller.watermark.advanced"
-_CONTENT_IGNORED = ("via", "action", "message_id", "updated_by", "own_write")
-#: Events read from the end of a ticket's stream when refreshing it (more when no
-#: ticket observation is among them).
-RECENT_EVENTS = 64
 
 
 @dataclass
@@ -60,14 +56,6 @@ class PollReport:
     notes_appended: int = 0
     ignored: int = 0
     watermark: str | None = None
-
-
-def _content(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in _CONTENT_IGNORED}
-
-
-def _same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return _content(a) == _content(b)
 
 
 class ConnectWisePoller:
@@ -152,17 +140,20 @@ class ConnectWisePoller:
             return
         ticket_id = int(ticket["id"])
         data = ticket_data(ticket, via="poll", api_member=self.settings.api_member)
-        events, whole = await self._recent(stream_for(ticket_id))
-        last = next((e for e in reversed(events) if e.type == TICKET_OBSERVED), None)
-        if last is None or not _same_content(last.data, data):
+        events, whole = await recent(self.store, stream_for(ticket_id), TICKET_OBSERVED)
+        last = last_of(events, TICKET_OBSERVED)
+        if last is None or not same_content(last.data, data):
+            # Derived from the observation it follows too (see daemon/observed.py).
             event_id = derived_event_id("connectwise", "poll", str(ticket_id),
-                                        str(data["updated_at"]), content_digest(data))  # fmt: skip
-            await self._append(NewEvent(
+                                        str(data["updated_at"]), digest(data),
+                                        last.event_id if last is not None else "")  # fmt: skip
+            event = NewEvent(
                 stream=stream_for(ticket_id), type=TICKET_OBSERVED, data=data, tenant=tenant,
                 ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
                 occurred_at=data["updated_at"],
-            ))  # fmt: skip
-            report.tickets_appended += 1
+            )  # fmt: skip
+            if await self._append(event, after=events[-1].position if events else 0):
+                report.tickets_appended += 1
         known = {e.event_id for e in events}
         for note in await self.client.list_notes(ticket_id):
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
@@ -170,34 +161,21 @@ class ConnectWisePoller:
                 continue
             if not whole and await self.store.get(event.event_id) is not None:
                 continue  # recorded before the recent events read
-            await self._append(event)
-            report.notes_appended += 1
+            if await self._append(event, after=events[-1].position if events else 0):
+                report.notes_appended += 1
 
-    async def _recent(self, stream: str) -> tuple[list[RecordedEvent], bool]:
-        """The stream's latest events, enough to hold its last ticket observation, and
-        whether they are the whole stream.
-
-        A busy ticket's stream grows with every callback: reading all of it on every
-        refresh made each callback cost more than the one before.
-        """
-        last = await self.store.last_in_stream(stream)
-        if last is None:
-            return [], True
-        window = RECENT_EVENTS
-        while True:
-            start = max(1, last.stream_version - window + 1)
-            events = await self.store.read_stream(stream, start)
-            if start == 1 or any(e.type == TICKET_OBSERVED for e in events):
-                return events, start == 1
-            window *= 8
-
-    async def _append(self, event: NewEvent) -> None:
+    async def _append(self, event: NewEvent, *, after: int) -> bool:
+        """Append ``event``; whether it was new (recorded above position ``after``, the
+        stream's last event when it was read; an id recorded before returns its old
+        position and writes nothing)."""
         try:
-            await self.store.append([event])
+            [recorded] = await self.store.append([event])
         except DuplicateEventError:
             # Same natural key, different body: only possible if normalisation
             # changed between versions; the first observation stands.
             self._log.warning("poll.duplicate_key", event_id=event.event_id)
+            return False
+        return recorded.position > after
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every interval until ``stop`` is set; a kick refreshes its tickets at once.

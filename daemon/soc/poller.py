@@ -5,8 +5,9 @@ cursor: the ``data.cursor`` of the last ``poller.watermark.advanced`` event
 in stream ``poller:soc`` (one event per advance, appended with optimistic
 concurrency so two pollers cannot both advance it). The first poll starts
 ``poll_lookback_seconds`` back. For each exported ticket of a configured
-tenant it appends a ``soc.ticket.observed`` (``via: poll``, id derived from
-ticket id + ``updated_at``, so an unchanged ticket is written once) and any
+tenant it appends a ``soc.ticket.observed`` (``via: poll``) when the ticket
+differs from its last recorded observation (``daemon/observed.py``: an
+unchanged ticket is written once, a re-read page writes nothing) and any
 comment not yet observed by either path. Everything is appended before the
 cursor moves, so a crash mid-page re-reads the page and writes nothing twice.
 Tickets of organizations that are not tenants are skipped and counted.
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from daemon.observed import last_of, recent, same_content
 from daemon.soc import observe
 from daemon.soc.client import SocClient
 from daemon.soc.settings import SocSettings
@@ -128,19 +130,18 @@ class SocPoller:
             report.skipped_not_tenant += 1
             return
         tid = int(ticket["id"])
-        event_id = observe.poll_event_id(tid, ticket.get("updated_at"))
-        if await self.store.get(event_id) is None:
-            await self.store.append(
-                [
-                    observe.ticket_event(
-                        tenant=tenant,
-                        data=observe.ticket_data(ticket, via="poll", change=None),
-                        event_id=event_id,
-                        occurred_at=ticket.get("updated_at"),
-                    )
-                ]
-            )
-            report.tickets_observed += 1
+        data = observe.ticket_data(ticket, via="poll", change=None)
+        stream = observe.ticket_stream(tid)
+        events, _whole = await recent(self.store, stream, observe.TICKET_OBSERVED)
+        last = last_of(events, observe.TICKET_OBSERVED)
+        if last is None or not same_content(last.data, data):
+            event_id = observe.poll_event_id(tid, data, last.event_id if last else None)
+            recorded = await self.store.append([
+                observe.ticket_event(tenant=tenant, data=data, event_id=event_id,
+                                     occurred_at=ticket.get("updated_at")),
+            ])  # fmt: skip
+            if recorded[0].position > (events[-1].position if events else 0):
+                report.tickets_observed += 1
         await self._observe_comments(tid, tenant, report)
 
     async def _observe_comments(self, tid: int, tenant: str, report: PollReport) -> None:

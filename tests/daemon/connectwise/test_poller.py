@@ -13,6 +13,7 @@ from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
 from daemon.connectwise.settings import ConnectWiseSettings
 from daemon.connectwise.simulator import SimServer, fixture
+from daemon.outbox.fetch import fetch_ticket
 from eventstore import EventStore, NewEvent
 
 TENANTS = {250: "acme", 251: "globex"}
@@ -125,14 +126,14 @@ async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
     sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
     settings: ConnectWiseSettings, store: EventStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    import daemon.connectwise.poller as poller_module
+    import daemon.observed as observed_module
 
     t = await tech.create_ticket({**on_board(250, "Busy"), "initialDescription": "first words"})
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
     await poller.refresh(t["id"])  # the ticket and its note
     stream = f"cw:ticket:{t['id']}"
     # Many callbacks later: the stream is long, its first note far from the end.
-    monkeypatch.setattr(poller_module, "RECENT_EVENTS", 4)
+    monkeypatch.setattr(observed_module, "RECENT_EVENTS", 4)
     filler = [
         NewEvent(stream=stream, type="connectwise.ticket.observed", tenant="acme",
                  data={**(await store.read_stream(stream))[0].data, "message_id": f"m{i}"})
@@ -217,3 +218,49 @@ async def test_the_pollers_reads_leave_room_in_the_rate_limit_for_the_outbox(
     # However many reads the poller queued, a delivery's read and write can go out at
     # once: they leave room for two (daemon.remote.BACKGROUND_RESERVE).
     assert cw.remote._limiter.has_capacity(2)
+
+
+async def test_a_ticket_back_to_an_earlier_state_within_one_second_is_recorded_again(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    settings: ConnectWiseSettings, store: EventStore,
+) -> None:  # fmt: skip
+    # lastUpdated has one-second resolution: all three states below share one time.
+    sim.state.clock = lambda: "2026-11-29T12:00:00Z"
+    t = await tech.create_ticket(on_board(250, "Flip flop"))
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    was = t["priority"]["id"]
+    low = 4  # "Priority 4 - Schedule Maintenance" (fixture.priorities)
+    seen = [(await poller.refresh(t["id"])).tickets_appended]
+    for priority in (low, was):
+        await tech.update_ticket(t["id"], {"priority": {"id": priority}})
+        seen.append((await poller.refresh(t["id"])).tickets_appended)
+    assert seen == [1, 1, 1]
+    observed = [e for e in await store.read_stream(f"cw:ticket:{t['id']}")
+                if e.type == "connectwise.ticket.observed"]  # fmt: skip
+    assert [e.data["priority"] for e in observed] == [
+        t["priority"]["name"], "Priority 4 - Schedule Maintenance", t["priority"]["name"],
+    ]  # fmt: skip
+    assert len({e.data["updated_at"] for e in observed}) == 1
+    # The same read again (a crash before the watermark, say) writes nothing.
+    assert (await poller.refresh(t["id"])).tickets_appended == 0
+    assert (await poller.run_once()).tickets_appended == 0
+
+
+async def test_a_fetched_ticket_unchanged_since_is_not_recorded_again_by_the_poll(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
+    settings: ConnectWiseSettings, store: EventStore,
+) -> None:  # fmt: skip
+    t = await tech.create_ticket(on_board(250, "Fetched"))
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    await poller.refresh(t["id"])
+    # The outbox reads the ticket again for sync (a fetch records read_after and fresh).
+    command = {"kind": "cw.fetch_ticket", "command_id": "c-1", "tenant": "acme",
+               "params": {"api_member": settings.api_member}}  # fmt: skip
+    fetched = await fetch_ticket(store, command, {"link_id": "l-1", "cw_id": t["id"]}, cw, None)  # type: ignore[arg-type]
+    assert fetched["fresh"] is True
+    before = await store.last_position()
+    for _ in range(3):
+        assert (await poller.refresh(t["id"])).tickets_appended == 0
+        assert (await poller.run_once()).tickets_appended == 0
+    stream = await store.read_stream(f"cw:ticket:{t['id']}")
+    assert max(e.position for e in stream) <= before
