@@ -52,20 +52,19 @@ async def test_sighup_applies_a_tenant_change_live_and_records_the_new_hash(
         }
         # No restart: globex (off at start) now syncs, acme (on at start) is neither read
         # nor written.
+        seen = len(live.log_lines())
         acme = await live.analyst.create_ticket("Acme after reload", "x", organization=9001)
         globex = await live.analyst.create_ticket("Globex after reload", "y", organization=9002)
         cw = await live.reaches_connectwise(globex["id"])
         assert cw["company"]["id"] == 251
         await live.webhook_refused(acme["id"])
-
-        async def polled_past_acme() -> bool:
-            # The export that holds globex's ticket holds acme's older one too.
-            return any(
-                e.ticket == f"soc:{globex['id']}" and e.data.get("via") == "poll"
-                for e in await live.events(kinds.SOC_TICKET_OBSERVED)
-            )
-
-        await eventually(polled_past_acme, "a reconciliation poll over both tickets")
+        # A reconciliation poll read acme's ticket from the export and skipped it (the desk
+        # holds no other ticket of an organization that does not sync).
+        await live.log_line(
+            lambda line: line["event"] == "soc.poll.done" and line["skipped_not_tenant"] >= 1,
+            "a reconciliation poll past acme's ticket",
+            seen,
+        )
         assert [e for e in await live.events() if e.ticket == f"soc:{acme['id']}"] == []
         assert await live.cw_ticket_for(acme["id"]) is None
         assert live.daemon.proc is not None and live.daemon.proc.returncode is None
