@@ -12,6 +12,11 @@
   times taken by listeners inside the simulators (one clock, this process).
   Both directions (``sync_cw_to_soc_*``, ``sync_soc_to_cw_*``), one change at a
   time, on linked tickets.
+- ``host_sleep_10ms_p99_ms``: the peer for the sync tail, the host itself. A
+  separate, otherwise idle process sleeps 10 ms at a time for
+  :data:`HOST_PROBE_S` just before the sync samples are taken, and reports how
+  late it woke (p50, p99, share of wake-ups more than 100 ms late). Every hop
+  of a sync (simulator, daemon, simulator) wakes a process that was waiting.
 - ``ready_s``: ``socbridge run`` started as a process on a large log until its
   ``/readyz`` answers 200 (median of a few restarts).
 
@@ -46,6 +51,17 @@ REPO = Path(__file__).resolve().parents[2]
 CONCURRENCY = 32
 #: Seconds between one change landing and the next change being made.
 GAP_S = 0.5
+#: Seconds the host probe sleeps in 10 ms steps.
+HOST_PROBE_S = 10.0
+_HOST_PROBE = """
+import json, sys, time
+late, end = [], time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    t = time.perf_counter()
+    time.sleep(0.01)
+    late.append(time.perf_counter() - t - 0.01)
+print(json.dumps(late))
+"""
 #: Seconds the bridge idles (rate-cap budgets refill) before the first change.
 IDLE_S = 2.0
 SOC_PRIORITIES = tuple(PRIORITY_MAPPING)
@@ -344,6 +360,20 @@ async def sync_latency(
     return out
 
 
+async def host_wakeups(seconds: float = HOST_PROBE_S) -> dict[str, float]:
+    """How late an idle process on this host wakes from a 10 ms sleep (see the module doc)."""
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOST_PROBE, str(seconds), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await probe.communicate()
+    late = [x * 1000 for x in orjson.loads(out)]
+    return {
+        "host_sleep_10ms_p50_ms": round(percentile(late, 0.5), 2),
+        "host_sleep_10ms_p99_ms": round(percentile(late, 0.99), 1),
+        "host_sleep_10ms_late_100ms_pct": round(100 * sum(x > 100 for x in late) / len(late), 2),
+    }
+
+
 # -------------------------------------------------------------------- the run
 
 
@@ -375,6 +405,7 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
             await _until_ok(session, f"{rehearsal.daemon_url}/readyz", daemon, 300)
             tech = Technician(session, rehearsal.cw.url)
             links = await make_links(rehearsal, tech, sizes.links * 2, session, daemon)
+            figures.update(await host_wakeups(2.0 if sizes.samples < 10 else HOST_PROBE_S))
             lat = await sync_latency(rehearsal, links, sizes.samples, daemon, session)
             both = lat["cw_to_soc"] + lat["soc_to_cw"]
             figures["sync_p50_ms"] = round(percentile(both, 0.5), 1)

@@ -56,6 +56,9 @@ def test_bench_quick_json_has_every_figure_positive_and_finite(tmp_path: Path) -
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert figures["quick"] is True
     assert figures["sync_samples"] > 0 and figures["sync_timeouts"] == 0
+    # The host probe: how late an idle process wakes from a 10 ms sleep.
+    assert 0 <= figures["host_sleep_10ms_p50_ms"] <= figures["host_sleep_10ms_p99_ms"]
+    assert 0 <= figures["host_sleep_10ms_late_100ms_pct"] <= 100
     assert figures["replay_1m_events"] > figures["replay_100k_events"] > 0
     assert figures["ready_position"] >= figures["replay_1m_events"]
     # Every target is printed (met or not), and nothing is left in the temp folder.
