@@ -14,7 +14,7 @@ earlier state after another one is written again, so sync sees it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -28,10 +28,9 @@ HOW = frozenset({"via", "action", "message_id", "updated_by", "own_write", "chan
 RECENT_EVENTS = 64
 
 
-def content(data: Mapping[str, Any], how: Iterable[str] = HOW) -> dict[str, Any]:
+def content(data: Mapping[str, Any]) -> dict[str, Any]:
     """What an observation says of the ticket itself."""
-    skip = frozenset(how)
-    return {k: v for k, v in data.items() if k not in skip}
+    return {k: v for k, v in data.items() if k not in HOW}
 
 
 def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
