@@ -14,12 +14,12 @@ earlier state after another one is written again, so sync sees it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from eventstore import EventStore, RecordedEvent
+from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 
 #: Keys that say how or why an observation was made, not what the ticket holds.
 HOW = frozenset({"via", "action", "message_id", "updated_by", "own_write", "change",
@@ -65,3 +65,28 @@ async def recent(store: EventStore, stream: str, type_: str) -> tuple[list[Recor
 
 def last_of(events: list[RecordedEvent], type_: str) -> RecordedEvent | None:
     return next((e for e in reversed(events) if e.type == type_), None)
+
+
+async def record_poll(
+    store: EventStore,
+    stream: str,
+    type_: str,
+    data: Mapping[str, Any],
+    build: Callable[[str], NewEvent],
+) -> tuple[list[RecordedEvent], bool, bool]:
+    """Append ``build(event_id)`` unless ``data`` says what the stream's last ``type_``
+    observation says; return the recent events read (see :func:`recent`), whether they
+    are the whole stream, and whether an event was written.
+
+    The id names the source, the stream, the time, a digest of ``data`` and the
+    observation it follows. Raises what :meth:`EventStore.append` raises.
+    """
+    events, whole = await recent(store, stream, type_)
+    last = last_of(events, type_)
+    if last is not None and same_content(last.data, data):
+        return events, whole, False
+    follows = last.event_id if last is not None else ""
+    event_id = derived_event_id("poll", stream, str(data.get("updated_at")), digest(data), follows)
+    [recorded] = await store.append([build(event_id)])
+    # An id recorded before returns its old position and writes nothing.
+    return events, whole, recorded.position > (events[-1].position if events else 0)

@@ -39,9 +39,9 @@ from daemon.connectwise.observe import (
     ticket_key,
 )
 from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.observed import digest, last_of, recent, same_content
+from daemon.observed import record_poll
 from daemon.remote import RemoteError
-from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
+from eventstore import DuplicateEventError, EventStore, NewEvent
 
 WATERMARK_STREAM = "poller:connectwise"
 WATERMARK_EVENT = "poller.watermark.advanced"
@@ -140,20 +140,22 @@ class ConnectWisePoller:
             return
         ticket_id = int(ticket["id"])
         data = ticket_data(ticket, via="poll", api_member=self.settings.api_member)
-        events, whole = await recent(self.store, stream_for(ticket_id), TICKET_OBSERVED)
-        last = last_of(events, TICKET_OBSERVED)
-        if last is None or not same_content(last.data, data):
-            # Derived from the observation it follows too (see daemon/observed.py).
-            event_id = derived_event_id("connectwise", "poll", str(ticket_id),
-                                        str(data["updated_at"]), digest(data),
-                                        last.event_id if last is not None else "")  # fmt: skip
-            event = NewEvent(
-                stream=stream_for(ticket_id), type=TICKET_OBSERVED, data=data, tenant=tenant,
-                ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
-                occurred_at=data["updated_at"],
+        stream = stream_for(ticket_id)
+        try:
+            events, whole, wrote = await record_poll(
+                self.store, stream, TICKET_OBSERVED, data,
+                lambda event_id: NewEvent(
+                    stream=stream, type=TICKET_OBSERVED, data=data, tenant=tenant,
+                    ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
+                    occurred_at=data["updated_at"],
+                ),
             )  # fmt: skip
-            if await self._append(event, after=events[-1].position if events else 0):
-                report.tickets_appended += 1
+        except DuplicateEventError as exc:
+            # Same natural key, different body: only possible if normalisation changed
+            # between versions; the first observation stands. The notes are still read.
+            self._log.warning("poll.duplicate_key", error=str(exc))
+            events, whole, wrote = [], False, False
+        report.tickets_appended += wrote
         known = {e.event_id for e in events}
         for note in await self.client.list_notes(ticket_id):
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)

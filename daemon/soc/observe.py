@@ -4,9 +4,9 @@ Webhook ``detail`` objects (string ids, upper-case enums, NOTES §3.3) and API
 ticket objects (integer ids, lower-case enums, §2.2) are brought to one shape
 so sync never cares how a change arrived. Event ids are derived from natural
 keys so a repeated delivery or a re-read page is written once: a webhook
-observation from the webhook event id, a polled ticket from (ticket id,
-``updated_at``, content, the observation it follows), a comment from its
-comment id whichever path saw it first.
+observation from the webhook event id, a polled ticket as
+``daemon/observed.py`` says, a comment from its comment id whichever path saw
+it first.
 
 Streams, types and fields follow the project's conventions: stream
 ``soc:ticket:{id}``, ticket ``soc:{id}``, types ``soc.ticket.observed`` and
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.observed import digest
 from eventstore import NewEvent, derived_event_id
 
 TICKET_OBSERVED = "soc.ticket.observed"
@@ -88,14 +87,6 @@ def comment_event_id(comment_id: int) -> str:
 
 def webhook_event_id(delivery_id: str) -> str:
     return derived_event_id("soc", "webhook", delivery_id)
-
-
-def poll_event_id(ticket_id: int, data: Mapping[str, Any], follows: str | None) -> str:
-    """A polled observation: ticket, time, content and the observation it follows
-    (``daemon/observed.py``: one-second times cannot tell A -> B -> A apart)."""
-    return derived_event_id(
-        "soc", "poll", str(ticket_id), str(data.get("updated_at")), digest(data), follows or ""
-    )
 
 
 def comment_event(

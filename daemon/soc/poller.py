@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from daemon.observed import last_of, recent, same_content
+from daemon.observed import record_poll
 from daemon.soc import observe
 from daemon.soc.client import SocClient
 from daemon.soc.settings import SocSettings
@@ -131,17 +131,12 @@ class SocPoller:
             return
         tid = int(ticket["id"])
         data = observe.ticket_data(ticket, via="poll", change=None)
-        stream = observe.ticket_stream(tid)
-        events, _whole = await recent(self.store, stream, observe.TICKET_OBSERVED)
-        last = last_of(events, observe.TICKET_OBSERVED)
-        if last is None or not same_content(last.data, data):
-            event_id = observe.poll_event_id(tid, data, last.event_id if last else None)
-            recorded = await self.store.append([
-                observe.ticket_event(tenant=tenant, data=data, event_id=event_id,
-                                     occurred_at=ticket.get("updated_at")),
-            ])  # fmt: skip
-            if recorded[0].position > (events[-1].position if events else 0):
-                report.tickets_observed += 1
+        _events, _whole, wrote = await record_poll(
+            self.store, observe.ticket_stream(tid), observe.TICKET_OBSERVED, data,
+            lambda event_id: observe.ticket_event(tenant=tenant, data=data, event_id=event_id,
+                                                  occurred_at=ticket.get("updated_at")),
+        )  # fmt: skip
+        report.tickets_observed += wrote
         await self._observe_comments(tid, tenant, report)
 
     async def _observe_comments(self, tid: int, tenant: str, report: PollReport) -> None:
