@@ -117,6 +117,11 @@ async def test_the_commands_work_from_a_real_config_and_print_no_secret(
     code = await asyncio.to_thread(main, ["audit", "--config", config, "--remote"])
     out = capsys.readouterr().out
     assert code == 1 and "remote-drift" in out and "1 need attention" in out
+    # A poll pass re-lists the ticket at its watermark second and may record the drift
+    # meanwhile; a preview counts an input whose decisions are not logged yet as changed.
+    # Preview a log at rest: settled (every input decided), then the daemon stopped.
+    await bridge.settled()
+    await bridge.stop_daemon()
     code = await asyncio.to_thread(main, ["replay", "--config", config, "--policy", "status=cw"])
     out += capsys.readouterr().out
     assert code == 0 and "policy preview (status=cw): 0 of" in out
