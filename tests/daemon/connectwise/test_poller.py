@@ -176,17 +176,22 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
     settings = make_settings(poll_interval_seconds=3600)
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
     passes = []
+    first_pass_done = asyncio.Event()
     full_pass = poller.run_once
 
     async def counted() -> object:
         passes.append(1)
-        return await full_pass()
+        try:
+            return await full_pass()
+        finally:
+            first_pass_done.set()
 
     poller.run_once = counted  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
-    while not passes:
-        await asyncio.sleep(0.01)  # the first full pass, at start
+    # The first full pass, at start, must have listed the board before the tickets
+    # exist; otherwise a slow host lets it find the unkicked one.
+    await asyncio.wait_for(first_pass_done.wait(), timeout=5)
     unkicked = await tech.create_ticket(on_board(250, "Only the full pass finds me"))
     kicked = await tech.create_ticket(on_board(250, "Kick me"))
     poller.kick(kicked["id"])
