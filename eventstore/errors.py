@@ -42,6 +42,18 @@ class ConcurrencyError(IntegrityError):
         )
 
 
+class LogMovedError(IntegrityError):
+    """The log does not end at the position the caller expected: someone appended first."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the log ends at position {actual}, not the expected {expected}: "
+            "someone appended first; read what was appended and decide again"
+        )
+
+
 class DuplicateEventError(IntegrityError):
     """An event id that is already in the log was appended with a different body."""
 

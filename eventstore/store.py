@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from eventstore.errors import StoreClosedError, StoreError, translate
+from eventstore.errors import InvalidEventError, StoreClosedError, StoreError, translate
 from eventstore.events import NewEvent, RecordedEvent
 from eventstore.schema import check_version, migrate
 from eventstore.writer import (
@@ -64,6 +64,7 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 class _AppendRequest:
     events: list[Prepared]
     expected_version: int | None
+    expected_position: int | None
     future: asyncio.Future[list[RecordedEvent]]
 
 
@@ -251,7 +252,11 @@ class EventStore:
     # -------------------------------------------------------------------- append
 
     async def append(
-        self, events: Sequence[NewEvent], *, expected_version: int | None = None
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        expected_position: int | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` atomically; return them as recorded, once durable.
 
@@ -259,7 +264,16 @@ class EventStore:
         are returned as they were, nothing is written. ``expected_version``
         (all events in one stream; 0 = the stream must not exist yet) raises
         :class:`ConcurrencyError` when the stream has moved on.
+        ``expected_position`` (0 = the log must be empty) raises
+        :class:`LogMovedError` unless the log ends exactly there: whatever the
+        caller decided from the log up to that position, nothing appended since
+        can have changed it (the sync engine's decisions). A repeat of events
+        already recorded is returned as recorded, wherever the log ends.
         """
+        if expected_position is not None and (
+            isinstance(expected_position, bool) or expected_position < 0
+        ):
+            raise InvalidEventError("expected_position must be 0 (empty log) or more")
         if self._closed:
             raise StoreClosedError(f"event log {self.path} is closed")
         if self.readonly:
@@ -268,7 +282,7 @@ class EventStore:
         if not prepared:
             return []
         future: asyncio.Future[list[RecordedEvent]] = self._loop.create_future()
-        self._wqueue.put(_AppendRequest(prepared, expected_version, future))
+        self._wqueue.put(_AppendRequest(prepared, expected_version, expected_position, future))
         return await future
 
     async def _run_job(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -330,7 +344,9 @@ class EventStore:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results = write_group(conn, [(r.events, r.expected_version) for r in group])
+            results = write_group(
+                conn, [(r.events, r.expected_version, r.expected_position) for r in group]
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

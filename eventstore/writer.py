@@ -22,7 +22,13 @@ from typing import Any
 import orjson
 
 from eventstore.chain import GENESIS_HASH, encode_data, event_hash
-from eventstore.errors import ConcurrencyError, DuplicateEventError, InvalidEventError, StoreError
+from eventstore.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    InvalidEventError,
+    LogMovedError,
+    StoreError,
+)
 from eventstore.events import NewEvent, RecordedEvent
 
 COLUMNS = (
@@ -241,11 +247,15 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
 
 
 def write_group(
-    conn: sqlite3.Connection, group: Sequence[tuple[list[Prepared], int | None]]
+    conn: sqlite3.Connection, group: Sequence[tuple[list[Prepared], int | None, int | None]]
 ) -> list[list[RecordedEvent] | StoreError]:
-    """Decide and insert a group of append requests; the caller owns the transaction."""
+    """Decide and insert a group of append requests; the caller owns the transaction.
+
+    Each request is ``(events, expected_version, expected_position)``; see
+    :meth:`eventstore.EventStore.append`.
+    """
     last_pos, last_hash = head(conn)
-    ids = list({p.event.event_id for events, _ in group for p in events})
+    ids = list({p.event.event_id for events, _, _ in group for p in events})
     existing: dict[str, tuple[tuple[Any, ...], RecordedEvent]] = {}
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
@@ -254,7 +264,7 @@ def write_group(
     # One statement for every stream's version; the correlated MAX uses the
     # (stream, stream_version) index to seek each stream's last version
     # instead of scanning it.
-    streams = list({p.event.stream for events, _ in group for p in events})
+    streams = list({p.event.stream for events, _, _ in group for p in events})
     versions: dict[str, int] = dict(
         conn.execute(
             "SELECT s.value, COALESCE((SELECT MAX(stream_version) FROM events "
@@ -265,12 +275,15 @@ def write_group(
     results: list[list[RecordedEvent] | StoreError] = []
     rows: list[tuple[Any, ...]] = []
     recorded_at = utc_now()
-    for events, expected_version in group:
+    for events, expected_version, expected_position in group:
         if any(p.event.event_id in existing for p in events):
             try:
                 results.append(_repeat(events, existing))
             except StoreError as exc:
                 results.append(exc)
+            continue
+        if expected_position is not None and last_pos != expected_position:
+            results.append(LogMovedError(expected_position, last_pos))
             continue
         if expected_version is not None:
             stream = events[0].event.stream

@@ -13,6 +13,7 @@ from eventstore import (
     DuplicateEventError,
     EventStore,
     InvalidEventError,
+    LogMovedError,
     NewEvent,
     derived_event_id,
 )
@@ -98,6 +99,36 @@ async def test_expected_version_zero_means_new_stream(store: EventStore) -> None
     await store.append([ev("fresh")], expected_version=0)
     with pytest.raises(ConcurrencyError):
         await store.append([ev("fresh")], expected_version=0)
+
+
+async def test_expected_position_appends_only_where_the_log_ends(store: EventStore) -> None:
+    await store.append([ev("a"), ev("b")])
+    decided = [ev("d"), ev("d")]
+    with pytest.raises(LogMovedError) as err:
+        await store.append(decided, expected_position=1)  # decided on a log of one event
+    assert (err.value.expected, err.value.actual) == (1, 2)
+    assert "position 2" in str(err.value) and "expected 1" in str(err.value)
+    assert await count_rows(store) == 2  # nothing of the refused batch was written
+    recorded = await store.append(decided, expected_position=2)
+    assert [r.position for r in recorded] == [3, 4]
+    # A repeat of what is recorded is returned as recorded, wherever the log ends now.
+    await store.append([ev("c")])
+    assert await store.append(decided, expected_position=2) == recorded
+    with pytest.raises(InvalidEventError):
+        await store.append([ev("e")], expected_position=-1)
+
+
+async def test_expected_position_holds_within_one_group_commit(store: EventStore) -> None:
+    # Appends queued together are written in one transaction: the first that finds the
+    # log where it expects it wins, one expecting the same position after it is refused.
+    results = await asyncio.gather(
+        *(store.append([ev(f"s{n}")], expected_position=0) for n in range(8)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1 and won[0][0].position == 1
+    assert all(isinstance(r, LogMovedError) for r in results if r not in won)
+    assert await count_rows(store) == 1
 
 
 async def test_batch_is_atomic(store: EventStore) -> None:
