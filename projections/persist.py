@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -134,9 +134,16 @@ class ProjectionStore:
                 gc.enable()
         return state
 
-    async def save(self, state: BridgeState) -> int:
-        """Write changed rows and the checkpoint in one transaction; return rows written."""
+    async def save(self, state: BridgeState, when: Callable[[], bool] | None = None) -> int:
+        """Write changed rows and the checkpoint in one transaction; return rows written.
+
+        The rows are taken once the previous save is done: ``when``, checked then,
+        says whether ``state`` may still be saved (``-1`` is returned when not), since
+        its owner may have moved on while this save waited.
+        """
         async with self._saving:
+            if when is not None and not when():
+                return -1
             return await self._save(state)
 
     async def _save(self, state: BridgeState) -> int:

@@ -315,8 +315,11 @@ class _Walk:
     """Plays the sync engine's order against the recorded log.
 
     As in the engine, an input is decided once it is folded and every decision
-    of the inputs before it has come round in the log and been folded too, so
-    each input is judged on exactly the state the engine judged it on.
+    of the inputs before it has come round in the log and been folded too, and
+    an input with recorded decisions once everything before the first of them
+    is folded (the engine appends decisions only where the log ended when it
+    decided), so each input is judged on exactly the state the engine judged
+    it on.
     """
 
     def __init__(self, decide: Decide, decisions: Mapping[str, list[RecordedEvent]]) -> None:
@@ -333,10 +336,13 @@ class _Walk:
         if event.type in INPUTS:
             self.deferred.append(event)
         while self.deferred and not self.pending:
-            cause = self.deferred.popleft()
+            cause = self.deferred[0]
+            recorded = self.decisions.get(cause.event_id, [])
+            if recorded and recorded[0].position - 1 > event.position:
+                break  # the engine decided it once the log had come this far
+            self.deferred.popleft()
             found = self.decide(self.state, cause)
             self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
-            recorded = self.decisions.get(cause.event_id, [])
             self.pending.update(r.event_id for r in recorded if r.position > event.position)
 
 
@@ -395,12 +401,14 @@ class _Carried(_Walk):
         if event.type in INPUTS:
             self.deferred.append(event)
         while self.deferred and not self.pending:
-            cause = self.deferred.popleft()
+            cause = self.deferred[0]
+            recorded = self.decisions.get(cause.event_id, [])
+            if recorded and recorded[0].position - 1 > event.position:
+                break  # where the engine decided it (see _Walk)
+            self.deferred.popleft()
             found = list(self.decide(self.state, cause))
             self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
-            later = [
-                r for r in self.decisions.get(cause.event_id, []) if r.position > event.position
-            ]
+            later = [r for r in recorded if r.position > event.position]
             if later:
                 self.placing[cause.event_id] = found
                 self.pending.update(r.event_id for r in later)

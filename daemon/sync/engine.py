@@ -8,6 +8,14 @@ next inputs wait until those decisions have come round in the log and been
 folded, so no decision is ever made on a state that misses an earlier one
 (a duplicated callback cannot create a second ticket).
 
+An input is decided on exactly the log before its decisions: they are
+appended only if the log still ends where the engine has folded it
+(``expected_position``). When something else was appended meanwhile (a
+delivery, a callback), the engine folds that first and decides the input
+again, so a decision never lands after an event it did not see (an echo
+decided before a delivery and folded after it would undo what the delivery
+told).
+
 Decisions have ids derived from their cause, so after a crash the inputs past
 the checkpoint are decided again into the very same events, which the store
 then writes only once. The checkpoint is saved only when nothing is waiting,
@@ -24,7 +32,7 @@ import structlog
 
 from daemon.sync.decide import decide
 from daemon.sync.rules import Rules
-from eventstore import DuplicateEventError, EventStore, RecordedEvent
+from eventstore import DuplicateEventError, EventStore, LogMovedError, RecordedEvent
 from projections import kinds
 from projections.fold import apply
 from projections.persist import ProjectionStore
@@ -58,6 +66,8 @@ class SyncEngine:
         self._deferred: deque[RecordedEvent] = deque()
         self._unsaved = 0
         self._deciding = False
+        #: Decisions not appended because the log moved on first (decided again).
+        self.raced = 0
         self._last_step = 0.0  # loop time the last event was folded
         self.started_at = 0
         self.ready = asyncio.Event()
@@ -90,7 +100,7 @@ class SyncEngine:
         finally:
             saver.cancel()
             if self.quiescent and self._unsaved:
-                await self.projections.save(self.state)
+                await self.projections.save(self.state, when=lambda: self.quiescent)
 
     async def _step(self, event: RecordedEvent) -> None:
         self._last_step = asyncio.get_running_loop().time()
@@ -102,7 +112,9 @@ class SyncEngine:
         self._deciding = True
         try:
             while self._deferred and not self._pending_own:
-                await self._decide(self._deferred.popleft())
+                if not await self._decide(self._deferred[0]):
+                    break  # the log moved on: fold what came, then decide again
+                self._deferred.popleft()
         finally:
             self._deciding = False
         if event.type in kinds.OUTCOMES or event.type == kinds.COMMAND_ISSUED:
@@ -114,12 +126,17 @@ class SyncEngine:
         if self.quiescent and self._unsaved >= self.checkpoint_every:
             await self.save()
 
-    async def _decide(self, event: RecordedEvent) -> None:
+    async def _decide(self, event: RecordedEvent) -> bool:
+        """Decide ``event``; ``False`` when the log moved on before its decisions were
+        appended (nothing was written: it is decided again once the rest is folded)."""
         decisions = decide(self.state, event, self.rules)
         if not decisions:
-            return
+            return True
         try:
-            recorded = await self.store.append(decisions)
+            recorded = await self.store.append(decisions, expected_position=self.state.position)
+        except LogMovedError:
+            self.raced += 1
+            return False
         except DuplicateEventError as exc:
             # The log already holds other decisions for this cause (the rules
             # changed since): the log is the truth, keep it and say so.
@@ -129,6 +146,7 @@ class SyncEngine:
             recorded = [r for d in decisions if (r := await self.store.get(d.event_id))]
         # Decisions already folded (re-decided after a crash) are not waited for.
         self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
+        return True
 
     async def save(self) -> None:
         """Save the projection rows and checkpoint (only between a cause and its decisions)."""
@@ -137,8 +155,10 @@ class SyncEngine:
         # The rows are taken when the save starts; events folded while it is being
         # written stay unsaved, or a log that goes quiet right then would never be saved.
         folded = self._unsaved
-        await self.projections.save(self.state)
-        self._unsaved -= folded
+        # Checked again once an earlier save is done: folding may have gone on meanwhile,
+        # and a checkpoint between a cause and its decisions would lose the decisions.
+        if await self.projections.save(self.state, when=lambda: self.quiescent) >= 0:
+            self._unsaved -= folded
 
     async def _save_when_idle(self) -> None:
         """Save once no event has been folded for ``checkpoint_idle_s``. While events keep

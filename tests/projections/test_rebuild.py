@@ -25,6 +25,7 @@ from eventstore import EventStore, NewEvent, derived_event_id
 from projections import kinds
 from projections.fold import fold
 from projections.persist import ProjectionStore
+from projections.state import BridgeState
 
 CW_PRIORITIES = {
     "urgent": "Priority 1 - Emergency Response",
@@ -309,3 +310,26 @@ def test_a_fetch_that_is_not_fresh_decides_nothing_and_reads_again() -> None:
     assert live["links"]["cw:1"]["fields"]["priority"]["cw"] == "low"
     kinds_ = sorted(c["kind"] for c in live["outbox"].values())
     assert kinds_ == ["cw.fetch_ticket", "soc.update_ticket"]
+
+
+async def test_a_save_that_waited_for_the_previous_one_checks_its_state_again(
+    tmp_path: Path,
+) -> None:
+    # The engine may save only between a cause and its decisions. A save that had to wait
+    # for the one before it (the idle saver behind a periodic one) takes the rows when it
+    # gets its turn; by then folding may have moved on, so it asks again, and skips.
+    store = await EventStore.open(tmp_path / "e.db", synchronous="NORMAL")
+    try:
+        projections = ProjectionStore(store)
+        await projections.load()  # as the engine does at start (it creates the tables)
+        first, second = BridgeState(position=3), BridgeState(position=5)
+        quiet = True
+        saving = asyncio.create_task(projections.save(first))
+        waiting = asyncio.create_task(projections.save(second, when=lambda: quiet))
+        await asyncio.sleep(0)  # both start: the first writes, the second waits its turn
+        quiet = False  # the engine folded a cause meanwhile
+        assert await saving >= 1
+        assert await waiting == -1
+        assert (await ProjectionStore(store).load()).position == 3
+    finally:
+        await store.close()

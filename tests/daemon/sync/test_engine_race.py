@@ -1,0 +1,46 @@
+"""The engine decides an input on exactly the log before its decisions.
+
+Intake, the outbox and sync append to one log concurrently. When something
+lands between the engine folding an input and appending its decisions, the
+decisions must not be appended after an event they did not see: the engine
+folds it and decides again. (Decided before a delivery and folded after it, an
+echo once put a ConnectWise priority socbridge had overwritten back into the
+state, and the link stayed apart after a SIGKILL test.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from projections import kinds
+from projections.replay import preview
+from tests.projections.history import Log, outcome, soc_seen
+from tests.projections.test_replay import deciding
+
+
+async def test_an_input_landing_with_a_delivery_is_decided_after_it(tmp_path: Path) -> None:
+    log = await Log.open(tmp_path / "events.db")
+    try:
+        await log.linked()
+        await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="low"))
+        first = log.command("cw.update_ticket")
+        # The SOC changes again as the first write's delivery is recorded: both land
+        # before the engine has folded either.
+        await log.store.append([
+            soc_seen(11, "2026-11-29T10:02:00Z", priority="high"),
+            outcome(first, kinds.COMMAND_DELIVERED, attempt=1,
+                    result={"updated_at": "2026-11-29T10:01:30Z"}),
+        ])  # fmt: skip
+        await log.live.settle()
+        assert log.live.engine is not None
+        raced = log.live.engine.raced
+        events = await log.events()
+    finally:
+        await log.close()
+    [second] = [c for c in events if c.type == kinds.COMMAND_ISSUED
+                and c.data["params"].get("fields") == {"priority": "high"}]  # fmt: skip
+    # Decided with the delivery folded: ConnectWise holds low now, not normal any more.
+    assert second.data["params"]["accept"] == {"priority": ["low", "high"]}
+    assert raced == 1
+    # And a replay judges it on the same state.
+    assert preview(events, deciding()).diffs == []
