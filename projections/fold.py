@@ -63,7 +63,10 @@ def _link_requested(state: BridgeState, event: RecordedEvent, d: dict[str, Any])
     for name, values in d["fields"].items():
         f = link["fields"][name] = new_field()
         f[origin] = values[origin]
+        # The ticket to create is expected to hold this (no command id: the create's
+        # delivery links the pair and settles it, see _linked).
         f[f"expect_{other(origin)}"] = [values[other(origin)]]
+        f[f"expect_{other(origin)}_ids"] = [None]
         # The origin's value is known as of this source time: a late observation from
         # the same second that disagrees with it is ambiguous, not a change.
         _saw(f, origin, d.get("at"))
@@ -85,7 +88,9 @@ def _linked(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None
         if f[f"expect_{created}"]:
             # The created ticket holds what it was created with.
             f[created] = f[f"expect_{created}"][0]
+            f[f"{created}_ours"] = True
             f[f"expect_{created}"] = []
+            f[f"expect_{created}_ids"] = []
         _agree(f)
 
 
@@ -102,15 +107,11 @@ def _field_decided(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) 
     f = state.links[d["link_id"]]["fields"][d["field"]]
     f[d["side"]] = d["value"]
     f[f"{d['side']}_at"] = d["at"]
+    f[f"{d['side']}_ours"] = False
     _saw(f, d["side"], d["at"])
     _known(f, d["side"], event)
-    for target, value in d["writes"].items():
-        f[f"expect_{target}"].append(value)
-        # The last few values written to a side: a late (retried or reordered) callback of
-        # an older own write still carries one of them, after its echo was already seen.
-        wrote = f.setdefault(f"wrote_{target}", [])
-        wrote.append(value)
-        del wrote[:-4]
+    # The writes it implies are expected from their commands (see _issued), which the
+    # decision's batch holds right after it.
     _agree(f)
 
 
@@ -125,25 +126,19 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
         return
     if d["kind"] == "field":
         f = link["fields"][d["field"]]
+        if d.get("repeat"):
+            return  # the known value seen again: it confirms no write still in flight
         f[d["side"]] = d["value"]
+        f[f"{d['side']}_ours"] = True
         _saw(f, d["side"], d.get("at"))
         _known(f, d["side"], event)
         expects = f[f"expect_{d['side']}"]
         if d["value"] in expects:
             # Writes land in order: this one and every earlier one have come back.
-            del expects[: expects.index(d["value"]) + 1]
+            _landed_through(f, d["side"], expects.index(d["value"]))
         _agree(f)
     else:
         link["notes"].setdefault(d["note_key"], d.get("mirror_of") or "echo")
-
-
-def _repair(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
-    # An audit repair writes a value to one side: it will come back as an echo. Other
-    # repairs (a command re-sent, closed or acknowledged; an unlink) fold through the
-    # command and outcome events they append.
-    link = state.links.get(d["link_id"])
-    if link is not None and "field" in d:
-        link["fields"][d["field"]][f"expect_{d['target']}"].append(d["value"])
 
 
 def _ignored(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
@@ -165,6 +160,20 @@ def _note_skipped(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -
 
 
 def _issued(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
+    link = state.links.get(d["link_id"])
+    if link is not None and d["kind"].endswith(".update_ticket"):
+        # A write (decided by sync, an audit repair, or a command sent again): expected
+        # back from the target, and known by its command id until it lands.
+        target = d["kind"].split(".", 1)[0]
+        for name, value in d["params"]["fields"].items():
+            f = link["fields"][name]
+            _expected(f, target).append(event.event_id)
+            f[f"expect_{target}"].append(value)
+            # The last few values written to a side: a late (retried or reordered)
+            # callback of an older own write still carries one of them.
+            wrote = f.setdefault(f"wrote_{target}", [])
+            wrote.append(value)
+            del wrote[:-4]
     state.outbox[event.event_id] = {
         "command_id": event.event_id,
         "kind": d["kind"],
@@ -190,10 +199,18 @@ def _delivered(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> N
         for name, value in params["fields"].items():
             f = link["fields"][name]
             f[target] = value
-            expects = f[f"expect_{target}"]
-            if value in expects:
+            f[f"{target}_ours"] = True
+            ids = _expected(f, target)
+            if command["command_id"] in ids:
                 # Delivered: this write and every earlier one to this side have landed.
-                del expects[: expects.index(value) + 1]
+                _landed_through(f, target, ids.index(command["command_id"]))
+            elif value in f[f"expect_{target}"]:
+                # A state saved before writes were known by command id: by value. (When
+                # the id is gone, an echo has settled this write already, and a later
+                # write of the same value is still in flight.)
+                i = f[f"expect_{target}"].index(value)
+                if ids[i] is None:
+                    _landed_through(f, target, i)
             _saw(f, target, result.get("updated_at"))
             _known(f, target, event)
             _agree(f)
@@ -218,14 +235,42 @@ def _abandoned(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> N
             # The value was never written: it will not come back as an echo.
             target = command["kind"].split(".", 1)[0]
             for name, value in command["params"]["fields"].items():
-                expects = link["fields"][name][f"expect_{target}"]
-                if value in expects:
-                    expects.reverse()
-                    expects.remove(value)
-                    expects.reverse()
+                f = link["fields"][name]
+                ids = _expected(f, target)
+                if command["command_id"] in ids:
+                    i = ids.index(command["command_id"])
+                    del ids[i]
+                    del f[f"expect_{target}"][i]
+                # Nor was it written there: an observation showing it is not our echo.
+                _forget_last(f.get(f"wrote_{target}", []), value)
         command["reason"] = d["reason"]
         command["abandoned_at"] = event.position
         state.abandoned[d["command_id"]] = command
+
+
+def _expected(f: dict[str, Any], side: str) -> list[str | None]:
+    """The command ids of the writes in ``expect_{side}``, in the same order: ``None``
+    for what a created ticket is expected to hold, and throughout for a state saved
+    before the ids were kept."""
+    ids: list[str | None] = f.setdefault(f"expect_{side}_ids", [])
+    if len(ids) != len(f[f"expect_{side}"]):
+        ids[:] = [None] * len(f[f"expect_{side}"])
+    return ids
+
+
+def _landed_through(f: dict[str, Any], side: str, i: int) -> None:
+    """Writes land in order: the expected write at ``i`` and every one before it."""
+    ids = _expected(f, side)
+    del f[f"expect_{side}"][: i + 1]
+    del ids[: i + 1]
+
+
+def _forget_last(values: list[str], value: str) -> None:
+    """Remove the last occurrence of ``value`` from ``values``, if any."""
+    for i in range(len(values) - 1, -1, -1):
+        if values[i] == value:
+            del values[i]
+            return
 
 
 def _tenant_switch(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
@@ -258,7 +303,6 @@ _HANDLERS: dict[str, Handler] = {
     kinds.ECHO_RECOGNISED: _echo,
     kinds.OBSERVATION_IGNORED: _ignored,
     kinds.NOTE_MIRROR_DECIDED: _note_decided,
-    kinds.REPAIR_DECIDED: _repair,
     kinds.NOTE_SKIPPED: _note_skipped,
     kinds.COMMAND_ISSUED: _issued,
     kinds.COMMAND_DELIVERED: _delivered,

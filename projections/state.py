@@ -10,7 +10,12 @@ known on each side (``cw``, ``soc``), the last value both sides agreed on
 source timestamps), and the values socbridge has written or is writing to a
 side and expects to see come back, in order (``expect_cw``, ``expect_soc``):
 that is how an echo is told from a human change, and a concurrent change from
-a plain one, even with several writes to one side in flight.
+a plain one, even with several writes to one side in flight. Each expected
+write is also known by its command id (``expect_cw_ids``, ``expect_soc_ids``,
+same order): its delivery settles exactly that write and the ones before it,
+not a later write of the same value. ``cw_ours`` / ``soc_ours`` say whether the
+side's known value was written there by socbridge (a copy of the other side's,
+not a person's change on that side).
 
 Source times have one-second resolution, so each field also keeps, per side,
 the newest source time seen (``cw_seen``, ``soc_seen``), the values recently
@@ -54,6 +59,8 @@ def new_field(cw: str | None = None, soc: str | None = None) -> dict[str, Any]:
         "soc_at": None,
         "expect_cw": [],
         "expect_soc": [],
+        "expect_cw_ids": [],
+        "expect_soc_ids": [],
     }
 
 

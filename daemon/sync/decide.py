@@ -201,46 +201,53 @@ def _field(
             return
         if order == 0 and value == f[side]:
             if value in f.get(f"wrote_{side}", []):
-                # Our delivered write seen coming back: recognised, nothing to do.
+                # Our delivered write seen coming back: recognised, nothing to do. It
+                # confirms nothing not known already (``repeat``): a later write of the
+                # same value, still in flight, has not landed by it.
                 d.emit(
                     kinds.ECHO_RECOGNISED,
                     link,
-                    {"kind": "field", "field": name, "side": side, "value": value, "at": at},
-                )
+                    {"kind": "field", "field": name, "side": side, "value": value, "at": at,
+                     "repeat": True},
+                )  # fmt: skip
             return
-        if order == 0 and value not in expects and not _fetched_since(f, side, read_after):
+        if order == 0 and not _fetched_since(f, side, read_after):
             # Source times have one-second resolution: this value and the one we know
             # were both current within the same second, and which came last cannot be
             # told from the times. Neither is acted on; the ticket is read again, and
-            # that read (newer than both) decides.
-            if own_write and value in f.get(f"wrote_{side}", []):
-                # Except a snapshot socbridge's own earlier write left (its writes land in
-                # order, and one over a human change is refused): a late echo, stale.
-                d.emit(
-                    kinds.OBSERVATION_IGNORED,
-                    link,
-                    {"reason": "own earlier write", "field": name, "side": side,
-                     "value": value, "at": at, "known": f[side]},
-                )  # fmt: skip
-                return
+            # that read (newer than both) decides. That holds for a value socbridge wrote
+            # there earlier too: ``own_write`` says who last touched the *ticket*, and a
+            # person may have set this field back to that value just before socbridge
+            # wrote another one.
             _ambiguous(d, link, name, side, value, at)
             return
-    if value == f[side] and value not in expects:
+    if value == f[side]:
+        # Nothing changed in this field: even when one of our writes in flight carries
+        # this value too, this shows the value known before it as well (A -> B -> A in
+        # flight), so it confirms none of them; their delivery will.
         if at is not None:
             d.unchanged.append(name)  # newer, same value: what is known holds as of ``at``
         return  # nothing changed in this field
-    wrote: list[str] = f.get(f"wrote_{side}", [])
-    if value in expects or (own_write and (value == f[o] or value in wrote)):
-        # Our own write coming back (or a late repeat of it): never re-sent. A ticket
-        # socbridge wrote last (a mirrored note, say) can still carry someone else's
-        # earlier change to this field: a value we never wrote there is a change.
+    # ``own_write`` says who last touched the *ticket*: a person may have changed this
+    # field just before socbridge wrote another one. So it only makes an echo of a value
+    # socbridge wrote there earlier (or the other side's) when source times cannot tell
+    # (one of them unknown). An observation newer than everything known of the side, or
+    # a fresh fetch, showing a value no write in flight carries shows a change.
+    untimed = at is None or seen is None
+    if value in expects or (
+        own_write and untimed and (value == f[o] or value in f.get(f"wrote_{side}", []))
+    ):
+        # Our own write coming back (or, untimed, a late repeat of it): never re-sent.
         d.emit(
             kinds.ECHO_RECOGNISED,
             link,
             {"kind": "field", "field": name, "side": side, "value": value, "at": at},
         )
         return
-    other_moved = f[o] != f["base"] or bool(expects)
+    # The other side moved on its own: a person changed it there (a value socbridge
+    # wrote there came from this side, or from a conflict already decided), or a change
+    # of it is on its way here.
+    other_moved = (f[o] != f["base"] and not f.get(f"{o}_ours", False)) or bool(expects)
     if other_moved and f[o] is not None and f[o] != value:
         policy = rules.policy.get(name, "latest")
         if policy == "latest":
