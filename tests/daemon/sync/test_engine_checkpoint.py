@@ -21,9 +21,9 @@ async def test_the_checkpoint_waits_for_a_quiet_log_then_is_saved(tmp_path: Path
     saves: list[int] = []
     save = engine.projections.save
 
-    async def counted(state):  # type: ignore[no-untyped-def]
+    async def counted(state, when=None):  # type: ignore[no-untyped-def]
         saves.append(state.position)
-        return await save(state)
+        return await save(state, when)
 
     engine.projections.save = counted  # type: ignore[method-assign]
     task = asyncio.create_task(engine.run())
