@@ -135,7 +135,17 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
         expects = f[f"expect_{d['side']}"]
         if d["value"] in expects:
             # Writes land in order: this one and every earlier one have come back.
-            _landed_through(f, d["side"], expects.index(d["value"]))
+            i = expects.index(d["value"])
+            for command_id in _expected(f, d["side"])[: i + 1]:
+                command = state.outbox.get(command_id or "")
+                if command is not None:
+                    # Settled by what the side was seen holding, yet not delivered (it
+                    # may have landed before its outcome was recorded, or the value seen
+                    # was a person's): it may no longer overwrite anything else.
+                    settled = command.setdefault("settled", [])
+                    if d["field"] not in settled:
+                        settled.append(d["field"])
+            _landed_through(f, d["side"], i)
         _agree(f)
     else:
         link["notes"].setdefault(d["note_key"], d.get("mirror_of") or "echo")

@@ -57,13 +57,27 @@ def current_values(target: str, ticket: dict[str, Any], params: dict[str, Any]) 
     }
 
 
+def accepted(command: dict[str, Any]) -> dict[str, list[str]]:
+    """Per field, the values an update's target may hold for the write to go ahead.
+
+    Those the command was issued with, unless an echo settled the field before the
+    delivery was recorded: the target was seen holding the value, so the write may
+    only find it there (a no-op), never overwrite whatever came after (see
+    ``projections/fold.py``, ``_echo``).
+    """
+    params = command["params"]
+    accept: dict[str, list[str]] = dict(params["accept"])
+    for name in command.get("settled", ()):
+        if name in params["fields"]:
+            accept[name] = [params["fields"][name]]
+    return accept
+
+
 def _check_fresh(
-    target: str, ticket_id: int, ticket: dict[str, Any], params: dict[str, Any]
+    target: str, ticket_id: int, ticket: dict[str, Any], command: dict[str, Any]
 ) -> None:
-    now = current_values(target, ticket, params)
-    changed = {
-        name: now[name] for name, accepted in params["accept"].items() if now[name] not in accepted
-    }
+    now = current_values(target, ticket, command["params"])
+    changed = {name: now[name] for name, ok in accepted(command).items() if now[name] not in ok}
     if changed:
         raise StaleTargetError(target, ticket_id, changed)
 
@@ -90,12 +104,12 @@ async def deliver(
     if remote_id is None:
         raise MissingTargetError(f"{link['link_id']} has no {target} ticket yet")
     if kind == "soc.update_ticket":
-        _check_fresh(target, remote_id, await soc.get_ticket(remote_id), params)
+        _check_fresh(target, remote_id, await soc.get_ticket(remote_id), command)
         doc = await soc.update_ticket(remote_id, params["remote"])
         return {"updated_at": (doc.get("ticket") or {}).get("updated_at")}
     if kind == "cw.update_ticket":
         current = await cw.get_ticket(remote_id)
-        _check_fresh(target, remote_id, current, params)
+        _check_fresh(target, remote_id, current, command)
         changes = {name: {"name": value} for name, value in params["remote"].items()}
         updated = await cw.update_ticket(remote_id, changes, current) or current
         return {"updated_at": (updated.get("_info") or {}).get("lastUpdated")}

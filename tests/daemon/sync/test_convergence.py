@@ -9,7 +9,7 @@ in between, or land on the remote and are killed before their outcome is
 recorded. Real timing cannot be steered, so this test plays the daemon's
 schedule as a model around the real pieces: ``decide`` and ``apply`` driven the
 way ``SyncEngine._step`` drives them, the outbox's lanes and its accept check
-(``current_values``), the poller's rule that a read showing what the last
+(``accepted``, ``current_values``), the poller's rule that a read showing what the last
 observation showed records nothing, and two remote tickets with one-second
 source times. Hypothesis picks the schedule; when everything has settled, the
 two tickets must agree, and a field that only one side changed must hold that
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.outbox.deliver import current_values
+from daemon.outbox.deliver import accepted, current_values
 from daemon.sync.decide import cw_status, decide, soc_status
 from daemon.sync.engine import INPUTS
 from eventstore import NewEvent, RecordedEvent, derived_event_id
@@ -237,7 +237,7 @@ class Daemon:
                       "priority": {"name": ticket.fields["priority"]}}
                      if target == "cw" else ticket.fields)  # fmt: skip
             now = current_values(target, shape, params)
-            changed = {n: now[n] for n, ok in params["accept"].items() if now[n] not in ok}
+            changed = {n: now[n] for n, ok in accepted(c).items() if now[n] not in ok}
             if changed:
                 # Not overwritten: abandoned, and intake reads the ticket again.
                 self.outcome(c, kinds.COMMAND_ABANDONED, {"reason": "stale", "stale": changed})
@@ -403,7 +403,9 @@ def explained(d: Daemon) -> str:
 
 E, R, A, S, T = "edit", "read", "arrive", "step", "tick"
 #: Schedules this model found on the rules before they were fixed (shrunk), each one
-#: leaving the two tickets apart: kept so they stay fixed.
+#: leaving the two tickets apart: kept so they stay fixed. (The property below has one
+#: desk edit; the last one here has both, whose same-second edits of equal values the
+#: model still finds cases of: see the README's known limits.)
 FOUND = {
     # A same-second read of the ticket before socbridge's write, decided before the
     # write's delivery and folded after it, put the older priority back in the state.
@@ -445,6 +447,11 @@ FOUND = {
         (E, "soc", "status", 2), (A, None, None, 0), (A, None, None, 0),
         (E, "soc", "priority", 2), (A, None, None, 0), (A, None, None, 2),
         (A, None, None, 2)]),
+    # Both desks: a person's Solved taken for the echo of socbridge's write of it (the
+    # same value, in flight); the write then landed over the person's later In Progress.
+    "in-flight-write-over-a-later-change": ("soc", [
+        (E, "soc", "status", 2), (E, "cw", "status", 1), (T, None, None, None),
+        (R, "cw", None, None), (E, "cw", "status", 0)]),
 }  # fmt: skip
 
 
