@@ -18,6 +18,7 @@ a fresh fetch read after the side's known value was set as the newer one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from daemon.connectwise import observe as cw_observe
@@ -25,7 +26,7 @@ from daemon.connectwise.client import ConnectWiseClient
 from daemon.outbox.deliver import MissingTargetError
 from daemon.soc import observe as soc_observe
 from daemon.soc.client import SocClient
-from eventstore import ConcurrencyError, EventStore, NewEvent, derived_event_id
+from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent, derived_event_id
 
 #: Reads tried before the fetch is recorded as not fresh (the ticket keeps changing).
 ATTEMPTS = 3
@@ -102,3 +103,48 @@ def _observation(
         source=soc_observe.SOURCE,
         occurred_at=data["updated_at"],
     )
+
+
+async def fetch_notes(
+    store: EventStore,
+    command: dict[str, Any],
+    link: dict[str, Any],
+    cw: ConnectWiseClient,
+    soc: SocClient,
+) -> dict[str, Any]:
+    """Record every note (ConnectWise) or comment (SOC) of a ticket socbridge created, again.
+
+    Issued when a create's delivery was found by its marker after a restart: the
+    create landed before the kill, so a person may have replied on the new ticket,
+    and intake recorded the reply, before the link was. Sync decided nothing on
+    that reply then (no link knew the ticket). Recorded again now, under ids of
+    this command, it is decided with the link in place; notes already mirrored or
+    recognised are skipped by sync.
+    """
+    side = command["kind"].split(".", 1)[0]
+    if link.get(f"{side}_id") is None:
+        raise MissingTargetError(f"{link['link_id']} has no {side} ticket yet")
+    ticket_id, tenant = int(link[f"{side}_id"]), command["tenant"]
+    found: list[NewEvent] = []
+    if side == "soc":
+        for c in await soc.list_comments(ticket_id):
+            found.append(soc_observe.comment_event(
+                tenant=tenant, ticket_id=ticket_id, comment_id=int(c["id"]),
+                body=c.get("body"), public=bool(c.get("public")),
+                author_id=soc_observe.opt_int(c.get("author_id")), author_is_staff=None,
+                created_at=c.get("created_at"), via="fetch",
+            ))  # fmt: skip
+    else:
+        member = command["params"].get("api_member") or ""
+        for note in await cw.list_notes(ticket_id):
+            found.append(cw_observe.note_event(note, ticket_id, tenant, api_member=member))
+    events = [
+        dataclasses.replace(
+            e,
+            event_id=derived_event_id(side, "fetch-notes", command["command_id"], str(n)),
+            causation_id=command["command_id"],
+        )
+        for n, e in enumerate(found)
+    ]
+    recorded: list[RecordedEvent] = await store.append(events) if events else []
+    return {"recorded": len(recorded)}

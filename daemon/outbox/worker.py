@@ -27,7 +27,7 @@ import structlog
 from daemon.connectwise.client import ConnectWiseClient
 from daemon.connectwise.errors import ConnectWiseApiError
 from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
-from daemon.outbox.fetch import fetch_ticket
+from daemon.outbox.fetch import fetch_notes, fetch_ticket
 from daemon.remote import RemoteError, RetryAfterTooLongError
 from daemon.soc.client import SocClient
 from daemon.soc.errors import SocApiError
@@ -194,6 +194,9 @@ class Outbox:
             if command["kind"].endswith(".fetch_ticket"):
                 # A read, not a write: sync could not order two same-second observations.
                 result = await fetch_ticket(self.store, command, link, self.cw, self.soc)
+            elif command["kind"].endswith(".fetch_notes"):
+                # A read: replies made on a created ticket before its link was recorded.
+                result = await fetch_notes(self.store, command, link, self.cw, self.soc)
             else:
                 result = await self._deliver(
                     command, link, self.cw, self.soc, maybe_sent=maybe_sent

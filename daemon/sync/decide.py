@@ -531,6 +531,15 @@ def _delivered(
     cw_id = link["cw_id"] if kind == "soc.create_ticket" else created
     soc_id = created if kind == "soc.create_ticket" else link["soc_id"]
     d.emit(kinds.LINKED, link, {"cw_id": cw_id, "soc_id": soc_id})
+    if (data.get("result") or {}).get("found_by_marker"):
+        # The create landed before a restart and is recorded only now: replies made on
+        # the new ticket meanwhile were recorded with no link to decide them. Read them
+        # again (see daemon/outbox/fetch.py, fetch_notes).
+        side = kind.split(".", 1)[0]
+        params: dict[str, Any] = {"reason": "create found by its marker"}
+        if side == "cw":
+            params["api_member"] = rules.api_member
+        d.command(link, f"{side}.fetch_notes", params)
 
 
 _INPUTS = {
