@@ -268,6 +268,7 @@ def _live_state(app: web.Application) -> dict[str, Any]:
         known = [t for t in issued if t is not None]
         state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
         state["projection_lag"] = max(0, metrics.head - engine.state.position)
+        state["decided_again"] = engine.raced
     cw = getattr(app.get(CW_HANDLER), "__self__", None)
     for outcome, count in getattr(getattr(cw, "metrics", None), "counts", {}).items():
         state["intake"][("connectwise", outcome)] = count

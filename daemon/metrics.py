@@ -172,6 +172,13 @@ class _StateCollector(Collector):
         )
         lag.add_metric([], state.get("projection_lag", 0))
         yield lag
+        again = CounterMetricFamily(
+            "socbridge_sync_decided_again",
+            "Inputs decided again because the log moved on before their decisions were "
+            "appended (a delivery or callback landed first).",
+        )
+        again.add_metric([], state.get("decided_again", 0))
+        yield again
         last = GaugeMetricFamily(
             "socbridge_last_reconciliation_timestamp_seconds",
             "Unix time of the last completed poll (reconciliation) per side.",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import signal
 import statistics
 import sys
@@ -288,6 +289,19 @@ async def _settled(session: aiohttp.ClientSession, daemon_url: str, child: Child
     raise TimeoutError("the daemon did not settle within 60 s")
 
 
+async def _decided_again(session: aiohttp.ClientSession, daemon_url: str) -> dict[str, int]:
+    """From the daemon's /metrics: inputs decided again because the log moved on before
+    their decisions were appended (sync and ingest together), and events appended."""
+    async with session.get(f"{daemon_url}/metrics") as resp:
+        text = await resp.text()
+    again = re.search(r"^socbridge_sync_decided_again_total (\S+)$", text, re.M)
+    appended = re.findall(r"^socbridge_events_appended_total\{[^}]*\} (\S+)$", text, re.M)
+    return {
+        "sync_decided_again": int(float(again.group(1))) if again else -1,
+        "events_appended": int(sum(float(n) for n in appended)),
+    }
+
+
 async def make_links(
     rehearsal: Rehearsal, tech: Technician, count: int, session: aiohttp.ClientSession, child: Child
 ) -> list[tuple[int, int]]:
@@ -433,6 +447,7 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
                     await drive(f"http://127.0.0.1:{peer_port}/callbacks/connectwise", bodies)
                 )
                 cpu["plain"] += peer.cpu_s() - before
+            figures.update(await _decided_again(session, rehearsal.daemon_url))
     finally:
         await daemon.stop()
         await peer.stop()

@@ -56,6 +56,8 @@ def test_bench_quick_json_has_every_figure_positive_and_finite(tmp_path: Path) -
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert figures["quick"] is True
     assert figures["sync_samples"] > 0 and figures["sync_timeouts"] == 0
+    # Read from the daemon's /metrics: how often the log moved on under a decision.
+    assert 0 <= figures["sync_decided_again"] < figures["events_appended"]
     # The host probe: how late an idle process wakes from a 10 ms sleep.
     assert 0 <= figures["host_sleep_10ms_p50_ms"] <= figures["host_sleep_10ms_p99_ms"]
     assert 0 <= figures["host_sleep_10ms_late_100ms_pct"] <= 100
