@@ -149,6 +149,9 @@ class EventStore:
         self._wthread: threading.Thread | None = None
         self._closed = False
         self._appended: asyncio.Future[None] = self._loop.create_future()
+        #: The highest position appended through this store so far (0 before the first):
+        #: a cheap lower bound of where the log ends, known without a read.
+        self.appended_through = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -414,6 +417,8 @@ class EventStore:
                     request.future.set_exception(result)
                 continue
             wrote = True
+            if result:
+                self.appended_through = max(self.appended_through, result[-1].position)
             if not request.future.done():
                 request.future.set_result(result)
         if wrote:

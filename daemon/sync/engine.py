@@ -132,6 +132,12 @@ class SyncEngine:
         decisions = decide(self.state, event, self.rules)
         if not decisions:
             return True
+        if event.position > self.started_at and self.store.appended_through > self.state.position:
+            # Known without a write: the log moved on (an append through this store). (An
+            # input from before the start may have its decisions logged already: that
+            # append is tried, and returns them.)
+            self.raced += 1
+            return False
         try:
             recorded = await self.store.append(decisions, expected_position=self.state.position)
         except LogMovedError:

@@ -35,6 +35,7 @@ async def test_positions_are_dense_and_streams_versioned(store: EventStore) -> N
         ("a", 3),
     ]
     assert await store.last_position() == 4
+    assert store.appended_through == 4  # known without a read
 
 
 async def test_recorded_event_carries_every_field(store: EventStore) -> None:
