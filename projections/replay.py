@@ -335,15 +335,24 @@ class _Walk:
         self.pending.discard(event.event_id)
         if event.type in INPUTS:
             self.deferred.append(event)
-        while self.deferred and not self.pending:
-            cause = self.deferred[0]
-            recorded = self.decisions.get(cause.event_id, [])
-            if recorded and recorded[0].position - 1 > event.position:
-                break  # the engine decided it once the log had come this far
-            self.deferred.popleft()
+        while (next_ := self._next(event)) is not None:
+            cause, recorded = next_
             found = self.decide(self.state, cause)
             self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
             self.pending.update(r.event_id for r in recorded if r.position > event.position)
+
+    def _next(self, event: RecordedEvent) -> tuple[RecordedEvent, list[RecordedEvent]] | None:
+        """The next input to decide now that ``event`` is folded, with its recorded
+        decisions; ``None`` while the engine still waited (for its own decisions to come
+        round, or for the log before the input's first decision to be folded)."""
+        if not self.deferred or self.pending:
+            return None
+        cause = self.deferred[0]
+        recorded = self.decisions.get(cause.event_id, [])
+        if recorded and recorded[0].position - 1 > event.position:
+            return None
+        self.deferred.popleft()
+        return cause, recorded
 
 
 def _recorded(proposed: Proposed, position: int, like: RecordedEvent) -> RecordedEvent:
@@ -400,12 +409,8 @@ class _Carried(_Walk):
         self.pending.discard(event.event_id)
         if event.type in INPUTS:
             self.deferred.append(event)
-        while self.deferred and not self.pending:
-            cause = self.deferred[0]
-            recorded = self.decisions.get(cause.event_id, [])
-            if recorded and recorded[0].position - 1 > event.position:
-                break  # where the engine decided it (see _Walk)
-            self.deferred.popleft()
+        while (next_ := self._next(event)) is not None:
+            cause, recorded = next_
             found = list(self.decide(self.state, cause))
             self.proposed[cause.event_id] = [canonical(d.type, d.ticket, d.data) for d in found]
             later = [r for r in recorded if r.position > event.position]
