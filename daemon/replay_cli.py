@@ -159,6 +159,7 @@ def render(
                 "changed_by_policy": previewed.direct,
                 "changed_downstream": previewed.downstream,
                 "pending_after": previewed.pending,
+                "undecided": previewed.undecided,
                 "changed": [d.to_dict() for d in previewed.diffs],
             }
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode() + "\n"
@@ -191,6 +192,11 @@ def render(
             f"{previewed.downstream} downstream of those); {previewed.pending} commands "
             "left pending"
         )
+        if previewed.undecided:
+            lines.append(
+                f"  {previewed.undecided} inputs at the end of the log have no decisions yet "
+                "(sync has not decided them): left out"
+            )
         for diff in previewed.diffs:
             why = "downstream" if diff.downstream else "policy"
             lines.append(f"@@ #{diff.cause_position} {diff.cause_type} {diff.ticket} ({why}) @@")
@@ -304,7 +310,10 @@ async def run_replay(
         def decide_with(state: BridgeState, event: RecordedEvent) -> list[NewEvent]:
             return decide(state, event, other_rules)
 
-        previewed = preview(window, decide_with)
+        # At the log's end, inputs sync has not decided yet (the daemon is running) are
+        # left out; before --until, every input was decided.
+        decided = await store.read_connection_call(saved_checkpoint) if until is None else None
+        previewed = preview(window, decide_with, decided)
     return render(summary.to_dict(), previewed, policy, args.json)
 
 

@@ -301,6 +301,9 @@ class Preview:
     diffs: list[DecisionDiff] = field(default_factory=list)
     #: Commands still pending at the end of the other history (no recorded outcome settled them).
     pending: int = 0
+    #: Inputs at the end of the log with no decisions recorded yet (a live log: sync has
+    #: not decided them): left out of the comparison, not counted in ``inputs``.
+    undecided: int = 0
 
     @property
     def direct(self) -> int:
@@ -423,8 +426,16 @@ class _Carried(_Walk):
                 self.state.position = event.position
 
 
-def preview(events: Sequence[RecordedEvent], decide: Decide) -> Preview:
-    """Every input's recorded decisions next to what ``decide`` proposes for it, carried on."""
+def preview(
+    events: Sequence[RecordedEvent], decide: Decide, decided_through: int | None = None
+) -> Preview:
+    """Every input's recorded decisions next to what ``decide`` proposes for it, carried on.
+
+    ``decided_through`` is set for a log that may still be growing (the daemon's saved
+    checkpoint: every input up to it was decided). An input past it and past the last
+    input with recorded decisions, with none of its own, may simply not be decided yet:
+    it is left out (counted in ``undecided``) rather than reported as changed.
+    """
     decisions: dict[str, list[RecordedEvent]] = {}
     for event in events:
         if event.source == kinds.SYNC_SOURCE and event.causation_id is not None:
@@ -435,8 +446,17 @@ def preview(events: Sequence[RecordedEvent], decide: Decide) -> Preview:
         judged.step(event)
         carried.step(event)
     result = Preview(pending=len(carried.state.outbox))
+    # Sync decides inputs in log order: one with no decisions before the last input that
+    # has some was decided (into nothing); one after it may not be decided yet.
+    last_decided = len(events) and events[-1].position
+    if decided_through is not None:
+        by_id = {e.event_id: e.position for e in events}
+        last_decided = max([decided_through, *(by_id.get(c, 0) for c in decisions)])
     for event in events:
         if event.type not in INPUTS:
+            continue
+        if event.position > last_decided and event.event_id not in decisions:
+            result.undecided += 1
             continue
         recorded = [canonical(d.type, d.ticket, d.data) for d in decisions.get(event.event_id, [])]
         proposed = carried.proposed.get(event.event_id, [])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from daemon.sync.decide import decide
 from eventstore import RecordedEvent
 from projections import kinds
-from projections.replay import preview, replay, state_digest
+from projections.replay import preview, replay, saved_checkpoint, state_digest
 from projections.state import BridgeState
 from tests.projections.history import Log, cw_seen, soc_seen
 from tests.projections.test_rebuild import RULES
@@ -177,3 +177,26 @@ async def test_a_changed_conflict_outcome_is_carried_forward_to_later_decisions(
     # Pure: the same log previews to the same result.
     again = preview(events, deciding(priority="cw"))
     assert [d.to_dict() for d in again.diffs] == [d.to_dict() for d in changed.diffs]
+
+
+async def test_a_preview_of_a_live_log_leaves_out_inputs_not_decided_yet(tmp_path: Path) -> None:
+    log = await Log.open(tmp_path / "e.db")
+    try:
+        await log.conflict()
+        await log.live.settle()
+        await log.live.stop()  # saves its checkpoint, at the end of the log
+        checkpoint = await log.store.read_connection_call(saved_checkpoint)
+        # A change recorded as the preview runs, before sync has decided it.
+        await log.store.append([soc_seen(11, "2026-11-29T10:05:00Z", priority="high")])
+        events = await log.events()
+    finally:
+        await log.store.close()
+    assert checkpoint == events[-2].position
+    live = preview(events, deciding(priority="cw"), decided_through=checkpoint)
+    assert live.undecided == 1
+    assert [d.cause_position for d in live.diffs] == [
+        d.cause_position for d in preview(events[:-1], deciding(priority="cw")).diffs
+    ]
+    # Taken for a log at rest, the undecided change would read as changed by the policy.
+    at_rest = preview(events, deciding(priority="cw"))
+    assert events[-1].position in [d.cause_position for d in at_rest.diffs]
