@@ -25,6 +25,16 @@ class MissingTargetError(Exception):
     """The other side's ticket is not known yet (its create has not been linked)."""
 
 
+def target_ticket(command: dict[str, Any], link: dict[str, Any]) -> tuple[str, int]:
+    """The side a command acts on and that side's ticket id; :class:`MissingTargetError`
+    while the link does not know that ticket yet."""
+    side = command["kind"].split(".", 1)[0]
+    ticket_id = link.get(f"{side}_id")
+    if ticket_id is None:
+        raise MissingTargetError(f"{link['link_id']} has no {side} ticket yet")
+    return side, int(ticket_id)
+
+
 class StaleTargetError(Exception):
     """Someone else changed the target field since the decision: do not overwrite it."""
 
@@ -99,10 +109,7 @@ async def deliver(
         return await _soc_create(soc, command["command_id"], params, maybe_sent)
     if kind == "cw.create_ticket":
         return await _cw_create(cw, params, maybe_sent)
-    target = kind.split(".", 1)[0]
-    remote_id = link.get(f"{target}_id")
-    if remote_id is None:
-        raise MissingTargetError(f"{link['link_id']} has no {target} ticket yet")
+    target, remote_id = target_ticket(command, link)
     if kind == "soc.update_ticket":
         _check_fresh(target, remote_id, await soc.get_ticket(remote_id), command)
         doc = await soc.update_ticket(remote_id, params["remote"])

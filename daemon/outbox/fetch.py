@@ -23,7 +23,7 @@ from typing import Any
 
 from daemon.connectwise import observe as cw_observe
 from daemon.connectwise.client import ConnectWiseClient
-from daemon.outbox.deliver import MissingTargetError
+from daemon.outbox.deliver import target_ticket
 from daemon.soc import observe as soc_observe
 from daemon.soc.client import SocClient
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent, derived_event_id
@@ -40,10 +40,7 @@ async def fetch_ticket(
     soc: SocClient,
 ) -> dict[str, Any]:
     """Read the command's ticket and append the observation; return what was recorded."""
-    side = command["kind"].split(".", 1)[0]
-    if link.get(f"{side}_id") is None:
-        raise MissingTargetError(f"{link['link_id']} has no {side} ticket yet")
-    ticket_id = int(link[f"{side}_id"])
+    side, ticket_id = target_ticket(command, link)
     stream = (
         cw_observe.stream_for(ticket_id) if side == "cw" else soc_observe.ticket_stream(ticket_id)
     )
@@ -121,10 +118,8 @@ async def fetch_notes(
     this command, it is decided with the link in place; notes already mirrored or
     recognised are skipped by sync.
     """
-    side = command["kind"].split(".", 1)[0]
-    if link.get(f"{side}_id") is None:
-        raise MissingTargetError(f"{link['link_id']} has no {side} ticket yet")
-    ticket_id, tenant = int(link[f"{side}_id"]), command["tenant"]
+    side, ticket_id = target_ticket(command, link)
+    tenant = command["tenant"]
     found: list[NewEvent] = []
     if side == "soc":
         for c in await soc.list_comments(ticket_id):
