@@ -47,6 +47,11 @@ MAX_GROUP = 1024
 BUSY_TIMEOUT_MS = 5000
 #: How often a live subscriber re-checks the file for appends made by another process.
 FOREIGN_APPEND_CHECK_S = 0.5
+#: How long a batch read waits, at most, for the reader thread to pick up the
+#: next batch before it decodes this one (see :meth:`EventStore.read_batches`).
+#: The reader is idle during a catch-up, so the wait is a thread hand-off,
+#: well under a millisecond; the bound only matters when another read holds it.
+READ_AHEAD_HANDOFF_S = 0.005
 #: WAL pages after which a commit also checkpoints (SQLite's default is 1000).
 #: Every append writes a table page and a leaf page of each of two indexes
 #: (event id, stream); 32 appends to 32 streams touch about 50 pages, so at
@@ -66,6 +71,16 @@ class _AppendRequest:
     expected_version: int | None
     expected_position: int | None
     future: asyncio.Future[list[RecordedEvent]]
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """One batch read started on the reader thread."""
+
+    future: asyncio.Future[tuple[bytes | None, int, int | None]]
+    #: Set by the reader thread as it picks the read up.
+    started: threading.Event
+    from_position: int
 
 
 @dataclass(slots=True)
@@ -454,76 +469,84 @@ class EventStore:
 
         return await self._read(fetch)
 
-    def _fetch_batch(
-        self, from_position: int, until: int, limit: int
-    ) -> asyncio.Future[tuple[bytes | None, int, int | None]]:
-        """Start reading one packed batch on the reader thread; decode it with :meth:`_decode`."""
+    def _fetch_batch(self, from_position: int, until: int, limit: int) -> _Fetch:
+        """Start reading one packed batch on the reader thread; finish it with :meth:`_decode`."""
         if self._rconn is None:
             raise StoreClosedError(f"event log {self.path} is closed")
         conn = self._rconn
+        started = threading.Event()
 
         def fetch() -> tuple[bytes | None, int, int | None]:
+            started.set()
             row = conn.execute(PACKED_BATCH, (from_position, until, limit)).fetchone()
             return row[0], row[1], row[2]
 
-        return self._loop.run_in_executor(self._reader, fetch)
+        return _Fetch(self._loop.run_in_executor(self._reader, fetch), started, from_position)
 
-    async def _decode(
-        self,
-        fetched: asyncio.Future[tuple[bytes | None, int, int | None]],
-        from_position: int,
-        until: int,
-        limit: int,
-    ) -> tuple[list[RecordedEvent], int | None]:
-        """The events of a batch started by :meth:`_fetch_batch`, and its last position."""
+    async def _fetched(self, fetch: _Fetch) -> tuple[bytes | None, int, int | None]:
+        """A started batch's packed rows, event count and last position."""
         try:
-            blob, count, top = await fetched
+            return await fetch.future
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
+
+    async def _decode(
+        self, raw: tuple[bytes | None, int, int | None], from_position: int, until: int, limit: int
+    ) -> list[RecordedEvent]:
+        """The events of one batch read by :meth:`_fetched`."""
+        blob, count, _ = raw
         events = packed_batch_to_events(blob, count)
         if events is None:  # a malformed row: the per-row read names it
             events = await self._select(
                 "position >= ? AND position <= ? ORDER BY position LIMIT ?",
                 (from_position, until, limit),
             )
-        return events, top
+        return events
 
     async def read_batch(
         self, from_position: int, limit: int, *, until: int | None = None
     ) -> list[RecordedEvent]:
         """Up to ``limit`` events from ``from_position`` on (to ``until``, inclusive), in order."""
         last = _MAX_POSITION if until is None else until
-        fetched = self._fetch_batch(from_position, last, limit)
-        events, _ = await self._decode(fetched, from_position, last, limit)
-        return events
+        raw = await self._fetched(self._fetch_batch(from_position, last, limit))
+        return await self._decode(raw, from_position, last, limit)
 
     async def read_batches(
         self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """The events from ``from_position`` (to ``until``, inclusive) in batches, in order.
 
-        The next batch is read on the reader thread while this one is decoded
-        and consumed.
+        The reader thread reads the next batch while this one is decoded and
+        consumed. SQLite builds a batch with the GIL released, but the thread
+        needs the GIL to start, and decoding holds it for one long ``orjson``
+        call; so before decoding, this waits (briefly, at most
+        :data:`READ_AHEAD_HANDOFF_S`) until the reader has picked up the next
+        batch. Without that wait the reader started only once decoding ended,
+        and the two ran one after the other: on 100k events the read went from
+        about 43,000 to about 84,000 events per second (``/tmp`` micro-run,
+        median of four).
         """
         last = _MAX_POSITION if until is None else until
-        position = from_position
-        fetched: asyncio.Future[tuple[bytes | None, int, int | None]] | None = None
-        fetched = self._fetch_batch(position, last, batch_size)
+        fetch: _Fetch | None = self._fetch_batch(from_position, last, batch_size)
         try:
-            while fetched is not None:
-                events, top = await self._decode(fetched, position, last, batch_size)
-                fetched = None
-                if len(events) < batch_size or top is None or top >= last:
-                    if events:
-                        yield events
+            while fetch is not None:
+                raw = await self._fetched(fetch)
+                position, fetch = fetch.from_position, None
+                count, top = raw[1], raw[2]
+                more = count >= batch_size and top is not None and top < last
+                if more:
+                    assert top is not None
+                    fetch = self._fetch_batch(top + 1, last, batch_size)
+                    fetch.started.wait(READ_AHEAD_HANDOFF_S)
+                events = await self._decode(raw, position, last, batch_size)
+                if events:
+                    yield events
+                if not more:
                     return
-                position = top + 1
-                fetched = self._fetch_batch(position, last, batch_size)
-                yield events
         finally:
-            if fetched is not None:
+            if fetch is not None:
                 # Stopped early: nobody awaits the prefetch; retrieve its outcome.
-                fetched.add_done_callback(_ignore_outcome)
+                fetch.future.add_done_callback(_ignore_outcome)
 
     async def read(
         self, from_position: int = 1, *, batch_size: int = 1000, until: int | None = None
