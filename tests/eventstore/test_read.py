@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -162,3 +163,43 @@ async def test_read_batches_prefetches_in_order_and_can_stop_early(store: EventS
     await reader.aclose()
     assert first == recs[:4]
     assert [e async for e in store.read(20, batch_size=4)] == recs[19:]
+
+
+async def test_a_log_that_ends_on_a_batch_boundary_reads_whole_with_no_empty_batch(
+    store: EventStore,
+) -> None:
+    recs = await store.append([ev(data={"i": i}) for i in range(12)])
+    batches = [b async for b in store.read_batches(1, batch_size=4)]
+    assert [len(b) for b in batches] == [4, 4, 4]
+    assert [e for b in batches for e in b] == recs
+
+
+async def test_decoding_a_batch_leaves_the_garbage_collector_as_it_found_it(
+    db_path: Path,
+) -> None:
+    s = await EventStore.open(db_path)
+    await s.append([ev(data={"i": i}) for i in range(5)])
+    try:
+        assert gc.isenabled()
+        assert len([e async for e in s.read(batch_size=2)]) == 5
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            assert len([e async for e in s.read(batch_size=2)]) == 5
+            assert not gc.isenabled()  # the caller's choice stands
+        finally:
+            gc.enable()
+    finally:
+        await s.close()
+    # The per-row fallback for a malformed batch switches it back on too.
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("DROP TRIGGER events_refuse_update")
+    raw.execute("""UPDATE events SET data = '{"i": 1}, "smuggled"' WHERE position = 2""")
+    raw.close()
+    s = await EventStore.open(db_path)
+    try:
+        with pytest.raises(StoreError, match="position 2 does not decode"):
+            [e async for e in s.read(batch_size=2)]
+        assert gc.isenabled()
+    finally:
+        await s.close()
