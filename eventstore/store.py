@@ -19,6 +19,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+from bisect import bisect_left
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from eventstore.writer import (
     packed_batch_to_events,
     packed_to_events,
     prepare,
+    row_to_event,
     write_group,
 )
 
@@ -47,6 +49,9 @@ MAX_GROUP = 1024
 BUSY_TIMEOUT_MS = 5000
 #: How often a live subscriber re-checks the file for appends made by another process.
 FOREIGN_APPEND_CHECK_S = 0.5
+#: Rows of its own recent appends a store keeps for live subscribers (it trims back to
+#: this many once it holds twice as many: a few MB at most with ticket-sized events).
+TAIL_EVENTS = 2048
 #: How long a batch read waits, at most, for the reader thread to pick up the
 #: next batch before it decodes this one (see :meth:`EventStore.read_batches`).
 #: The reader is idle during a catch-up, so the wait is a thread hand-off,
@@ -127,6 +132,10 @@ def _connect(
     return conn
 
 
+def _row_position(row: tuple[Any, ...]) -> int:
+    return int(row[0])
+
+
 #: Larger than any position SQLite can give (the largest signed 64-bit integer).
 _MAX_POSITION = 2**63 - 1
 
@@ -167,6 +176,8 @@ class EventStore:
         #: The highest position appended through this store so far (0 before the first):
         #: a cheap lower bound of where the log ends, known without a read.
         self.appended_through = 0
+        #: Rows this store committed last, in position order (see :meth:`subscribe`).
+        self._tail: list[tuple[Any, ...]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -339,7 +350,9 @@ class EventStore:
                     else:
                         carried = nxt
                         break
-                self._reply(self._deliver, group, *self._write_group_safely(group))
+                written: list[tuple[Any, ...]] = []
+                results, error = self._write_group_safely(group, written)
+                self._reply(self._deliver, group, results, written, error)
             elif isinstance(item, _Job):
                 self._run_job_now(item)
             else:
@@ -347,26 +360,32 @@ class EventStore:
                 return
 
     def _write_group_safely(
-        self, group: list[_AppendRequest]
+        self, group: list[_AppendRequest], written: list[tuple[Any, ...]]
     ) -> tuple[list[list[RecordedEvent] | StoreError] | None, BaseException | None]:
         try:
-            return self._write_group(group), None
+            return self._write_group(group, written), None
         except sqlite3.Error as exc:
             return None, translate(exc, self.path)
         except Exception as exc:  # the writer must survive to serve the next group
             return None, exc
 
-    def _write_group(self, group: list[_AppendRequest]) -> list[list[RecordedEvent] | StoreError]:
-        """Writer thread: the whole group in one transaction, one commit, one fsync."""
+    def _write_group(
+        self, group: list[_AppendRequest], written: list[tuple[Any, ...]]
+    ) -> list[list[RecordedEvent] | StoreError]:
+        """Writer thread: the whole group in one transaction, one commit, one fsync.
+
+        ``written`` receives the rows inserted; it is cleared if the commit fails.
+        """
         conn = self._wconn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = write_group(
-                conn, [(r.events, r.expected_version, r.expected_position) for r in group]
+                conn, [(r.events, r.expected_version, r.expected_position) for r in group], written
             )
             conn.execute("COMMIT")
         except BaseException:
+            written.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
@@ -417,9 +436,12 @@ class EventStore:
         self,
         group: list[_AppendRequest],
         results: list[list[RecordedEvent] | StoreError] | None,
+        written: list[tuple[Any, ...]],
         error: BaseException | None,
     ) -> None:
         """Resolve a group's futures once its transaction is durable (or failed)."""
+        if written:
+            self._remember(written)
         if results is None:
             for request in group:
                 if not request.future.done():
@@ -438,6 +460,34 @@ class EventStore:
                 request.future.set_result(result)
         if wrote:
             self._notify_appended()
+
+    def _remember(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep the rows just committed for live subscribers (see :meth:`subscribe`)."""
+        tail = self._tail
+        tail.extend(rows)
+        if len(tail) > 2 * TAIL_EVENTS:
+            del tail[: len(tail) - TAIL_EVENTS]
+
+    def _from_tail(self, position: int, limit: int) -> list[RecordedEvent] | None:
+        """The events from ``position`` on, up to ``limit`` and up to the first gap, if this
+        store committed the one at ``position`` recently; None when it must be read.
+
+        Each call decodes the rows afresh, as a read would: no two readers share a
+        ``data`` dict.
+        """
+        tail = self._tail
+        if not tail or not tail[0][0] <= position <= tail[-1][0]:
+            return None
+        i = bisect_left(tail, position, key=_row_position)
+        if tail[i][0] != position:
+            return None  # appended by another process: only the file has it
+        events: list[RecordedEvent] = []
+        for row in tail[i : i + limit]:
+            if row[0] != position:
+                break  # another process appended in between
+            events.append(row_to_event(row))
+            position += 1
+        return events
 
     def _job_done(self, future: asyncio.Future[Any], result: Any) -> None:
         if not future.done():
@@ -602,16 +652,22 @@ class EventStore:
     ) -> AsyncIterator[RecordedEvent]:
         """Catch up from ``from_position``, then follow new appends live until closed.
 
-        Appends through this store wake subscribers at once; appends made by
-        another process on the same file are picked up within
-        ``foreign_check_s``.
+        Appends through this store wake subscribers at once, and a subscriber
+        that keeps up takes them from the rows the writer just committed
+        (the last :data:`TAIL_EVENTS`) instead of reading them back through the
+        reader thread: two thread hand-offs and a query fewer per append on the
+        daemon's path from a callback to its sync decision. Appends made by
+        another process on the same file are read from the file, and are picked
+        up within ``foreign_check_s``.
         """
         position = from_position
         while not self._closed:
             # Take the wake-up future before reading, so an append that lands
             # between the read and the wait is never missed.
             appended = self._appended
-            batch = await self.read_batch(position, batch_size)
+            batch = self._from_tail(position, batch_size)
+            if not batch:
+                batch = await self.read_batch(position, batch_size)
             if batch:
                 for event in batch:
                     yield event

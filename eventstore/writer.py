@@ -274,12 +274,15 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
 
 
 def write_group(
-    conn: sqlite3.Connection, group: Sequence[tuple[list[Prepared], int | None, int | None]]
+    conn: sqlite3.Connection,
+    group: Sequence[tuple[list[Prepared], int | None, int | None]],
+    written: list[tuple[Any, ...]] | None = None,
 ) -> list[list[RecordedEvent] | StoreError]:
     """Decide and insert a group of append requests; the caller owns the transaction.
 
     Each request is ``(events, expected_version, expected_position)``; see
-    :meth:`eventstore.EventStore.append`.
+    :meth:`eventstore.EventStore.append`. The rows inserted (``COLUMNS`` order,
+    ``data`` as its stored text) are added to ``written`` when given.
     """
     last_pos, last_hash = head(conn)
     ids = list({p.event.event_id for events, _, _ in group for p in events})
@@ -348,6 +351,8 @@ def write_group(
         results.append(recorded)
     if rows:
         conn.executemany(INSERT, rows)
+        if written is not None:
+            written.extend(rows)
     return results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,71 @@ async def test_subscribe_sees_appends_from_another_process_store(
     [rec] = await other.append([ev("from-other")])
     assert await asyncio.wait_for(waiting, 5) == rec
     await other.close()
+
+
+async def test_a_live_subscriber_takes_own_appends_without_reading_them_back(
+    store: EventStore,
+) -> None:
+    received: asyncio.Queue[RecordedEvent] = asyncio.Queue()
+
+    async def follow() -> None:
+        async for event in store.subscribe(1, foreign_check_s=3600):
+            await received.put(event)
+
+    task = asyncio.create_task(follow())
+    [first] = await store.append([ev()])
+    # Once the first event is taken, the subscriber has asked the reader thread for
+    # what follows; the hold below queues behind that read.
+    assert await asyncio.wait_for(received.get(), 5) == first
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    held = asyncio.create_task(store.read_connection_call(hold))
+    try:
+        assert await asyncio.to_thread(holding.wait, 5)
+        # With the reader thread held, only the rows the writer committed can
+        # deliver the next event in time.
+        [second] = await store.append([ev(data={"n": 2})])
+        assert await asyncio.wait_for(received.get(), 5) == second
+    finally:
+        release.set()
+        await held
+        task.cancel()
+
+
+async def test_appends_of_another_process_between_own_ones_reach_subscribers_in_order(
+    store: EventStore, db_path: Path
+) -> None:
+    other = await EventStore.open(db_path)
+    try:
+        recs: list[RecordedEvent] = []
+        for n in range(5):
+            recs += await (store if n % 2 == 0 else other).append([ev(data={"n": n})])
+    finally:
+        await other.close()
+    # This store committed positions 1, 3 and 5 itself; 2 and 4 are only in the file.
+    for start in (1, 3):
+        seen: list[RecordedEvent] = []
+        async for event in store.subscribe(start):
+            seen.append(event)
+            if event.position == 5:
+                break
+        assert seen == recs[start - 1 :]
+
+
+async def test_subscribers_never_share_an_events_data(store: EventStore) -> None:
+    a = asyncio.create_task(first_event_of(store, foreign_check_s=3600))
+    b = asyncio.create_task(first_event_of(store, foreign_check_s=3600))
+    await asyncio.sleep(0)
+    [rec] = await store.append([ev(data={"nested": {"n": 1}})])
+    got_a, got_b = await asyncio.wait_for(asyncio.gather(a, b), 5)
+    assert got_a == got_b == rec
+    assert got_a.data is not got_b.data and got_a.data is not rec.data
+    got_a.data["nested"]["n"] = 2  # a fold that mutates what it was given harms no one else
+    assert got_b.data == rec.data == {"nested": {"n": 1}}
 
 
 async def test_subscription_ends_when_store_closes(db_path: Path) -> None:

@@ -26,9 +26,9 @@ async def test_concurrent_appends_share_transactions_and_stay_dense(
     groups: list[int] = []
     real = eventstore.writer.write_group
 
-    def counting(conn: sqlite3.Connection, group: list[Any]) -> Any:
+    def counting(conn: sqlite3.Connection, group: list[Any], written: Any = None) -> Any:
         groups.append(len(group))
-        return real(conn, group)
+        return real(conn, group, written)
 
     monkeypatch.setattr("eventstore.store.write_group", counting)
 
