@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 from bisect import bisect_left
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from eventstore.writer import (
     PACKED,
     PACKED_BATCH,
     Prepared,
+    head,
     packed_batch_to_events,
     packed_to_events,
     prepare,
@@ -52,6 +53,8 @@ FOREIGN_APPEND_CHECK_S = 0.5
 #: Rows of its own recent appends a store keeps for live subscribers (it trims back to
 #: this many once it holds twice as many: a few MB at most with ticket-sized events).
 TAIL_EVENTS = 2048
+#: How long the writer holds other appends for :meth:`EventStore.append_at_end`.
+HOLD_TIMEOUT_S = 2.0
 #: How long a batch read waits, at most, for the reader thread to pick up the
 #: next batch before it decodes this one (see :meth:`EventStore.read_batches`).
 #: The reader is idle during a catch-up, so the wait is a thread hand-off,
@@ -97,13 +100,26 @@ class _Job:
 
 
 @dataclass(slots=True)
+class _Hold:
+    """Appends held at the log's end while the event loop decides what follows it."""
+
+    #: The log's end, once every append queued before the hold is written.
+    future: asyncio.Future[int]
+    #: The one append to write at that end, or None to let the writer go on.
+    channel: queue.SimpleQueue[_AppendRequest | None]
+    lock: threading.Lock
+    #: Set by the writer when it stopped waiting (:data:`HOLD_TIMEOUT_S`).
+    expired: bool = False
+
+
+@dataclass(slots=True)
 class _Stop:
     """The last item the writer thread takes: close the connection and exit."""
 
     future: asyncio.Future[None]
 
 
-_WriterItem = _AppendRequest | _Job | _Stop
+_WriterItem = _AppendRequest | _Job | _Hold | _Stop
 
 
 def _connect(
@@ -314,6 +330,48 @@ class EventStore:
         self._wqueue.put(_AppendRequest(prepared, expected_version, expected_position, future))
         return await future
 
+    async def append_at_end(
+        self, decide: Callable[[int], Awaitable[Sequence[NewEvent]]]
+    ) -> list[RecordedEvent]:
+        """Append what ``decide(end)`` returns right after ``end``, where the log ends.
+
+        The writer finishes the appends queued before this call, then holds the
+        ones queued after it while ``decide`` runs: given the log's last
+        position, it brings its view up to there and returns the events that
+        follow from it. They are written at once, with nothing in between (as
+        with ``expected_position=end``). This is how the sync engine gets its
+        decisions in while callbacks keep arriving: a plain conditional append
+        finds the log moved on whenever one lands first. ``decide`` must not
+        wait for an append itself. If it takes longer than
+        :data:`HOLD_TIMEOUT_S`, the writer goes on, and the append is refused
+        with :class:`LogMovedError` if anything was appended meanwhile.
+        """
+        if self._closed:
+            raise StoreClosedError(f"event log {self.path} is closed")
+        if self.readonly:
+            raise StoreClosedError(f"event log {self.path} was opened read-only")
+        hold = _Hold(self._loop.create_future(), queue.SimpleQueue(), threading.Lock())
+        self._wqueue.put(hold)
+        sent = False
+        try:
+            end = await hold.future
+            prepared = prepare(await decide(end), None)
+            if not prepared:
+                return []
+            future: asyncio.Future[list[RecordedEvent]] = self._loop.create_future()
+            request = _AppendRequest(prepared, None, end, future)
+            with hold.lock:
+                if not hold.expired:
+                    hold.channel.put(request)
+                    sent = True
+            if not sent:
+                self._wqueue.put(request)
+                sent = True
+            return await future
+        finally:
+            if not sent:
+                hold.channel.put(None)  # let the writer go on
+
     async def _run_job(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self.readonly:
             raise StoreClosedError(f"event log {self.path} is closed or read-only")
@@ -355,6 +413,8 @@ class EventStore:
                 self._reply(self._deliver, group, results, written, error)
             elif isinstance(item, _Job):
                 self._run_job_now(item)
+            elif isinstance(item, _Hold):
+                self._hold_now(item)
             else:
                 self._stop_now(item)
                 return
@@ -390,6 +450,30 @@ class EventStore:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _hold_now(self, hold: _Hold) -> None:
+        """Writer thread: tell the loop where the log ends, then write only its append
+        there (or nothing), waiting at most :data:`HOLD_TIMEOUT_S` for it."""
+        conn = self._wconn
+        assert conn is not None
+        try:
+            end, _ = head(conn)
+        except sqlite3.Error as exc:
+            self._reply(_settle, hold.future, None, translate(exc, self.path))
+            return
+        self._reply(_settle, hold.future, end, None)
+        try:
+            request = hold.channel.get(timeout=HOLD_TIMEOUT_S)
+        except queue.Empty:
+            with hold.lock:
+                if hold.channel.empty():
+                    hold.expired = True  # the caller's append now queues as any other
+                    return
+            request = hold.channel.get_nowait()
+        if request is not None:
+            written: list[tuple[Any, ...]] = []
+            results, error = self._write_group_safely([request], written)
+            self._reply(self._deliver, [request], results, written, error)
 
     def _run_job_now(self, job: _Job) -> None:
         conn = self._wconn
