@@ -32,7 +32,7 @@ import structlog
 
 from daemon.sync.decide import decide
 from daemon.sync.rules import Rules
-from eventstore import DuplicateEventError, EventStore, LogMovedError, RecordedEvent
+from eventstore import DuplicateEventError, EventStore, LogMovedError, NewEvent, RecordedEvent
 from projections import kinds
 from projections.fold import apply
 from projections.persist import ProjectionStore
@@ -94,7 +94,8 @@ class SyncEngine:
             self.ready.set()
         try:
             async for event in self.store.subscribe(self.state.position + 1):
-                await self._step(event)
+                if event.position > self.state.position:  # else folded while deciding
+                    await self._step(event)
                 if not self.ready.is_set() and event.position >= self.started_at:
                     self.ready.set()
         finally:
@@ -103,12 +104,7 @@ class SyncEngine:
                 await self.projections.save(self.state, when=lambda: self.quiescent)
 
     async def _step(self, event: RecordedEvent) -> None:
-        self._last_step = asyncio.get_running_loop().time()
-        apply(self.state, event)
-        self._pending_own.discard(event.event_id)
-        self._unsaved += 1
-        if event.type in INPUTS:
-            self._deferred.append(event)
+        self._fold(event)
         self._deciding = True
         try:
             while self._deferred and not self._pending_own:
@@ -117,14 +113,23 @@ class SyncEngine:
                 self._deferred.popleft()
         finally:
             self._deciding = False
+        if self.quiescent and self._unsaved >= self.checkpoint_every:
+            await self.save()
+
+    def _fold(self, event: RecordedEvent) -> None:
+        """Fold one event and tell the listeners (in log order)."""
+        self._last_step = asyncio.get_running_loop().time()
+        apply(self.state, event)
+        self._pending_own.discard(event.event_id)
+        self._unsaved += 1
+        if event.type in INPUTS:
+            self._deferred.append(event)
         if event.type in kinds.OUTCOMES or event.type == kinds.COMMAND_ISSUED:
             self.changed.set()
         elif event.type in (kinds.LINKED, kinds.UNLINKED) or event.type.startswith("admin."):
             self.changed.set()
         for listener in self._listeners:
             listener(event)
-        if self.quiescent and self._unsaved >= self.checkpoint_every:
-            await self.save()
 
     async def _decide(self, event: RecordedEvent) -> bool:
         """Decide ``event``; ``False`` when the log moved on before its decisions were
@@ -137,20 +142,58 @@ class SyncEngine:
             # input from before the start may have its decisions logged already: that
             # append is tried, and returns them.)
             self.raced += 1
-            return False
+            return await self._decide_at_end(event)
         try:
             recorded = await self.store.append(decisions, expected_position=self.state.position)
         except LogMovedError:
             self.raced += 1
+            if event.position <= self.started_at:
+                return False
+            return await self._decide_at_end(event)
+        except DuplicateEventError as exc:
+            recorded = await self._logged_instead(event, decisions, exc)
+        # Decisions already folded (re-decided after a crash) are not waited for.
+        self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
+        return True
+
+    async def _logged_instead(
+        self, event: RecordedEvent, decisions: list[NewEvent], exc: DuplicateEventError
+    ) -> list[RecordedEvent]:
+        """The log already holds other decisions for this cause (the rules changed
+        since): the log is the truth, keep it and say so."""
+        self._log.warning("sync.decision_differs_from_log", cause=event.event_id, error=str(exc))
+        return [r for d in decisions if (r := await self.store.get(d.event_id))]
+
+    async def _decide_at_end(self, event: RecordedEvent) -> bool:
+        """Decide ``event`` again with the store's other appends held at the log's end.
+
+        Callbacks keep landing while an input is decided; under a steady stream of
+        them a conditional append would find the log moved on nearly every time,
+        and the input (with every one queued behind it) would wait until the stream
+        paused. Here the store holds its appends, the engine folds up to where the
+        log ends, and the decisions go right after that, decided on exactly the
+        log before them as always. ``False`` if the log still moved on (another
+        process appended, or the hold timed out).
+        """
+        decisions: list[NewEvent] = []
+
+        async def at_end(end: int) -> list[NewEvent]:
+            while self.state.position < end:
+                batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
+                if not batch:
+                    break
+                for folded in batch:
+                    self._fold(folded)
+            decisions[:] = decide(self.state, event, self.rules)
+            return decisions
+
+        try:
+            recorded = await self.store.append_at_end(at_end)
+        except LogMovedError:
+            self.raced += 1
             return False
         except DuplicateEventError as exc:
-            # The log already holds other decisions for this cause (the rules
-            # changed since): the log is the truth, keep it and say so.
-            self._log.warning(
-                "sync.decision_differs_from_log", cause=event.event_id, error=str(exc)
-            )
-            recorded = [r for d in decisions if (r := await self.store.get(d.event_id))]
-        # Decisions already folded (re-decided after a crash) are not waited for.
+            recorded = await self._logged_instead(event, decisions, exc)
         self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
         return True
 

@@ -10,8 +10,10 @@ state, and the link stayed apart after a SIGKILL test.)
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from eventstore import NewEvent
 from projections import kinds
 from projections.replay import preview
 from tests.projections.history import Log, outcome, soc_seen
@@ -43,4 +45,50 @@ async def test_an_input_landing_with_a_delivery_is_decided_after_it(tmp_path: Pa
     assert second.data["params"]["accept"] == {"priority": ["low", "high"]}
     assert raced == 1
     # And a replay judges it on the same state.
+    assert preview(events, deciding()).diffs == []
+
+
+async def test_an_input_is_decided_while_appends_keep_landing(tmp_path: Path) -> None:
+    """Under a steady stream of appends (a callback storm), an input's decisions still go
+    in at once: the log moving on before every conditional append must not leave it
+    waiting until the stream stops."""
+    log = await Log.open(tmp_path / "events.db")
+    engine = log.live.engine
+    assert engine is not None
+    decided = asyncio.Event()
+    engine.on_event(
+        lambda e: (
+            decided.set()
+            if e.type == kinds.COMMAND_ISSUED
+            and e.data["params"].get("fields") == {"priority": "high"}
+            else None
+        )
+    )
+    flooding = True
+    landed = 0
+    under_way = asyncio.Event()
+
+    async def flood(w: int) -> None:
+        nonlocal landed
+        for n in range(300):  # bounded, so a stuck engine fails the test instead of hanging
+            await log.store.append([NewEvent(f"test:noise:{w}", "test.noise", {"n": n})])
+            landed += 1
+            if landed == 200:
+                under_way.set()
+        if landed == 16 * 300:
+            nonlocal flooding
+            flooding = False
+
+    try:
+        await log.linked()
+        storm = [asyncio.create_task(flood(w)) for w in range(16)]
+        await asyncio.wait_for(under_way.wait(), 30)
+        await log.store.append([soc_seen(11, "2026-11-29T10:01:00Z", priority="high")])
+        await asyncio.wait_for(decided.wait(), 30)
+        assert flooding, "decided only once the stream of appends had stopped"
+        await asyncio.gather(*storm)
+        await log.live.settle()
+        events = await log.events()
+    finally:
+        await log.close()
     assert preview(events, deciding()).diffs == []
