@@ -200,16 +200,23 @@ async def test_reads_return_exactly_what_was_appended_whatever_the_text(
     assert recs[0].data == new.data and recs[1].data == {}
 
 
+def smuggle_a_second_value(db_path: Path, position: int) -> None:
+    """Edit one row's data into two JSON values, with the append-only trigger dropped."""
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("DROP TRIGGER events_refuse_update")
+    raw.execute(
+        """UPDATE events SET data = '{"i": 1}, "smuggled"' WHERE position = ?""", (position,)
+    )
+    raw.close()
+
+
 async def test_a_row_whose_data_is_not_one_json_value_is_refused_not_misread(
     db_path: Path,
 ) -> None:
     s = await EventStore.open(db_path)
     await s.append([ev(data={"i": 1})])
     await s.close()
-    raw = sqlite3.connect(db_path, isolation_level=None)
-    raw.execute("DROP TRIGGER events_refuse_update")
-    raw.execute("""UPDATE events SET data = '{"i": 1}, "smuggled"' WHERE position = 1""")
-    raw.close()
+    smuggle_a_second_value(db_path, 1)
     s = await EventStore.open(db_path)
     try:
         with pytest.raises(StoreError, match="position 1 does not decode"):
@@ -258,10 +265,7 @@ async def test_decoding_a_batch_leaves_the_garbage_collector_as_it_found_it(
     finally:
         await s.close()
     # The per-row fallback for a malformed batch switches it back on too.
-    raw = sqlite3.connect(db_path, isolation_level=None)
-    raw.execute("DROP TRIGGER events_refuse_update")
-    raw.execute("""UPDATE events SET data = '{"i": 1}, "smuggled"' WHERE position = 2""")
-    raw.close()
+    smuggle_a_second_value(db_path, 2)
     s = await EventStore.open(db_path)
     try:
         with pytest.raises(StoreError, match="position 2 does not decode"):
