@@ -640,7 +640,16 @@ class EventStore:
     async def read_batch(
         self, from_position: int, limit: int, *, until: int | None = None
     ) -> list[RecordedEvent]:
-        """Up to ``limit`` events from ``from_position`` on (to ``until``, inclusive), in order."""
+        """Up to ``limit`` events from ``from_position`` on (to ``until``, inclusive), in order.
+
+        A bounded read of events this store committed recently is served from them
+        (see :meth:`subscribe`) when they cover the whole range, with no thread hop.
+        """
+        if until is not None and limit > 0:
+            top = min(until, from_position + limit - 1)
+            events = self._from_tail(from_position, top - from_position + 1)
+            if events and events[-1].position == top:
+                return events
         last = _MAX_POSITION if until is None else until
         raw = await self._fetched(self._fetch_batch(from_position, last, limit))
         return await self._decode(raw, from_position, last, limit)

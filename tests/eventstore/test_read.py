@@ -123,6 +123,34 @@ async def test_a_live_subscriber_takes_own_appends_without_reading_them_back(
         task.cancel()
 
 
+async def test_a_bounded_read_of_own_recent_appends_needs_no_reader_thread(
+    store: EventStore, db_path: Path
+) -> None:
+    recs = await store.append([ev(data={"n": i}) for i in range(5)])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    held = asyncio.create_task(store.read_connection_call(hold))
+    try:
+        assert await asyncio.to_thread(holding.wait, 5)
+        assert await asyncio.wait_for(store.read_batch(2, 10, until=4), 5) == recs[1:4]
+    finally:
+        release.set()
+        await held
+    # A range holding another process's append is read from the file.
+    other = await EventStore.open(db_path)
+    try:
+        [foreign] = await other.append([ev(data={"foreign": 1})])
+    finally:
+        await other.close()
+    [mine] = await store.append([ev(data={"mine": 1})])
+    assert await store.read_batch(5, 10, until=7) == [recs[4], foreign, mine]
+    assert await store.read_batch(6, 1, until=7) == [foreign]
+
+
 async def test_appends_of_another_process_between_own_ones_reach_subscribers_in_order(
     store: EventStore, db_path: Path
 ) -> None:
