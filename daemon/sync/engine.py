@@ -176,14 +176,17 @@ class SyncEngine:
         process appended, or the hold timed out).
         """
         decisions: list[NewEvent] = []
+        reached = False
 
         async def at_end(end: int) -> list[NewEvent]:
+            nonlocal reached
             while self.state.position < end:
                 batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
                 if not batch:
-                    break
+                    return []  # not readable yet: decide nothing on a state short of the end
                 for folded in batch:
                     self._fold(folded)
+            reached = True
             decisions[:] = decide(self.state, event, self.rules)
             return decisions
 
@@ -194,6 +197,8 @@ class SyncEngine:
             return False
         except DuplicateEventError as exc:
             recorded = await self._logged_instead(event, decisions, exc)
+        if not reached:
+            return False
         self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
         return True
 
