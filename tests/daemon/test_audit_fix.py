@@ -16,6 +16,7 @@ from daemon.audit_cli import run_audit
 from daemon.connectwise.simulator.faults import ApiFault
 from daemon.harness import Bridge
 from daemon.remote import RetryPolicy
+from daemon.soc.poller import POLLER_STREAM as SOC_POLLER_STREAM
 from projections import kinds
 from tests.daemon.bridge.test_rules import cw_ticket_for, soc_ticket_for
 from tests.daemon.test_audit_cli import args
@@ -56,6 +57,12 @@ async def test_fix_links_a_partner_that_landed_though_its_create_was_abandoned(
 async def lost_reply_then_fix(bridge: Bridge) -> None:
     assert bridge.rehearsal is not None
     await bridge.settled()
+    # The SOC poller's first pass (at start) must be over before the fault is armed, or
+    # its read gets the lost reply instead of the create: on an empty desk it is one
+    # export page, then its cursor recorded.
+    await bridge.until(
+        lambda: bridge.store.last_in_stream(SOC_POLLER_STREAM), "the SOC poller's first pass"
+    )
     # The daemon tries once (no client retry, one outbox attempt): a lost reply gives up.
     bridge.outbox.max_attempts = 1
     bridge.outbox.soc.remote.retry = RetryPolicy(max_attempts=1)
