@@ -6,6 +6,8 @@ import asyncio
 import gc
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,24 @@ async def test_subscribe_sees_appends_from_another_process_store(
     await other.close()
 
 
+@asynccontextmanager
+async def reader_thread_held(store: EventStore) -> AsyncIterator[None]:
+    """Keep the store's reader thread busy until the block ends: a read needing it waits."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    held = asyncio.create_task(store.read_connection_call(hold))
+    try:
+        assert await asyncio.to_thread(holding.wait, 5)
+        yield
+    finally:
+        release.set()
+        await held
+
+
 async def test_a_live_subscriber_takes_own_appends_without_reading_them_back(
     store: EventStore,
 ) -> None:
@@ -104,22 +124,13 @@ async def test_a_live_subscriber_takes_own_appends_without_reading_them_back(
     # Once the first event is taken, the subscriber has asked the reader thread for
     # what follows; the hold below queues behind that read.
     assert await asyncio.wait_for(received.get(), 5) == first
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        holding.set()
-        release.wait(10)
-
-    held = asyncio.create_task(store.read_connection_call(hold))
     try:
-        assert await asyncio.to_thread(holding.wait, 5)
-        # With the reader thread held, only the rows the writer committed can
-        # deliver the next event in time.
-        [second] = await store.append([ev(data={"n": 2})])
-        assert await asyncio.wait_for(received.get(), 5) == second
+        async with reader_thread_held(store):
+            # With the reader thread held, only the rows the writer committed can
+            # deliver the next event in time.
+            [second] = await store.append([ev(data={"n": 2})])
+            assert await asyncio.wait_for(received.get(), 5) == second
     finally:
-        release.set()
-        await held
         task.cancel()
 
 
@@ -127,19 +138,8 @@ async def test_a_bounded_read_of_own_recent_appends_needs_no_reader_thread(
     store: EventStore, db_path: Path
 ) -> None:
     recs = await store.append([ev(data={"n": i}) for i in range(5)])
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        holding.set()
-        release.wait(10)
-
-    held = asyncio.create_task(store.read_connection_call(hold))
-    try:
-        assert await asyncio.to_thread(holding.wait, 5)
+    async with reader_thread_held(store):
         assert await asyncio.wait_for(store.read_batch(2, 10, until=4), 5) == recs[1:4]
-    finally:
-        release.set()
-        await held
     # A range holding another process's append is read from the file.
     other = await EventStore.open(db_path)
     try:
