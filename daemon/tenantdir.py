@@ -37,10 +37,29 @@ class LiveTenants(Mapping[int, str]):
     def __init__(self, directory: TenantDirectory, key: RemoteKey) -> None:
         self._directory = directory
         self._key = key
+        self._built: tuple[object, object, int, dict[int, str]] | None = None
 
     def _current(self) -> dict[int, str]:
-        rules = self._directory.engine.rules.tenants.values()
-        return {getattr(t, self._key): t.name for t in rules if self._directory.enabled(t.name)}
+        # Every callback and webhook looks a tenant up. The map is rebuilt only when
+        # what it derives from changed: the rules (a reload swaps them), the state
+        # (a load swaps it), or a switch or an applied config folded since
+        # (TenantDirectory.refresh counts those).
+        directory = self._directory
+        rules, state, generation = (
+            directory.engine.rules,
+            directory.engine.state,
+            directory.generation,
+        )
+        built = self._built
+        if built is not None and built[0] is rules and built[1] is state and built[2] == generation:
+            return built[3]
+        current = {
+            getattr(t, self._key): t.name
+            for t in rules.tenants.values()
+            if directory.enabled(t.name)
+        }
+        self._built = (rules, state, generation, current)
+        return current
 
     def __getitem__(self, remote_id: int) -> str:
         return self._current()[remote_id]
@@ -63,6 +82,8 @@ class TenantDirectory:
         self._on_enabled: list[Callable[[str], None]] = []
         self._log = structlog.get_logger("socbridge.tenants")
         self._known = self.enabled_names()
+        #: Counts refreshes: a tenant map built before the last one is stale.
+        self.generation = 0
         engine.on_event(self._folded)
 
     def enabled(self, tenant: str) -> bool:
@@ -80,6 +101,7 @@ class TenantDirectory:
 
     def refresh(self) -> None:
         """Notice tenants switched on or off since the last look (after a switch or reload)."""
+        self.generation += 1
         now = self.enabled_names()
         for name in sorted(now - self._known):
             self._log.info("tenant.sync_on", tenant=name)
