@@ -165,3 +165,10 @@ def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> N
     ):
         assert figures[key] > 0, key
     assert figures["events"] >= 2000
+    # Each ratio is the figure over the peer's in the same run, the ceiling's included.
+    peer = figures["peer_eventsourcing_append_eps"]
+    for ratio, key in (
+        ("concurrent_vs_peer_append", "append_concurrent_eps"),
+        ("sqlite_limit_vs_peer_append", "sqlite_limit_batched_eps"),
+    ):
+        assert figures[ratio] == round(figures[key] / peer, 2), ratio
