@@ -87,6 +87,10 @@ class Reobserver:
 REOBSERVE = web.AppKey("reobserve", Reobserver)
 
 
+#: How long a stop waits, at most, for sync to decide what the log already holds.
+DRAIN_ON_STOP_S = 5.0
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -147,12 +151,27 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     sync_task = asyncio.create_task(engine.run(), name="sync")
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
     yield
-    for task in (outbox_task, sync_task):
-        task.cancel()
+    # Intake and pollers have stopped (later contexts unwind first); stop the outbox,
+    # then let sync decide what the log already holds, so the checkpoint it saves on
+    # the way out is at the log's end. A stop never waits longer than DRAIN_ON_STOP_S:
+    # whatever is left is folded and decided again at the next start.
+    await _cancelled(outbox_task)
+    if not sync_task.done():
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            await asyncio.wait_for(engine.drain(), DRAIN_ON_STOP_S)
+        except TimeoutError:
+            structlog.get_logger("socbridge.sync").warning(
+                "sync.stopped_before_settled", waited_s=DRAIN_ON_STOP_S
+            )
+    await _cancelled(sync_task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _reread_tenant(app: web.Application, tenant: str) -> None:

@@ -70,8 +70,9 @@ async def serve(
     finally:
         try:
             # Stops accepting first, then the outbox finishes its in-flight
-            # deliveries; what is still running at the deadline is handed back
-            # (its command stays pending in the log and is retried at start).
+            # deliveries and sync decides what the log holds (app._sync_ctx); what
+            # is still running at the deadline is handed back (its command stays
+            # pending in the log and is retried at start).
             await asyncio.wait_for(runner.cleanup(), timeout=server.stop_deadline_seconds)
         except TimeoutError:
             log.warning("daemon.stop_deadline", handed_back="in-flight deliveries")

@@ -103,6 +103,30 @@ class SyncEngine:
             if self.quiescent and self._unsaved:
                 await self.projections.save(self.state, when=lambda: self.quiescent)
 
+    async def drain(self) -> None:
+        """Return once every event in the log is folded and decided, nothing pending.
+
+        For a clean stop, once nothing else appends (intake and outbox stopped):
+        the checkpoint :meth:`run` saves on the way out is then at the log's end,
+        not before the last cause, which a restart would fold and decide again.
+        """
+        folded = asyncio.Event()
+
+        def wake(_event: RecordedEvent) -> None:
+            folded.set()
+
+        self._listeners.append(wake)
+        try:
+            while True:
+                folded.clear()
+                if self.quiescent and self.state.position >= await self.store.last_position():
+                    return
+                # A step that folds and finds nothing to decide is quiescent again before
+                # this task runs; one that decides folds its decisions next.
+                await folded.wait()
+        finally:
+            self._listeners.remove(wake)
+
     async def _step(self, event: RecordedEvent) -> None:
         self._fold(event)
         self._deciding = True

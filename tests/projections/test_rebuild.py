@@ -197,12 +197,10 @@ class Live:
         self.store = store
         self.engine: SyncEngine | None = None
         self.task: asyncio.Task[None] | None = None
-        self.folded = asyncio.Event()
 
     async def start(self) -> SyncEngine:
         self.engine = SyncEngine(self.store, RULES, checkpoint_every=3, checkpoint_idle_s=3600)
         await self.engine.load()
-        self.engine.on_event(lambda _e: self.folded.set())
         self.task = asyncio.create_task(self.engine.run())
         return self.engine
 
@@ -213,12 +211,7 @@ class Live:
 
     async def settle(self) -> None:
         assert self.engine is not None
-        while True:
-            self.folded.clear()
-            last = await self.store.last_position()
-            if self.engine.state.position >= last and self.engine.quiescent:
-                return
-            await asyncio.wait_for(self.folded.wait(), 10)
+        await asyncio.wait_for(self.engine.drain(), 30)
 
 
 async def play(path: Path, history: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
