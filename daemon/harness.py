@@ -23,6 +23,7 @@ from daemon.config import Config, load_config
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.listener import start_sites
 from daemon.outbox.worker import Outbox
+from daemon.remote import basic_auth
 from daemon.sim_all import Rehearsal, start_rehearsal
 from daemon.soc.simulator import fixture as socfx
 from daemon.sync.engine import SyncEngine
@@ -37,14 +38,14 @@ class Technician:
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.session = session
         self.base = f"{url}/{cwfx.CODEBASE}apis/3.0"
-        self.auth = aiohttp.BasicAuth(
-            f"{cwfx.LOGIN_COMPANY}+{cwfx.TECH_PUBLIC_KEY}", cwfx.TECH_PRIVATE_KEY
-        )
-        self.headers = {"clientId": cwfx.CLIENT_ID}
+        self.headers = {
+            "clientId": cwfx.CLIENT_ID,
+            **basic_auth(f"{cwfx.LOGIN_COMPANY}+{cwfx.TECH_PUBLIC_KEY}", cwfx.TECH_PRIVATE_KEY),
+        }
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.session.request(
-            method, f"{self.base}/{path}", json=body, auth=self.auth, headers=self.headers
+            method, f"{self.base}/{path}", json=body, headers=self.headers
         ) as resp:
             data = await resp.json(content_type=None)
             if resp.status >= 400:
@@ -74,7 +75,6 @@ class Technician:
         async with self.session.get(
             f"{self.base}/service/tickets",
             params={"conditions": conditions, "pageSize": "1000"},
-            auth=self.auth,
             headers=self.headers,
         ) as resp:
             return list(await resp.json())
@@ -105,11 +105,11 @@ class Analyst:
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.session = session
         self.base = f"{url}/api/v2"
-        self.auth = aiohttp.BasicAuth(f"{socfx.ANALYST_EMAIL}/token", socfx.ANALYST_TOKEN)
+        self.headers = basic_auth(f"{socfx.ANALYST_EMAIL}/token", socfx.ANALYST_TOKEN)
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.session.request(
-            method, f"{self.base}/{path}", json=body, auth=self.auth
+            method, f"{self.base}/{path}", json=body, headers=self.headers
         ) as resp:
             data = await resp.json(content_type=None)
             if resp.status >= 400:

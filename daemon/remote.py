@@ -20,6 +20,7 @@ messages. URLs in logs and messages lose their userinfo and query string.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import ipaddress
 import random
@@ -58,6 +59,13 @@ class RemoteUnavailableError(RemoteError):
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """An HTTP Basic ``Authorization`` header (build it per request, from revealed
+    secrets, only to put it on the wire)."""
+    raw = f"{user}:{password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
 
 class RetryAfterTooLongError(RemoteError):

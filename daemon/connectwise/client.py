@@ -15,7 +15,6 @@ with exactly one of the three section flags (§3.3).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from yarl import URL
 
 from daemon.connectwise.errors import CodebaseNotFoundError, ConnectWiseError, parse_error
 from daemon.connectwise.settings import ApiKeys, ConnectWiseSettings, NoteSection
-from daemon.remote import RemoteClient, RemoteResponse
+from daemon.remote import RemoteClient, RemoteResponse, basic_auth
 
 MAX_PAGE_SIZE = 1000
 NOTE_FLAGS: Mapping[str, str] = {
@@ -139,8 +138,7 @@ class ConnectWiseClient:
         company, public, private = settings.company_id, keys.public_key, keys.private_key
 
         def auth() -> dict[str, str]:
-            raw = f"{company}+{public.reveal()}:{private.reveal()}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+            return basic_auth(f"{company}+{public.reveal()}", private.reveal())
 
         remote = RemoteClient(
             name="connectwise",

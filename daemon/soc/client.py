@@ -16,7 +16,6 @@ ambiguous failure only when sent with ``safe_update`` + ``updated_stamp``
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from daemon.remote import RemoteClient
+from daemon.remote import RemoteClient, basic_auth
 from daemon.secrets import Secret
 from daemon.soc.errors import SocApiError, SocError, parse_error
 from daemon.soc.settings import SocSettings
@@ -45,8 +44,7 @@ class ExportPage:
 
 def token_auth(email: str, token: Secret) -> dict[str, str]:
     """The Basic header for API-token auth; call only to put it on the wire."""
-    raw = f"{email}/token:{token.reveal()}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+    return basic_auth(f"{email}/token", token.reveal())
 
 
 class SocClient:

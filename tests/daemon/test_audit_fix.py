@@ -156,7 +156,7 @@ async def test_fix_unlinks_a_link_whose_partner_ticket_is_gone(bridge: Bridge) -
     link_id = f"cw:{cw['id']}"
     analyst = bridge.analyst
     async with analyst.session.delete(
-        f"{analyst.base}/tickets/{soc['id']}.json", auth=analyst.auth
+        f"{analyst.base}/tickets/{soc['id']}.json", headers=analyst.headers
     ) as resp:
         assert resp.status == 204
     await bridge.settled()

@@ -16,6 +16,7 @@ import aiohttp
 
 from daemon.connectwise.simulator import fixture as cwfx
 from daemon.harness import Analyst
+from daemon.remote import basic_auth
 from tests.daemon.bridge.process import REPO, DaemonProcess, eventually
 
 SHEET_KEYS = {
@@ -95,9 +96,9 @@ async def test_sim_all_sheet_and_run_bring_a_bridge_up(tmp_path: Path) -> None:
                 assert resp.status == 200
             # The sheet's ConnectWise API keys work against its ConnectWise URL.
             cw = sheet["connectwise"]
-            auth = aiohttp.BasicAuth(f"{cw['company_id']}+{cw['public_key']}", cw["private_key"])
+            auth = basic_auth(f"{cw['company_id']}+{cw['public_key']}", cw["private_key"])
             board_url = f"{cw['url']}/{cwfx.CODEBASE}apis/3.0/service/boards/{cw['board']['id']}"
-            async with http.get(board_url, auth=auth, headers={"clientId": cw["client_id"]}) as r:
+            async with http.get(board_url, headers={"clientId": cw["client_id"], **auth}) as r:
                 assert r.status == 200 and (await r.json())["name"] == cw["board"]["name"]
 
             enabled = next(t for t in sheet["tenants"] if t["sync_enabled"])
@@ -110,8 +111,8 @@ async def test_sim_all_sheet_and_run_bring_a_bridge_up(tmp_path: Path) -> None:
             async def crossed() -> list[dict[str, Any]] | None:
                 url = f"{cw['url']}/{cwfx.CODEBASE}apis/3.0/service/tickets"
                 params = {"conditions": f'summary contains "{incident["subject"]}"'}
-                headers = {"clientId": cw["client_id"]}
-                async with http.get(url, params=params, auth=auth, headers=headers) as r:
+                headers = {"clientId": cw["client_id"], **auth}
+                async with http.get(url, params=params, headers=headers) as r:
                     found = await r.json()
                 return found or None
 

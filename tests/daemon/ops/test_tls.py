@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def tls(tmp_path: Path) -> RehearsalTls:
 
 @pytest.fixture
 async def served(tls: RehearsalTls) -> AsyncIterator[tuple[int, Path]]:
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     app = web.Application()
-    app.router.add_get("/", lambda _r: web.Response(text="ok"))
+    app.router.add_get("/", ok)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(tls.cert, tls.key))
@@ -38,8 +42,11 @@ def client(ca: Path, version: ssl.TLSVersion, ciphers: str | None = None) -> ssl
     ctx = ssl.create_default_context(cafile=str(ca))
     # Let the client offer old protocols/ciphers: only the server may refuse them.
     ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
-    ctx.minimum_version = version
-    ctx.maximum_version = version
+    with warnings.catch_warnings():
+        # Offering TLS 1.0 and 1.1 is the point: the server must refuse them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = version
+        ctx.maximum_version = version
     return ctx
 
 
