@@ -408,9 +408,7 @@ class EventStore:
                     else:
                         carried = nxt
                         break
-                written: list[tuple[Any, ...]] = []
-                results, error = self._write_group_safely(group, written)
-                self._reply(self._deliver, group, results, written, error)
+                self._write_and_reply(group)
             elif isinstance(item, _Job):
                 self._run_job_now(item)
             elif isinstance(item, _Hold):
@@ -418,6 +416,12 @@ class EventStore:
             else:
                 self._stop_now(item)
                 return
+
+    def _write_and_reply(self, group: list[_AppendRequest]) -> None:
+        """Writer thread: write ``group`` (one transaction) and hand the outcome to the loop."""
+        written: list[tuple[Any, ...]] = []
+        results, error = self._write_group_safely(group, written)
+        self._reply(self._deliver, group, results, written, error)
 
     def _write_group_safely(
         self, group: list[_AppendRequest], written: list[tuple[Any, ...]]
@@ -471,9 +475,7 @@ class EventStore:
                     return
             request = hold.channel.get_nowait()
         if request is not None:
-            written: list[tuple[Any, ...]] = []
-            results, error = self._write_group_safely([request], written)
-            self._reply(self._deliver, [request], results, written, error)
+            self._write_and_reply([request])
 
     def _run_job_now(self, job: _Job) -> None:
         conn = self._wconn
