@@ -176,9 +176,13 @@ class SyncEngine:
             return await self._decide_at_end(event)
         except DuplicateEventError as exc:
             recorded = await self._logged_instead(event, decisions, exc)
-        # Decisions already folded (re-decided after a crash) are not waited for.
-        self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
+        self._wait_for(recorded)
         return True
+
+    def _wait_for(self, recorded: list[RecordedEvent]) -> None:
+        """Hold the next decisions until these are folded (not those folded already:
+        decisions re-decided after a crash)."""
+        self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
 
     async def _logged_instead(
         self, event: RecordedEvent, decisions: list[NewEvent], exc: DuplicateEventError
@@ -223,7 +227,7 @@ class SyncEngine:
             recorded = await self._logged_instead(event, decisions, exc)
         if not reached:
             return False
-        self._pending_own.update(r.event_id for r in recorded if r.position > self.state.position)
+        self._wait_for(recorded)
         return True
 
     async def save(self) -> None:
