@@ -11,7 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
-from daemon.cli import build_parser
+from daemon.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,10 +43,16 @@ from typing import Any
 import aiohttp
 import orjson
 
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.connectwise.simulator.callbacks import sign
-from daemon.harness import Analyst, Technician
-from daemon.sim_all import PRIORITY_MAPPING, Rehearsal, _free_port, start_rehearsal, write_config
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.connectwise.callbacks import sign
+from daemon.simulators.harness import Analyst, Technician
+from daemon.simulators.rehearsal import (
+    PRIORITY_MAPPING,
+    Rehearsal,
+    _free_port,
+    start_rehearsal,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONCURRENCY = 32
@@ -479,7 +485,7 @@ async def _import_probe(folder: Path) -> float:
     started = time.perf_counter()
     probe = await asyncio.create_subprocess_exec(
         sys.executable, "-c",
-        "import daemon.cli; daemon.cli.build_parser('run'); import daemon.app",
+        "import daemon.cli.main; daemon.cli.main.build_parser('run'); import daemon.service.app",
         cwd=REPO, env=child_env(folder),
     )  # fmt: skip
     await probe.wait()

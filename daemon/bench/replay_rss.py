@@ -1,7 +1,7 @@
 """Replay wall time and peak RSS, measured on ``socbridge replay`` run as a child process.
 
 The child runs the real command (``socbridge replay --db LOG --json``, through
-``daemon.cli.main``), so the figures are what an operator gets, interpreter
+``daemon.cli.main.main``), so the figures are what an operator gets, interpreter
 start included. Its peak resident set is the child's own ``VmHWM`` (read from
 ``/proc/self/status`` as it exits), not ``ru_maxrss``: Linux carries the
 pre-``exec`` high-water mark of the forked child into ``ru_maxrss``, which
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: ``socbridge replay``, then the process's own peak RSS on the last line of stderr.
 CHILD = """
 import sys
-from daemon.cli import main
+from daemon.cli.main import main
 code = main(["replay", "--db", sys.argv[1], "--json"])
 sys.stdout.flush()
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]

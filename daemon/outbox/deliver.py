@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.soc.client import SocClient
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.soc.client import SocClient
 from daemon.sync.decide import note_marker
 
 Result = dict[str, Any]

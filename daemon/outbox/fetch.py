@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from daemon.connectwise import observe as cw_observe
-from daemon.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise import observe as cw_observe
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.soc import observe as soc_observe
+from daemon.connectors.soc.client import SocClient
 from daemon.outbox.deliver import target_ticket
-from daemon.soc import observe as soc_observe
-from daemon.soc.client import SocClient
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent, derived_event_id
 
 #: Reads tried before the fetch is recorded as not fresh (the ticket keeps changing).

@@ -24,13 +24,13 @@ from typing import Any
 
 import structlog
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.errors import ConnectWiseApiError
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.errors import ConnectWiseApiError
+from daemon.connectors.remote import RemoteError, RetryAfterTooLongError
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.errors import SocApiError
 from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
 from daemon.outbox.fetch import fetch_notes, fetch_ticket
-from daemon.remote import RemoteError, RetryAfterTooLongError
-from daemon.soc.client import SocClient
-from daemon.soc.errors import SocApiError
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds

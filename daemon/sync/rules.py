@@ -1,6 +1,6 @@
 """The sync rules as data: what the configuration says about deciding, and nothing else.
 
-:class:`Rules` is built once from the :class:`~daemon.config.Config` and
+:class:`Rules` is built once from the :class:`~daemon.service.config.Config` and
 passed to the pure decision functions, so a decision depends only on the log
 and these rules (same log + same rules = same decisions), and a replay can
 swap in another conflict policy to preview what it would have decided.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from daemon.config import Config
+from daemon.service.config import Config
 
 SOC_SOLVED = frozenset({"solved", "closed"})
 SOC_PRIORITIES = ("urgent", "high", "normal", "low")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.harness import Bridge
+from daemon.simulators.harness import Bridge
 
 
 @pytest.fixture

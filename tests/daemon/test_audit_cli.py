@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon.audit_cli import run_audit
-from daemon.cli import main
-from daemon.harness import Bridge
+from daemon.cli.audit import run_audit
+from daemon.cli.main import main
+from daemon.simulators.harness import Bridge
 from projections import kinds
 from tests.daemon.bridge.test_rules import soc_ticket_for
 from tests.projections.history import Log, outcome, soc_seen

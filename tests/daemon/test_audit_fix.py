@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.audit_cli import run_audit
-from daemon.connectwise.simulator.faults import ApiFault
-from daemon.harness import Bridge
-from daemon.remote import RetryPolicy
-from daemon.soc.poller import POLLER_STREAM as SOC_POLLER_STREAM
+from daemon.cli.audit import run_audit
+from daemon.connectors.remote import RetryPolicy
+from daemon.connectors.soc.poller import POLLER_STREAM as SOC_POLLER_STREAM
+from daemon.simulators.connectwise.faults import ApiFault
+from daemon.simulators.harness import Bridge
 from projections import kinds
 from tests.daemon.bridge.test_rules import cw_ticket_for, soc_ticket_for
 from tests.daemon.test_audit_cli import args

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import build_parser
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.sim_all import Rehearsal, start_rehearsal
-from daemon.soc.simulator import fixture as socfx
+from daemon.cli.main import build_parser
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.rehearsal import Rehearsal, start_rehearsal
+from daemon.simulators.soc import fixture as socfx
 
 
 def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -125,7 +125,7 @@ async def _sync(func: object, args: argparse.Namespace) -> int:
 
 
 def test_the_command_table_names_the_module_that_registers_each_command() -> None:
-    from daemon.cli import COMMANDS
+    from daemon.cli.main import COMMANDS
 
     full = {name for name, _ in _commands() if " " not in name}
     assert full == set(COMMANDS)
@@ -147,11 +147,16 @@ def test_running_the_daemon_does_not_import_the_tools() -> None:
     import sys
 
     code = (
-        "import sys, daemon.cli; daemon.cli.build_parser('run'); "
+        "import sys, daemon.cli.main; daemon.cli.main.build_parser('run'); "
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('daemon.'))))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    for tool in ("daemon.audit_cli", "daemon.bench_cli", "daemon.sim_all", "daemon.demo_cli"):
+    for tool in (
+        "daemon.cli.audit",
+        "daemon.cli.bench",
+        "daemon.simulators.rehearsal",
+        "daemon.cli.demo",
+    ):
         assert tool not in loaded

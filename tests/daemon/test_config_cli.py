@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from daemon.cli import main
-from daemon.config import Config
-from daemon.config_reference import END, START, render, splice
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.sim_all import write_config
+from daemon.cli.main import main
+from daemon.service.config import Config
+from daemon.service.config_reference import END, START, render, splice
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.rehearsal import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_readme_reference_is_the_generated_one() -> None:
     assert START in readme and END in readme
     assert splice(readme, render()) == readme, (
         "README's configuration reference is stale; run: "
-        ".venv/bin/python -m daemon.config_reference README.md"
+        ".venv/bin/python -m daemon.service.config_reference README.md"
     )
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.cli import main
-from daemon.events_cli import show_events
+from daemon.cli.events import show_events
+from daemon.cli.main import main
 from eventstore import EventStore
 from projections import kinds
 from tests.projections.history import Log, cw_seen, soc_seen

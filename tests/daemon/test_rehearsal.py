@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.harness import Analyst
-from daemon.remote import basic_auth
+from daemon.connectors.remote import basic_auth
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.harness import Analyst
 from tests.daemon.bridge.process import REPO, DaemonProcess, eventually
 
 SHEET_KEYS = {

@@ -1,4 +1,4 @@
-"""daemon.remote against a tiny real aiohttp app on loopback."""
+"""daemon.connectors.remote against a tiny real aiohttp app on loopback."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from structlog.testing import capture_logs
 
-from daemon.remote import (
+from daemon.connectors.remote import (
     Limits,
     RemoteClient,
     RemoteError,
@@ -27,7 +27,7 @@ from daemon.remote import (
     parse_retry_after,
     redact_url,
 )
-from daemon.secrets import Secret
+from daemon.service.secrets import Secret
 
 SECRET_VALUE = "very-secret-private-key-123"
 FAST = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=5)

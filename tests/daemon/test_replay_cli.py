@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon.cli import main
-from daemon.harness import Bridge
-from daemon.replay_cli import rebuild_projection, run_rebuild, run_replay
+from daemon.cli.main import main
+from daemon.cli.replay import rebuild_projection, run_rebuild, run_replay
+from daemon.simulators.harness import Bridge
 from eventstore import EventStore, RecordedEvent
 from projections.fold import fold
 from projections.replay import projection_rows
@@ -125,7 +125,7 @@ async def test_progress_bar_goes_to_a_terminal_only(db: Path) -> None:
 async def test_replay_streams_the_log_in_batches_to_the_same_bytes(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import daemon.replay_cli as replay_cli
+    import daemon.cli.replay as replay_cli
 
     store = await EventStore.open(db, readonly=True)
     try:

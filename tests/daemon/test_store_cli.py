@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from daemon.cli import main
+from daemon.cli.main import main
 from eventstore import EventStore, NewEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_verify_names_the_tampered_position_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_verify_through_a_config_file(tmp_path: Path) -> None:
-    from daemon.sim_all import write_config
+    from daemon.simulators.rehearsal import write_config
 
     config = tmp_path / "socbridge.toml"
     write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0)

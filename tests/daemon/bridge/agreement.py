@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.harness import Analyst, Technician
-from daemon.sim_all import NOTE_TYPES_SENT, PRIORITY_MAPPING
+from daemon.simulators.harness import Analyst, Technician
+from daemon.simulators.rehearsal import NOTE_TYPES_SENT, PRIORITY_MAPPING
 
 Json = dict[str, Any]
 BOARD = "SOC Incidents"

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from daemon.harness import Bridge
+from daemon.simulators.harness import Bridge
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.harness import Bridge
+from daemon.simulators.harness import Bridge
 from projections import kinds
 from tests.daemon.bridge.test_rules import soc_ticket_for
 

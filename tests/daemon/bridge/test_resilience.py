@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from daemon.connectwise.simulator.faults import ApiFault
-from daemon.harness import Bridge
-from daemon.sim_all import PRIORITY_MAPPING
+from daemon.simulators.connectwise.faults import ApiFault
+from daemon.simulators.harness import Bridge
+from daemon.simulators.rehearsal import PRIORITY_MAPPING
 from projections import kinds
 from tests.daemon.bridge.agreement import Picture, picture
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.harness import Bridge
+from daemon.simulators.harness import Bridge
 from projections import kinds
 
 
@@ -172,7 +172,7 @@ async def test_r9_tenant_with_sync_off_is_neither_read_nor_written(bridge: Bridg
 async def test_r16_removing_the_integration_stops_syncing_and_keeps_the_log(
     bridge: Bridge,
 ) -> None:
-    from daemon.remove_cli import remove_integration
+    from daemon.cli.remove import remove_integration
     from eventstore import verify
 
     cw = await bridge.technician.create_ticket("Before removal")
@@ -208,8 +208,8 @@ def test_r4_daemon_refuses_an_unlinked_status_that_is_also_the_routing_status(
     import contextlib
     import io
 
-    from daemon.cli import main
-    from daemon.sim_all import write_config
+    from daemon.cli.main import main
+    from daemon.simulators.rehearsal import write_config
 
     config = tmp_path / "socbridge.toml"
     write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0)

@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.harness import Analyst, Technician
-from daemon.sim_all import PRIORITY_MAPPING, Rehearsal, start_rehearsal
+from daemon.simulators.harness import Analyst, Technician
+from daemon.simulators.rehearsal import PRIORITY_MAPPING, Rehearsal, start_rehearsal
 from eventstore import EventStore, verify
 from projections.fold import apply
 from projections.state import BridgeState

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.simulators.connectwise import SimServer, fixture
 
 
 def write_secret(path: Path, value: str) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import build_parser
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.cli.main import build_parser
+from daemon.simulators.connectwise import SimServer, fixture
 
 
 async def socbridge(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -25,7 +25,7 @@ async def socbridge(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int
 
 @pytest.fixture
 def config(sim: SimServer, tmp_path: Path) -> str:
-    from daemon.sim_all import write_config
+    from daemon.simulators.rehearsal import write_config
 
     path = tmp_path / "socbridge.toml"
     write_config(path, sim.url, "http://127.0.0.1:9", "127.0.0.1", 8443, 60)

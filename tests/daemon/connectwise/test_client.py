@@ -9,14 +9,14 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.connectwise.client import (
+from daemon.connectors.connectwise.client import (
     ConnectWiseClient,
     discover_codebase,
     next_link,
     note_section,
     patch_operations,
 )
-from daemon.connectwise.errors import (
+from daemon.connectors.connectwise.errors import (
     AuthenticationError,
     BadRequestError,
     CodebaseNotFoundError,
@@ -24,8 +24,8 @@ from daemon.connectwise.errors import (
     ObjectExistsError,
     PermissionDeniedError,
 )
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.simulators.connectwise import SimServer, fixture
 from tests.daemon.connectwise.conftest import write_secret
 
 ACME = {"id": 250}
@@ -186,7 +186,7 @@ async def test_survives_429_storm_and_5xx_burst_without_losing_a_write(
 async def test_post_is_not_retried_after_an_ambiguous_500(
     sim: SimServer, cw: ConnectWiseClient
 ) -> None:
-    from daemon.connectwise.errors import ServerError
+    from daemon.connectors.connectwise.errors import ServerError
 
     sim.faults.update({"api": [{"status": 500, "count": 1, "method": "POST"}]})
     with pytest.raises(ServerError):

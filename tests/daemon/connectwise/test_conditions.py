@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.connectwise.simulator.conditions import (
+from daemon.simulators.connectwise.conditions import (
     ConditionError,
     compile_conditions,
     project_fields,

@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daemon.connectwise import install
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.intake import ROUTE_PATH, make_callback_handler
-from daemon.connectwise.poller import ConnectWisePoller
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise import install
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.intake import ROUTE_PATH, make_callback_handler
+from daemon.connectors.connectwise.poller import ConnectWisePoller
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.simulators.connectwise import SimServer, fixture
 from eventstore import EventStore
 
 TENANTS = {250: "acme", 251: "globex"}

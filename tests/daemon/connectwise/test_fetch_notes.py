@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.observe import note_event
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.observe import note_event
 from daemon.outbox.deliver import deliver
 from daemon.outbox.fetch import fetch_notes
+from daemon.simulators.connectwise import SimServer, fixture
 from projections import kinds
 from tests.projections.history import Log, soc_seen
 

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from daemon.connectwise import install
-from daemon.connectwise.cli import run_callbacks, run_validate
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.permissions import GUIDE_PERMISSIONS, GUIDE_TABLE_SETUP
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.cli.callbacks import run_callbacks, run_validate
+from daemon.connectors.connectwise import install
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.permissions import GUIDE_PERMISSIONS, GUIDE_TABLE_SETUP
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.simulators.connectwise import SimServer, fixture
 
 URL = "https://socbridge.msp.example/callbacks/connectwise"
 

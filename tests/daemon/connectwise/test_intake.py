@@ -13,12 +13,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.intake import ROUTE_PATH, CallbackIntake, make_callback_handler
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.signing import SigningKeyCache
-from daemon.connectwise.simulator import SimServer, fixture
-from daemon.connectwise.simulator.callbacks import sign
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.intake import ROUTE_PATH, CallbackIntake, make_callback_handler
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.connectors.connectwise.signing import SigningKeyCache
+from daemon.simulators.connectwise import SimServer, fixture
+from daemon.simulators.connectwise.callbacks import sign
 from eventstore import EventStore
 
 TENANTS = {250: "acme", 251: "globex"}

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.simulators.connectwise import SimServer, fixture
 
 jsonschema = pytest.importorskip("jsonschema")
 

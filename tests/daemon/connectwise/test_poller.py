@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.outbox.fetch import fetch_ticket
+from daemon.simulators.connectwise import SimServer, fixture
 from eventstore import EventStore, NewEvent
 
 TENANTS = {250: "acme", 251: "globex"}
@@ -126,7 +126,7 @@ async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
     sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
     settings: ConnectWiseSettings, store: EventStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    import daemon.observed as observed_module
+    import daemon.connectors.polling as observed_module
 
     t = await tech.create_ticket({**on_board(250, "Busy"), "initialDescription": "first words"})
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
@@ -221,7 +221,7 @@ async def test_the_pollers_reads_leave_room_in_the_rate_limit_for_the_outbox(
         await poller.refresh(t["id"])
     assert len(await store.read_stream(f"cw:ticket:{t['id']}")) == 1
     # However many reads the poller queued, a delivery's read and write can go out at
-    # once: they leave room for two (daemon.remote.BACKGROUND_RESERVE).
+    # once: they leave room for two (daemon.connectors.remote.BACKGROUND_RESERVE).
     assert cw.remote._limiter.has_capacity(2)
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from daemon.connectwise.simulator import SimServer, fixture
+from daemon.simulators.connectwise import SimServer, fixture
 
 pyconnectwise = pytest.importorskip("pyconnectwise")
 from pyconnectwise import ConnectWiseManageAPIClient  # noqa: E402

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.connectwise.settings import ConnectWiseSettings
-from daemon.secrets import SecretError
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.service.secrets import SecretError
 from tests.daemon.connectwise.conftest import write_secret
 
 BASE: dict[str, Any] = {

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from daemon.connectwise.client import ConnectWiseClient
-from daemon.connectwise.simulator import SimServer, fixture
-from daemon.connectwise.simulator.faults import FaultConfigError, parse_api_fault
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.simulators.connectwise import SimServer, fixture
+from daemon.simulators.connectwise.faults import FaultConfigError, parse_api_fault
 
 API = f"/{fixture.CODEBASE}apis/3.0"
 
@@ -127,7 +127,7 @@ async def test_paging_edges_and_count(sim: SimServer, cw: ConnectWiseClient) -> 
     after = await cw.remote.request("GET", "service/tickets", params={"pageId": ids[2]})
     assert [t["id"] for t in after.json()] == ids[3:]
     assert await cw.count("service/tickets", f"id > {ids[0]}") == 4
-    from daemon.connectwise.errors import BadRequestError
+    from daemon.connectors.connectwise.errors import BadRequestError
 
     with pytest.raises(BadRequestError):
         await cw.remote.request("GET", "service/tickets", params={"page": "zero"})
@@ -219,7 +219,7 @@ async def test_sim_cli_serves_and_writes_private_keys(tmp_path: Path) -> None:
 async def test_callback_entry_update_keeps_identity_and_revalidates(
     sim: SimServer, cw: ConnectWiseClient
 ) -> None:
-    from daemon.connectwise.errors import BadRequestError
+    from daemon.connectors.connectwise.errors import BadRequestError
 
     entry = await cw.create_callback(
         {"url": "https://a.example/cb", "objectId": 41, "type": "ticket", "level": "board"}
@@ -236,7 +236,7 @@ async def test_callback_entry_update_keeps_identity_and_revalidates(
 async def test_latency_fault_makes_the_client_time_out_then_recover(
     sim: SimServer, cw: ConnectWiseClient
 ) -> None:
-    from daemon.remote import Limits, RemoteUnavailableError, RetryPolicy
+    from daemon.connectors.remote import Limits, RemoteUnavailableError, RetryPolicy
 
     cw.remote.limits = Limits(rate_per_second=100, max_concurrency=2, timeout=0.1)
     cw.remote.retry = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)

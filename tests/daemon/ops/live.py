@@ -22,9 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from daemon.cli import main
-from daemon.harness import Analyst, Technician
-from daemon.sim_all import Rehearsal, start_rehearsal
+from daemon.cli.main import main
+from daemon.simulators.harness import Analyst, Technician
+from daemon.simulators.rehearsal import Rehearsal, start_rehearsal
 from eventstore import EventStore, RecordedEvent
 from tests.daemon.bridge.process import REPO, DaemonProcess, eventually
 

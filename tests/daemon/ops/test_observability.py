@@ -16,15 +16,15 @@ import pytest
 import structlog
 from aiohttp import web
 
-from daemon.app import METRICS
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.connectwise.simulator.faults import ApiFault
-from daemon.guard import guard_middleware
-from daemon.harness import Bridge
-from daemon.logsetup import Redactor, config_secret_refs, configure_logging
-from daemon.metrics import Metrics
-from daemon.secrets import Secret
-from daemon.soc.simulator import fixture as socfx
+from daemon.service.app import METRICS
+from daemon.service.guard import guard_middleware
+from daemon.service.logs import Redactor, config_secret_refs, configure_logging
+from daemon.service.metrics import Metrics
+from daemon.service.secrets import Secret
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.connectwise.faults import ApiFault
+from daemon.simulators.harness import Bridge
+from daemon.simulators.soc import fixture as socfx
 from eventstore import EventStore, NewEvent
 from projections import kinds
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from daemon.app import APPLIED, build_app
-from daemon.applied import record_applied
-from daemon.config import config_hash, load_config
-from daemon.sim_all import write_config
+from daemon.service.app import APPLIED, build_app
+from daemon.service.applied import record_applied
+from daemon.service.config import config_hash, load_config
+from daemon.simulators.rehearsal import write_config
 from eventstore import EventStore
 from projections import kinds
 from tests.daemon.bridge.process import eventually

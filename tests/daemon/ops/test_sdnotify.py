@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from daemon.sdnotify import Notifier
+from daemon.service.sdnotify import Notifier
 
 
 def test_path_socket_receives_ready_and_status(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 
-from daemon.config import load_config
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.harness import Analyst
-from daemon.sim_all import start_rehearsal
-from daemon.soc.simulator import fixture as socfx
+from daemon.service.config import load_config
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.harness import Analyst
+from daemon.simulators.rehearsal import start_rehearsal
+from daemon.simulators.soc import fixture as socfx
 
 
 async def test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering(

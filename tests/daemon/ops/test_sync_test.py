@@ -21,18 +21,18 @@ import pytest
 import structlog
 from aiohttp import web
 
-from daemon.app import ENGINE, build_app
-from daemon.cli import build_parser, main
-from daemon.config import load_config
-from daemon.connectwise.settings import ApiKeys
-from daemon.connectwise.simulator import fixture as cwfx
-from daemon.harness import Bridge
-from daemon.listener import start_sites
-from daemon.secrets import load_secret
-from daemon.sim_all import start_rehearsal, write_config
-from daemon.soc.simulator import fixture as socfx
-from daemon.synctest import StepFailed, StepResult, SyncTest
-from daemon.synctest_cli import sync_test_command
+from daemon.cli.main import build_parser, main
+from daemon.cli.sync_test import sync_test_command
+from daemon.connectors.connectwise.settings import ApiKeys
+from daemon.operations.sync_test import StepFailed, StepResult, SyncTest
+from daemon.service.app import ENGINE, build_app
+from daemon.service.config import load_config
+from daemon.service.listener import start_sites
+from daemon.service.secrets import load_secret
+from daemon.simulators.connectwise import fixture as cwfx
+from daemon.simulators.harness import Bridge
+from daemon.simulators.rehearsal import start_rehearsal, write_config
+from daemon.simulators.soc import fixture as socfx
 from eventstore import EventStore, NewEvent
 from projections import kinds
 
@@ -86,7 +86,7 @@ async def sync_test(config: Path, *extra: str, tenant: str = "acme") -> tuple[in
 async def socbridge_main(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str, str]:
-    """``daemon.cli.main``, the console entry point, in a thread; its output captured."""
+    """``daemon.cli.main.main``, the console entry point, in a thread; its output captured."""
     loop = asyncio.get_running_loop()
     rc = await asyncio.wait_for(loop.run_in_executor(None, main, argv), 90)
     captured = capsys.readouterr()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_config
+from daemon.service.config import load_config
 
 SYSTEMD = Path(__file__).resolve().parents[3] / "systemd"
 

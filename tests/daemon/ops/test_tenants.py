@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon.applied import record_applied
-from daemon.config import load_config
-from daemon.sim_all import PRIORITY_MAPPING, write_config
+from daemon.service.applied import record_applied
+from daemon.service.config import load_config
+from daemon.simulators.rehearsal import PRIORITY_MAPPING, write_config
 from eventstore import EventStore, NewEvent
 from projections import kinds
 from projections.fold import fold

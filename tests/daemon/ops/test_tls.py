@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from daemon.config import ConfigError, ServerSettings
-from daemon.listener import listener_ssl
-from daemon.simtrust import RehearsalTls, write_rehearsal_tls
-from daemon.tls import TLS12_CIPHERS, TLS13_SUITES, TlsPolicyError, server_context
+from daemon.service.config import ConfigError, ServerSettings
+from daemon.service.listener import listener_ssl
+from daemon.service.tls import TLS12_CIPHERS, TLS13_SUITES, TlsPolicyError, server_context
+from daemon.simulators.trust import RehearsalTls, write_rehearsal_tls
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ async def test_tls12_ciphers_outside_the_list_fail_the_handshake(
 
 
 def test_the_context_offers_exactly_the_guides_suites() -> None:
-    from daemon.tls import policy_context
+    from daemon.service.tls import policy_context
 
     names = {c["name"] for c in policy_context().get_ciphers()}
     assert names == set(TLS12_CIPHERS) | TLS13_SUITES

@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daemon.soc.client import SocClient
-from daemon.soc.intake import WEBHOOK_ROUTE, make_webhook_handler
-from daemon.soc.settings import SocSettings, SocWebhookSettings
-from daemon.soc.simulator import SocSimulator, fixture
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.intake import WEBHOOK_ROUTE, make_webhook_handler
+from daemon.connectors.soc.settings import SocSettings, SocWebhookSettings
+from daemon.simulators.soc import SocSimulator, fixture
 from eventstore import EventStore
 
 TENANTS = {9001: "acme", 9002: "globex"}

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from daemon.remote import RemoteUnavailableError, RetryAfterTooLongError
-from daemon.secrets import Secret
-from daemon.soc.client import SocClient
-from daemon.soc.errors import (
+from daemon.connectors.remote import RemoteUnavailableError, RetryAfterTooLongError
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.errors import (
     SocAuthError,
     SocConflictError,
     SocForbiddenError,
@@ -21,9 +20,10 @@ from daemon.soc.errors import (
     SocServerError,
     SocValidationError,
 )
-from daemon.soc.settings import SocSettings
-from daemon.soc.simulator import SocSimulator, fixture
-from daemon.soc.simulator.state import Organization
+from daemon.connectors.soc.settings import SocSettings
+from daemon.service.secrets import Secret
+from daemon.simulators.soc import SocSimulator, fixture
+from daemon.simulators.soc.state import Organization
 
 from .conftest import make_settings
 

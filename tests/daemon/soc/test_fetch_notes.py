@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from daemon.connectors.soc import observe
+from daemon.connectors.soc.client import SocClient
 from daemon.outbox.deliver import deliver
 from daemon.outbox.fetch import fetch_notes
-from daemon.soc import observe
-from daemon.soc.client import SocClient
-from daemon.soc.simulator import SocSimulator
+from daemon.simulators.soc import SocSimulator
 from projections import kinds
 from tests.projections.history import Log, cw_seen
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.cli import main
-from daemon.secrets import Secret, load_secret
-from daemon.soc import install
-from daemon.soc.cli import run_webhooks
-from daemon.soc.client import SocClient, token_auth
-from daemon.soc.settings import SocSettings
-from daemon.soc.simulator import SocSimulator, fixture
+from daemon.cli.main import main
+from daemon.cli.webhooks import run_webhooks
+from daemon.connectors.soc import install
+from daemon.connectors.soc.client import SocClient, token_auth
+from daemon.connectors.soc.settings import SocSettings
+from daemon.service.secrets import Secret, load_secret
+from daemon.simulators.soc import SocSimulator, fixture
 from eventstore import EventStore
 
 

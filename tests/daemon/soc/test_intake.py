@@ -13,13 +13,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from daemon.secrets import Secret, load_secret
-from daemon.soc import install
-from daemon.soc.client import SocClient
-from daemon.soc.intake import REJECTED_STREAM, WEBHOOK_ROUTE, make_webhook_handler
-from daemon.soc.settings import SocSettings
-from daemon.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from daemon.soc.simulator import SocSimulator
+from daemon.connectors.soc import install
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.intake import REJECTED_STREAM, WEBHOOK_ROUTE, make_webhook_handler
+from daemon.connectors.soc.settings import SocSettings
+from daemon.connectors.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from daemon.service.secrets import Secret, load_secret
+from daemon.simulators.soc import SocSimulator
 from eventstore import EventStore
 
 from .conftest import TENANTS, utc_now
@@ -299,8 +299,8 @@ async def test_missing_signing_secret_is_503_and_records_nothing(
 
 
 def test_tenant_map_keeps_only_sync_enabled_tenants() -> None:
-    from daemon.config import TenantSettings
-    from daemon.soc.intake import tenants_by_organization
+    from daemon.connectors.soc.intake import tenants_by_organization
+    from daemon.service.config import TenantSettings
 
     tenants = [
         TenantSettings(name="acme", soc_organization_id=9001, cw_company_id=250),

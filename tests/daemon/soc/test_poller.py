@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from daemon.secrets import Secret, load_secret
-from daemon.soc import install
-from daemon.soc.client import SocClient
-from daemon.soc.poller import POLLER_STREAM, WATERMARK_TYPE, SocPoller
-from daemon.soc.settings import SocSettings
-from daemon.soc.simulator import SocSimulator
+from daemon.connectors.soc import install
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.poller import POLLER_STREAM, WATERMARK_TYPE, SocPoller
+from daemon.connectors.soc.settings import SocSettings
+from daemon.service.secrets import Secret, load_secret
+from daemon.simulators.soc import SocSimulator
 from eventstore import EventStore
 
 from .conftest import TENANTS

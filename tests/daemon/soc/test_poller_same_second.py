@@ -1,7 +1,7 @@
 """The SOC poller records each state of a ticket changed several times within one second.
 
 A polled observation's id is derived from the ticket, its time, its content and
-the observation it follows (``daemon/observed.py``), so a ticket that goes back
+the observation it follows (``daemon/connectors/polling.py``), so a ticket that goes back
 to an earlier state is recorded again and the same read twice is written once.
 The simulator keeps one ticket's ``updated_at`` strictly increasing (a second
 per change, an inference noted in its docstring), so unlike ConnectWise's test
@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.soc.client import SocClient
-from daemon.soc.poller import SocPoller
-from daemon.soc.settings import SocSettings
-from daemon.soc.simulator import SocSimulator
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.poller import SocPoller
+from daemon.connectors.soc.settings import SocSettings
+from daemon.simulators.soc import SocSimulator
 from eventstore import EventStore
 
 from .conftest import TENANTS

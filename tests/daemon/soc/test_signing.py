@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.secrets import Secret
-from daemon.soc.signing import (
+from daemon.connectors.soc.signing import (
     SignatureMismatchError,
     SignatureMissingError,
     TimestampFutureError,
@@ -18,6 +17,7 @@ from daemon.soc.signing import (
     sign,
     verify,
 )
+from daemon.service.secrets import Secret
 
 DOC_SECRET = Secret("dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==")
 DOC_TS = "2021-07-25T10:00:00Z"

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.soc.simulator import SocSimulator, fixture
+from daemon.simulators.soc import SocSimulator, fixture
 
 NOT_FOUND = {"error": "RecordNotFound", "description": "Not found"}  # NOTES §4.1 (OAS)
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from daemon.secrets import Secret
-from daemon.soc.client import SocClient
-from daemon.soc.errors import SocNotFoundError
-from daemon.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from daemon.soc.simulator import SocSimulator
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.errors import SocNotFoundError
+from daemon.connectors.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from daemon.service.secrets import Secret
+from daemon.simulators.soc import SocSimulator
 
 
 class Receiver:

@@ -17,7 +17,7 @@ from zenpy import Zenpy
 from zenpy.lib.api_objects import Comment, Ticket, Webhook
 from zenpy.lib.exception import APIException, RecordNotFoundException
 
-from daemon.soc.simulator import SocSimulator, fixture
+from daemon.simulators.soc import SocSimulator, fixture
 
 T = TypeVar("T")
 

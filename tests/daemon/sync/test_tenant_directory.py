@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import TenantRule
-from daemon.tenantdir import TenantDirectory
+from daemon.sync.tenants import TenantDirectory
 from eventstore import EventStore, NewEvent
 from projections import kinds
 from tests.projections.test_rebuild import RULES

@@ -1,0 +1,1 @@
+"""The ``socbridge`` command line: :mod:`daemon.cli.main` parses, one module per command runs."""

@@ -1,0 +1,207 @@
+"""``socbridge verify | export | import``: operator commands on the event log file.
+
+Each takes the log either from ``--db PATH`` or from a configuration file's
+``[store] path`` (``--config FILE``). ``verify`` and ``export`` open the file
+read-only, so they are safe to run while the daemon is writing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_STORE, EXIT_USAGE
+from daemon.service.config import ConfigError, load_config
+from eventstore import (
+    EventStore,
+    ImportError_,
+    ImportReport,
+    StoreError,
+    VerifyReport,
+    export_ndjson,
+    import_ndjson,
+    verify,
+)
+
+
+def add_db_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--db`` / ``--config``: which event log a command works on."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--db", type=Path, metavar="PATH", help="the event log SQLite file")
+    group.add_argument(
+        "--config", type=Path, metavar="FILE", help="socbridge configuration ([store] path)"
+    )
+
+
+def resolve_db(args: argparse.Namespace) -> Path:
+    if args.db is not None:
+        return Path(args.db)
+    return load_config(args.config).store.path
+
+
+def _error(message: str) -> None:
+    print(f"socbridge: error: {message}", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "verify",
+        help="check the event log's hash chain and order",
+        formatter_class=fmt,
+        description=(
+            "Walk the whole event log, recompute every hash and check that positions and\n"
+            "stream versions are dense. Opens the file read-only.\n\n"
+            "exit codes: 0 intact, 1 broken (the first bad position is named), 3 unusable file"
+        ),
+        epilog=(
+            "examples:\n"
+            "  socbridge verify --config /etc/socbridge/socbridge.toml\n"
+            "  socbridge verify --db /var/lib/socbridge/events.db --json"
+        ),
+    )
+    add_db_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "export",
+        help="write the event log as NDJSON",
+        formatter_class=fmt,
+        description=(
+            "Write every event, in order, one JSON object per line (read-only).\n\n"
+            "exit codes: 0 exported, 2 the output cannot be written, 3 unusable file"
+        ),
+        epilog=(
+            "examples:\n"
+            "  socbridge export --db events.db > backup.ndjson\n"
+            "  socbridge export --config socbridge.toml --output backup.ndjson"
+        ),
+    )
+    add_db_arguments(p)
+    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="load an NDJSON export into an event log, verifying its chain",
+        formatter_class=fmt,
+        description=(
+            "Check every line of an export (fields, order, hash chain) and write all of it in\n"
+            "one transaction, or nothing. Lines the log already holds are skipped, so an\n"
+            "interrupted import can be re-run. Stop the daemon first.\n\n"
+            "exit codes: 0 imported, 1 refused (the bad line is named), 3 unusable file"
+        ),
+        epilog=(
+            "examples:\n"
+            "  socbridge import --db restored.db backup.ndjson\n"
+            "  socbridge import --config socbridge.toml --json backup.ndjson"
+        ),
+    )
+    add_db_arguments(p)
+    p.add_argument("file", help="the NDJSON file to import ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_import)
+
+
+def _guarded(action: Callable[[], int], io_hint: str) -> int:
+    """Run a command body, mapping the errors an operator can fix to exit codes."""
+    try:
+        return action()
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ImportError_ as exc:
+        _error(str(exc))
+        return EXIT_PROBLEM
+    except StoreError as exc:
+        _error(str(exc))
+        return EXIT_STORE
+    except OSError as exc:
+        _error(f"{io_hint}: {exc.strerror}")
+        return EXIT_USAGE
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    def action() -> int:
+        path = resolve_db(args)
+        report = asyncio.run(_verify(path))
+        if args.json:
+            print(orjson.dumps({"db": str(path), **report.to_dict()}).decode())
+        elif report.ok:
+            print(f"event log {path}: intact, {report.checked} events, chain verified")
+        else:
+            print(
+                f"event log {path}: BROKEN at position {report.first_bad_position}: "
+                f"{report.problem} ({report.checked} events before it are sound)"
+            )
+        return EXIT_OK if report.ok else EXIT_PROBLEM
+
+    return _guarded(action, "cannot read the event log")
+
+
+async def _verify(path: Path) -> VerifyReport:
+    store = await EventStore.open(path, readonly=True)
+    try:
+        return await verify(store)
+    finally:
+        await store.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    def action() -> int:
+        path = resolve_db(args)
+        if args.output == "-":
+            count = asyncio.run(_export(path, sys.stdout.buffer))
+            sys.stdout.buffer.flush()
+        else:
+            with open(args.output, "wb") as out:
+                count = asyncio.run(_export(path, out))
+        print(f"exported {count} events from {path}", file=sys.stderr)
+        return EXIT_OK
+
+    return _guarded(action, f"cannot write {args.output}")
+
+
+async def _export(path: Path, out: IO[bytes]) -> int:
+    store = await EventStore.open(path, readonly=True)
+    try:
+        return await export_ndjson(store, out)
+    finally:
+        await store.close()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    def action() -> int:
+        path = resolve_db(args)
+        if args.file == "-":
+            report = asyncio.run(_import(path, sys.stdin.buffer))
+        else:
+            with open(args.file, "rb") as source:
+                report = asyncio.run(_import(path, source))
+        if args.json:
+            summary = {"db": str(path), "imported": report.imported, "skipped": report.skipped,
+                       "last_position": report.last_position}  # fmt: skip
+            print(orjson.dumps(summary).decode())
+            return EXIT_OK
+        print(
+            f"imported {report.imported} events into {path} ({report.skipped} already "
+            f"present, log now ends at position {report.last_position})"
+        )
+        return EXIT_OK
+
+    return _guarded(action, f"cannot read {args.file}")
+
+
+async def _import(path: Path, source: IO[bytes]) -> ImportReport:
+    store = await EventStore.open(path)
+    try:
+        return await import_ndjson(store, source)
+    finally:
+        await store.close()

@@ -1,0 +1,302 @@
+"""Async ConnectWise Manage REST 3.0 client on top of :mod:`daemon.connectors.remote`.
+
+It discovers the codebase (``GET {site}/login/companyinfo/{companyId}``, NOTES.md
+§1), builds ``{site}/{codebase}apis/3.0``, and sends every request with Basic
+auth ``companyId+publicKey:privateKey``, the ``clientId`` header and a pinned
+``Accept: application/vnd.connectwise.com+json; version=...``. Rate limit,
+concurrency cap and retries come from :class:`daemon.connectors.remote.RemoteClient`;
+error bodies become :mod:`daemon.connectors.connectwise.errors` exceptions.
+
+Lists page to the end (``pageSize`` up to 1000, §2) following the ``Link``
+header's ``rel="next"`` when present, else stopping at the first short page.
+Updates are JSON-Patch with only the changed fields (§3.2); notes are created
+with exactly one of the three section flags (§3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from daemon.connectors.connectwise.errors import (
+    CodebaseNotFoundError,
+    ConnectWiseError,
+    parse_error,
+)
+from daemon.connectors.connectwise.settings import ApiKeys, ConnectWiseSettings, NoteSection
+from daemon.connectors.remote import RemoteClient, RemoteResponse, basic_auth
+
+MAX_PAGE_SIZE = 1000
+NOTE_FLAGS: Mapping[str, str] = {
+    "Discussion": "detailDescriptionFlag",
+    "Internal Analysis": "internalAnalysisFlag",
+    "Resolution": "resolutionFlag",
+}
+
+Json = dict[str, Any]
+
+
+def note_section(note: Mapping[str, Any]) -> NoteSection | None:
+    """The section a ConnectWise note belongs to, from its flags."""
+    for section, flag in NOTE_FLAGS.items():
+        if note.get(flag):
+            return section  # type: ignore[return-value]
+    return None
+
+
+def patch_operations(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[Json]:
+    """JSON-Patch ``replace`` operations for the fields of ``wanted`` that differ
+    from ``current``. Reference fields compare by id (``{"id": N}`` is enough
+    to write one, NOTES.md §3.1)."""
+    ops: list[Json] = []
+    for key, value in wanted.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and "id" in value:
+            same = isinstance(old, Mapping) and old.get("id") == value["id"]
+            value = {"id": value["id"]}
+        else:
+            same = old == value
+        if not same:
+            ops.append({"op": "replace", "path": f"/{key}", "value": value})
+    return ops
+
+
+def next_link(link_header: str | None) -> str | None:
+    """The ``rel="next"`` URL of an RFC 5988 ``Link`` header, if any."""
+    if not link_header:
+        return None
+    for part in link_header.split(","):
+        section = part.strip()
+        if not section.startswith("<") or ">" not in section:
+            continue
+        url, _, params = section[1:].partition(">")
+        rels = [p.strip() for p in params.split(";")]
+        if 'rel="next"' in rels or "rel=next" in rels:
+            return url
+    return None
+
+
+async def discover_codebase(
+    session: aiohttp.ClientSession, site_url: str, company_id: str, *, timeout_s: float = 30.0
+) -> str:
+    """The codebase (e.g. ``'v2025_1/'``) from ``/login/companyinfo/{companyId}``."""
+    url = URL(site_url) / "login" / "companyinfo" / company_id
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            status = resp.status
+            body = await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConnectWiseError(
+            f"cannot reach {site_url} to look up the codebase ({type(exc).__name__}); "
+            "check site_url and the network"
+        ) from None
+    if status != 200:
+        raise parse_error(status, resp.headers, body)
+    try:
+        import orjson
+
+        doc = orjson.loads(body) if body else None
+    except ValueError:
+        doc = None
+    if doc is None:
+        raise CodebaseNotFoundError(
+            f"{site_url} does not know company {company_id!r}; check company_id "
+            "(the identifier typed on the ConnectWise sign-in page) and site_url"
+        )
+    codebase = doc.get("Codebase") if isinstance(doc, dict) else None
+    if not isinstance(codebase, str) or not codebase.strip("/"):
+        raise ConnectWiseError(f"{site_url}/login/companyinfo answered without a Codebase")
+    return codebase.strip("/") + "/"
+
+
+class ConnectWiseClient:
+    """One ConnectWise Manage instance, as seen by socbridge's API member."""
+
+    def __init__(self, remote: RemoteClient, codebase: str, *, background: bool = False) -> None:
+        self.remote = remote
+        self.codebase = codebase
+        self._background = background
+
+    def background(self) -> ConnectWiseClient:
+        """This client for background reads (the poller's): they leave room in the rate
+        limit for the outbox's requests (see :meth:`RemoteClient.request`)."""
+        return ConnectWiseClient(self.remote, self.codebase, background=True)
+
+    def __repr__(self) -> str:
+        return f"ConnectWiseClient({self.remote!r})"
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: ConnectWiseSettings,
+        keys: ApiKeys,
+        session: aiohttp.ClientSession,
+    ) -> ConnectWiseClient:
+        """Discover the codebase (unless configured) and build the client."""
+        codebase = settings.codebase or await discover_codebase(
+            session, settings.site_url, settings.company_id, timeout_s=settings.timeout_seconds
+        )
+        company, public, private = settings.company_id, keys.public_key, keys.private_key
+
+        def auth() -> dict[str, str]:
+            return basic_auth(f"{company}+{public.reveal()}", private.reveal())
+
+        remote = RemoteClient(
+            name="connectwise",
+            base_url=f"{settings.site_url}/{codebase}apis/3.0",
+            error_parser=parse_error,
+            auth=auth,
+            headers={
+                "clientId": settings.client_id,
+                "Accept": f"application/vnd.connectwise.com+json; version={settings.api_version}",
+            },
+            limits=settings.limits,
+            retry=settings.retry,
+            session=session,
+        )
+        return cls(remote, codebase)
+
+    async def close(self) -> None:
+        await self.remote.close()
+
+    # ------------------------------------------------------------ primitives
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        resp = await self.remote.request("GET", path, params=params, background=self._background)
+        return resp.json()
+
+    async def post(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
+        # A POST that timed out may have created the record: retrying could
+        # create it twice, so only the unambiguous failures are retried.
+        resp = await self.remote.request("POST", path, json=body, retry_ambiguous=idempotent)
+        return resp.json()
+
+    async def patch(self, path: str, ops: list[Json]) -> Any:
+        return (await self.remote.request("PATCH", path, json=ops)).json()
+
+    async def delete(self, path: str) -> None:
+        await self.remote.request("DELETE", path)
+
+    async def iter_list(
+        self,
+        path: str,
+        *,
+        conditions: str | None = None,
+        order_by: str | None = None,
+        fields: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[Json]:
+        """Every record of a list endpoint, page by page to the end."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
+        params: dict[str, str | int] = {"page": 1, "pageSize": page_size}
+        for key, value in (("conditions", conditions), ("orderBy", order_by), ("fields", fields)):
+            if value:
+                params[key] = value
+        target: str | URL = path
+        page: Mapping[str, str | int] | None = params
+        while True:
+            resp: RemoteResponse = await self.remote.request(
+                "GET", target, params=page, background=self._background
+            )
+            items = resp.json() or []
+            for item in items:
+                yield item
+            link = next_link(resp.headers.get("Link"))
+            if link is not None and URL(link).origin() != self.remote.base_url.origin():
+                # Requests carry the credentials: never follow a link off the site.
+                link = None
+            if link is not None:
+                target, page = URL(link, encoded=True), None
+            elif len(items) < page_size:
+                return
+            else:
+                # No Link header (some proxies strip it): count pages ourselves.
+                params["page"] = int(params["page"]) + 1
+                target, page = path, params
+
+    async def list_all(self, path: str, **kw: Any) -> list[Json]:
+        return [item async for item in self.iter_list(path, **kw)]
+
+    async def count(self, path: str, conditions: str | None = None) -> int:
+        params = {"conditions": conditions} if conditions else None
+        doc = await self.get(f"{path.rstrip('/')}/count", params)
+        return int(doc["count"])
+
+    # ------------------------------------------------------------ resources
+
+    async def company_info_system(self) -> Json:
+        """``GET /system/info``: version and cloud flags (connectivity check)."""
+        return await self.get("system/info")  # type: ignore[no-any-return]
+
+    async def get_ticket(self, ticket_id: int) -> Json:
+        return await self.get(f"service/tickets/{int(ticket_id)}")  # type: ignore[no-any-return]
+
+    async def create_ticket(self, body: Mapping[str, Any]) -> Json:
+        return await self.post("service/tickets", dict(body))  # type: ignore[no-any-return]
+
+    async def update_ticket(
+        self, ticket_id: int, changes: Mapping[str, Any], current: Mapping[str, Any] | None = None
+    ) -> Json | None:
+        """PATCH only the fields of ``changes`` that differ from ``current`` (all
+        of them when ``current`` is not given); ``None`` when nothing changed."""
+        ops = patch_operations(current or {}, changes)
+        if not ops:
+            return None
+        return await self.patch(f"service/tickets/{int(ticket_id)}", ops)  # type: ignore[no-any-return]
+
+    def iter_tickets(self, **kw: Any) -> AsyncIterator[Json]:
+        return self.iter_list("service/tickets", **kw)
+
+    async def list_notes(self, ticket_id: int) -> list[Json]:
+        return await self.list_all(f"service/tickets/{int(ticket_id)}/notes", order_by="id asc")
+
+    async def create_note(
+        self, ticket_id: int, text: str, section: NoteSection, *, internal: bool = False
+    ) -> Json:
+        """A note in exactly one section (Discussion, Internal Analysis, Resolution)."""
+        if section not in NOTE_FLAGS:
+            raise ValueError(f"note section must be one of {', '.join(NOTE_FLAGS)}")
+        if not text.strip():
+            raise ValueError("a note needs text")
+        body: Json = {"text": text, **{flag: name == section for name, flag in NOTE_FLAGS.items()}}
+        if internal:
+            body["internalFlag"] = True
+        return await self.post(f"service/tickets/{int(ticket_id)}/notes", body)  # type: ignore[no-any-return]
+
+    async def boards(self) -> list[Json]:
+        return await self.list_all("service/boards", order_by="id asc")
+
+    async def board_statuses(self, board_id: int) -> list[Json]:
+        return await self.list_all(f"service/boards/{int(board_id)}/statuses", order_by="id asc")
+
+    async def priorities(self) -> list[Json]:
+        return await self.list_all("service/priorities", order_by="id asc")
+
+    async def sources(self) -> list[Json]:
+        return await self.list_all("service/sources", order_by="id asc")
+
+    async def companies(self, conditions: str | None = None) -> list[Json]:
+        return await self.list_all("company/companies", conditions=conditions, order_by="id asc")
+
+    async def members(self, conditions: str | None = None) -> list[Json]:
+        return await self.list_all("system/members", conditions=conditions, order_by="id asc")
+
+    async def security_role(self, role_id: int) -> Json:
+        return await self.get(f"system/securityroles/{int(role_id)}")  # type: ignore[no-any-return]
+
+    async def security_role_settings(self, role_id: int) -> list[Json]:
+        return await self.list_all(f"system/securityroles/{int(role_id)}/settings")
+
+    async def callbacks(self, conditions: str | None = None) -> list[Json]:
+        return await self.list_all("system/callbacks", conditions=conditions, order_by="id asc")
+
+    async def create_callback(self, entry: Mapping[str, Any]) -> Json:
+        # Safe to retry: a duplicate comes back as ObjectExists, not a second entry.
+        return await self.post("system/callbacks", dict(entry), idempotent=True)  # type: ignore[no-any-return]
+
+    async def delete_callback(self, callback_id: int) -> None:
+        await self.delete(f"system/callbacks/{int(callback_id)}")

@@ -1,0 +1,211 @@
+"""Reconciliation polling: catch what ConnectWise callbacks missed.
+
+Every ``poll_interval_seconds`` the poller lists the integration board's
+tickets with ``lastUpdated >= [watermark]`` (NOTES.md §2; ``>=`` rather than
+``>`` because ``lastUpdated`` has one-second resolution and two writes can
+share a second), appends a ``connectwise.ticket.observed`` (``via: "poll"``)
+for each one whose content differs from the last observation, and a
+``connectwise.note.observed`` for each of its notes (idempotent per note
+version). The watermark is the largest ``lastUpdated`` seen, ConnectWise's own
+clock (so host clock skew does not matter), kept durably as a
+``poller.watermark.advanced`` event in stream ``poller:connectwise``. The
+very first poll looks back ``poll_initial_lookback_hours`` (host clock), so a
+long-lived board's history is not imported wholesale.
+
+:meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
+early refresh of one ticket: intake may not call the API on the request path,
+and callbacks carry no notes, so the poller fetches them right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.errors import ConnectWiseError, NotFoundError
+from daemon.connectors.connectwise.observe import (
+    SOURCE,
+    TICKET_OBSERVED,
+    note_event,
+    route_ticket,
+    stream_for,
+    ticket_data,
+    ticket_key,
+)
+from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.connectors.polling import record_poll
+from daemon.connectors.remote import RemoteError
+from eventstore import DuplicateEventError, EventStore, NewEvent
+
+WATERMARK_STREAM = "poller:connectwise"
+WATERMARK_EVENT = "poller.watermark.advanced"
+
+
+@dataclass
+class PollReport:
+    """What one poll did."""
+
+    seen: int = 0
+    tickets_appended: int = 0
+    notes_appended: int = 0
+    ignored: int = 0
+    watermark: str | None = None
+
+
+class ConnectWisePoller:
+    """Polls the integration board and appends what the event log lacks."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        client: ConnectWiseClient,
+        settings: ConnectWiseSettings,
+        tenants: Mapping[int, str],
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self._now = now
+        # The poller's reads yield to the outbox's: a pass over the board lists every
+        # ticket's notes, a burst the outbox's writes must not queue behind.
+        self.client = client.background()
+        self.settings = settings
+        # Consulted at every ticket: a live mapping follows tenant switches (R9).
+        self.tenants = tenants
+        self._wake = asyncio.Event()
+        self._pending: set[int] = set()
+        self._log = structlog.get_logger("socbridge.poller.connectwise")
+
+    def kick(self, ticket_id: int) -> None:
+        """Refresh this ticket (and its notes) soon."""
+        self._pending.add(int(ticket_id))
+        self._wake.set()
+
+    async def watermark(self) -> str | None:
+        last = await self.store.last_in_stream(WATERMARK_STREAM)
+        return str(last.data["watermark"]) if last is not None else None
+
+    def _conditions(self, watermark: str | None) -> str:
+        board = self.settings.board.replace("'", "''")
+        cond = f"board/name = '{board}'"
+        return cond + (f" and lastUpdated >= [{watermark}]" if watermark else "")
+
+    async def run_once(self) -> PollReport:
+        """One reconciliation pass over the board since the watermark."""
+        report = PollReport()
+        watermark = await self.watermark()
+        newest = watermark
+        since = watermark
+        lookback = self.settings.poll_initial_lookback_hours
+        if since is None and lookback is not None:
+            # First poll ever: the host clock is good enough for a rough start.
+            start = self._now() - timedelta(hours=lookback)
+            since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        async for ticket in self.client.iter_tickets(
+            conditions=self._conditions(since), order_by="_info/lastUpdated asc, id asc"
+        ):
+            report.seen += 1
+            await self._observe(ticket, report)
+            updated = (ticket.get("_info") or {}).get("lastUpdated")
+            if isinstance(updated, str) and (newest is None or updated > newest):
+                newest = updated
+        if newest is not None and newest != watermark:
+            await self.store.append([
+                NewEvent(stream=WATERMARK_STREAM, type=WATERMARK_EVENT, source=SOURCE,
+                         data={"watermark": newest, "previous": watermark, "seen": report.seen}),
+            ])  # fmt: skip
+        report.watermark = newest
+        return report
+
+    async def refresh(self, ticket_id: int) -> PollReport:
+        """Fetch one ticket and its notes now (after a callback)."""
+        report = PollReport()
+        try:
+            ticket = await self.client.get_ticket(ticket_id)
+        except NotFoundError:
+            return report  # deleted meanwhile: the delete callback or audit covers it
+        await self._observe(ticket, report)
+        return report
+
+    async def _observe(self, ticket: Mapping[str, Any], report: PollReport) -> None:
+        tenant, _why = await route_ticket(self.store, self.settings.board, self.tenants, ticket)
+        if tenant is None or tenant not in self.tenants.values():  # unknown, or sync off
+            report.ignored += 1
+            return
+        ticket_id = int(ticket["id"])
+        data = ticket_data(ticket, via="poll", api_member=self.settings.api_member)
+        stream = stream_for(ticket_id)
+        try:
+            events, whole, wrote = await record_poll(
+                self.store, stream, TICKET_OBSERVED, data,
+                lambda event_id: NewEvent(
+                    stream=stream, type=TICKET_OBSERVED, data=data, tenant=tenant,
+                    ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
+                    occurred_at=data["updated_at"],
+                ),
+            )  # fmt: skip
+        except DuplicateEventError as exc:
+            # Same natural key, different body: only possible if normalisation changed
+            # between versions; the first observation stands. The notes are still read.
+            self._log.warning("poll.duplicate_key", error=str(exc))
+            events, whole, wrote = [], False, False
+        report.tickets_appended += wrote
+        known = {e.event_id for e in events}
+        for note in await self.client.list_notes(ticket_id):
+            event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
+            if event.event_id in known:
+                continue
+            if not whole and await self.store.get(event.event_id) is not None:
+                continue  # recorded before the recent events read
+            if await self._append(event, after=events[-1].position if events else 0):
+                report.notes_appended += 1
+
+    async def _append(self, event: NewEvent, *, after: int) -> bool:
+        """Append ``event``; whether it was new (recorded above position ``after``, the
+        stream's last event when it was read; an id recorded before returns its old
+        position and writes nothing)."""
+        try:
+            [recorded] = await self.store.append([event])
+        except DuplicateEventError:
+            # Same natural key, different body: only possible if normalisation
+            # changed between versions; the first observation stands.
+            self._log.warning("poll.duplicate_key", event_id=event.event_id)
+            return False
+        return recorded.position > after
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every interval until ``stop`` is set; a kick refreshes its tickets at once.
+
+        A kick (a callback arrived) reads only the kicked tickets and their notes: a
+        whole reconciliation pass per callback spent the rate-capped API budget the
+        outbox's writes wait for. The pass runs on its interval, as on the SOC side.
+        """
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
+        while not stop.is_set():
+            try:
+                for ticket_id in sorted(self._pending):
+                    self._pending.discard(ticket_id)
+                    await self.refresh(ticket_id)
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self.settings.poll_interval_seconds
+                    report = await self.run_once()
+                    self._log.info("poll.done", **report.__dict__)
+            except (ConnectWiseError, RemoteError) as exc:
+                self._log.warning("poll.failed", error=str(exc))
+            self._wake.clear()
+            if self._pending:
+                continue  # kicked while this pass ran: refresh those now
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(
+                waiters, timeout=max(0.0, next_poll - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            for w in waiters:
+                w.cancel()

@@ -1,0 +1,148 @@
+"""Verifying ConnectWise callback signatures (NOTES.md §4) and caching signing keys.
+
+The documented way, as two independent implementations agree: the
+``x-content-signature`` header is ``base64(HMAC-SHA256(SHA256(signing_key),
+raw_body))``, where the signing key is fetched from the payload's
+``Metadata.key_url`` (``{"signing_key": "..."}``). The key_url comes from the
+request and is attacker-controlled, so :func:`check_key_url` refuses any URL
+whose origin (scheme, host, port) is not the configured ConnectWise site
+*before* anything is fetched; the fetch follows no redirects and uses no proxy.
+Keys are cached per key_url for a TTL; a signature that fails against a cached
+key triggers at most one re-fetch per key_url per ``min_refetch`` seconds (key
+rotation), so forged requests cannot make socbridge hammer ConnectWise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from daemon.connectors.connectwise.errors import ConnectWiseError
+from daemon.service.secrets import Secret
+
+
+class SignatureError(ConnectWiseError):
+    """A callback's signature or key_url is not acceptable (answered 4xx)."""
+
+
+class KeyFetchError(ConnectWiseError):
+    """The signing key could not be fetched (answered 503 so ConnectWise retries)."""
+
+
+def signature(signing_key: Secret, body: bytes) -> bytes:
+    """The expected signature of ``body`` (base64 bytes)."""
+    key = hashlib.sha256(signing_key.reveal().encode("utf-8")).digest()
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
+
+
+def signature_matches(signing_key: Secret, body: bytes, header: str) -> bool:
+    """Constant-time comparison of ``header`` with the signature of the raw body."""
+    try:
+        given = base64.b64encode(base64.b64decode(header.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(signature(signing_key, body), given)
+
+
+def check_key_url(key_url: object, site_url: str) -> URL:
+    """The parsed key_url if its origin is the configured ConnectWise site."""
+    if not isinstance(key_url, str) or not key_url:
+        raise SignatureError("Metadata.key_url is missing")
+    try:
+        url = URL(key_url)
+        origin = url.origin()
+    except ValueError:
+        raise SignatureError("Metadata.key_url is not an absolute URL") from None
+    if url.user or url.password:
+        raise SignatureError("Metadata.key_url carries credentials")
+    if origin != URL(site_url).origin():
+        raise SignatureError(
+            f"Metadata.key_url host {url.host}:{url.port} is not the configured ConnectWise "
+            f"site {URL(site_url).host}; refused without fetching it"
+        )
+    return url
+
+
+@dataclass
+class _Entry:
+    key: Secret
+    fetched_at: float
+
+
+class SigningKeyCache:
+    """Signing keys per key_url, fetched on demand with a TTL."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        client_id: str | None = None,
+        ttl: float = 3600.0,
+        min_refetch: float = 30.0,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._client_id = client_id
+        self._ttl = ttl
+        self._min_refetch = min_refetch
+        self._timeout = timeout
+        self._clock = clock
+        self._keys: dict[str, _Entry] = {}
+        self.fetches = 0  # for metrics and tests
+
+    def __repr__(self) -> str:
+        return f"SigningKeyCache(keys={len(self._keys)})"
+
+    async def get(self, key_url: URL, *, refresh: bool = False) -> Secret | None:
+        """The key for ``key_url``; ``refresh`` re-fetches unless it was fetched
+        within ``min_refetch`` seconds (then ``None``: nothing new to try)."""
+        now = self._clock()
+        entry = self._keys.get(str(key_url))
+        if entry is not None:
+            age = now - entry.fetched_at
+            if not refresh and age < self._ttl:
+                return entry.key
+            if refresh and age < self._min_refetch:
+                return None
+        key = await self._fetch(key_url)
+        self._keys[str(key_url)] = _Entry(key, self._clock())
+        return key
+
+    async def _fetch(self, key_url: URL) -> Secret:
+        self.fetches += 1
+        headers = {"clientId": self._client_id} if self._client_id else {}
+        try:
+            async with self._session.get(
+                key_url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as resp:
+                status = resp.status
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KeyFetchError(
+                f"cannot fetch the callback signing key from {key_url.host} ({type(exc).__name__})"
+            ) from None
+        if status != 200:
+            raise KeyFetchError(
+                f"callback signing key fetch from {key_url.host} gave HTTP {status}"
+            )
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        value = doc.get("signing_key") if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value:
+            raise KeyFetchError(f"callback key URL on {key_url.host} returned no signing_key")
+        return Secret(value)

@@ -1,0 +1,331 @@
+"""The daemon's wiring: one aiohttp application, one ``cleanup_ctx`` per component.
+
+Start order (and, reversed, stop order) is visible here in one place: the
+event log (where the applied config is recorded), the remote clients, the
+sync engine, the outbox, the pollers, and the remote hooks. Routes are
+registered up front (aiohttp freezes the router at start) and look up their
+handler in the application state, which the contexts fill in as they start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from daemon.connectors.connectwise import install as cw_install
+from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.intake import ROUTE_PATH as CW_ROUTE
+from daemon.connectors.connectwise.intake import make_callback_handler
+from daemon.connectors.connectwise.poller import ConnectWisePoller
+from daemon.connectors.soc import install as soc_install
+from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.intake import WEBHOOK_ROUTE as SOC_ROUTE
+from daemon.connectors.soc.intake import make_webhook_handler
+from daemon.connectors.soc.poller import SocPoller
+from daemon.outbox.worker import Outbox
+from daemon.service.applied import record_applied
+from daemon.service.config import Config, config_hash
+from daemon.service.guard import guard_middleware
+from daemon.service.metrics import CONTENT_TYPE, Metrics, track_reconciliation
+from daemon.service.secrets import load_secret
+from daemon.sync.engine import SyncEngine
+from daemon.sync.rules import rules_from_config
+from daemon.sync.tenants import TenantDirectory
+from eventstore import EventStore
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Applied:
+    """The configuration in effect now (a successful reload replaces it) and its file."""
+
+    config: Config
+    path: Path | None
+
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", EventStore)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+CW_CLIENT = web.AppKey("cw_client", ConnectWiseClient)
+SOC_CLIENT = web.AppKey("soc_client", SocClient)
+ENGINE = web.AppKey("engine", SyncEngine)
+OUTBOX = web.AppKey("outbox", Outbox)
+CW_HANDLER = web.AppKey("cw_handler", object)
+SOC_HANDLER = web.AppKey("soc_handler", object)
+STOP = web.AppKey("stop", asyncio.Event)
+METRICS = web.AppKey("metrics", Metrics)
+#: Set once intake, sync and outbox all run (systemd READY=1 is sent then).
+RUNNING = web.AppKey("running", asyncio.Event)
+APPLIED = web.AppKey("applied", Applied)
+TENANTS = web.AppKey("tenants", TenantDirectory)
+
+
+class Reobserver:
+    """Routes the outbox's "read this ticket again" to the side's poller, once it runs."""
+
+    def __init__(self) -> None:
+        self.cw: Callable[[int], None] | None = None
+        self.soc: Callable[[int, str], None] | None = None
+
+    def __call__(self, side: str, ticket_id: int, tenant: str) -> None:
+        if side == "cw" and self.cw is not None:
+            self.cw(ticket_id)
+        elif side == "soc" and self.soc is not None:
+            self.soc(ticket_id, tenant)
+
+
+REOBSERVE = web.AppKey("reobserve", Reobserver)
+
+
+#: How long a stop waits, at most, for sync to decide what the log already holds.
+DRAIN_ON_STOP_S = 5.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
+    # Events appended from here on are counted (fed by the sync engine, _sync_ctx).
+    await app[METRICS].start(app[STORE])
+    yield
+    await app[STORE].close()
+
+
+async def _applied_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Recorded before sync loads, so the engine folds it before any decision.
+    applied = app[APPLIED]
+    recorded = await record_applied(app[STORE], applied.config, applied.path, "start")
+    structlog.get_logger("socbridge").info(
+        "config.applied",
+        hash=config_hash(applied.config),
+        path=str(applied.path),
+        recorded=recorded is not None,  # False: same config as last applied, not repeated
+    )
+    yield
+
+
+async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    session = aiohttp.ClientSession()
+    app[SESSION] = session
+    try:
+        keys = config.connectwise.load_keys()
+        app[CW_CLIENT] = await ConnectWiseClient.connect(config.connectwise, keys, session)
+        token = load_secret(config.soc.api_token)
+        app[SOC_CLIENT] = SocClient.from_settings(config.soc, token, session=session)
+    except BaseException:
+        await session.close()
+        raise
+    yield
+    await app[CW_CLIENT].close()
+    await app[SOC_CLIENT].close()
+    await session.close()
+
+
+async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = SyncEngine(
+        app[STORE], rules_from_config(config), checkpoint_every=config.sync.checkpoint_every
+    )
+    await engine.load()
+    # The engine reads and decodes every event anyway: metrics count from there.
+    engine.on_event(app[METRICS].observe)
+    app[ENGINE] = engine
+    app[TENANTS] = TenantDirectory(engine)
+    app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
+    outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT], reobserve=app[REOBSERVE])
+    app[OUTBOX] = outbox
+    sync_task = asyncio.create_task(engine.run(), name="sync")
+    outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    yield
+    # Intake and pollers have stopped (later contexts unwind first); stop the outbox,
+    # then let sync decide what the log already holds, so the checkpoint it saves on
+    # the way out is at the log's end. A stop never waits longer than DRAIN_ON_STOP_S:
+    # whatever is left is folded and decided again at the next start.
+    await _cancelled(outbox_task)
+    if not sync_task.done():
+        try:
+            await asyncio.wait_for(engine.drain(), DRAIN_ON_STOP_S)
+        except TimeoutError:
+            structlog.get_logger("socbridge.sync").warning(
+                "sync.stopped_before_settled", waited_s=DRAIN_ON_STOP_S
+            )
+    await _cancelled(sync_task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def _reread_tenant(app: web.Application, tenant: str) -> None:
+    """A tenant's sync came back on: re-read its linked tickets on both sides, so what
+    changed while it was off is observed now (tickets created meanwhile are picked up
+    at their next change, as any ticket first seen then)."""
+    for link in list(app[ENGINE].state.links.values()):
+        if link["tenant"] == tenant and link["state"] == "linked":
+            app[REOBSERVE]("cw", int(link["cw_id"]), tenant)
+            app[REOBSERVE]("soc", int(link["soc_id"]), tenant)
+
+
+async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = app[STORE]
+    # Live maps: a tenant switched off (or removed by a reload) is absent from the next lookup.
+    by_company = app[TENANTS].by("cw_company_id")
+    by_organization = app[TENANTS].by("soc_organization_id")
+    cw_poller = ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company)
+    soc_poller = SocPoller(store, app[SOC_CLIENT], config.soc, by_organization, utc_now)
+    app[CW_HANDLER] = make_callback_handler(
+        store,
+        config.connectwise,
+        by_company,
+        None,
+        app[SESSION],
+        on_accepted=cw_poller.kick,
+    )
+    app[SOC_HANDLER] = make_webhook_handler(
+        store,
+        config.soc,
+        by_organization,
+        utc_now,
+        on_created=soc_poller.kick,
+    )
+    app[REOBSERVE].cw = cw_poller.kick
+    app[REOBSERVE].soc = soc_poller.kick
+    track_reconciliation(cw_poller, "cw", app[METRICS])
+    track_reconciliation(soc_poller, "soc", app[METRICS])
+    stop = asyncio.Event()
+    app[STOP] = stop
+    tasks = [
+        asyncio.create_task(cw_poller.run(stop), name="poller-connectwise"),
+        asyncio.create_task(soc_poller.run(stop), name="poller-soc"),
+    ]
+    yield
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    log = structlog.get_logger("socbridge")
+    if config.server.install_remote_hooks and app[ENGINE].state.removed:
+        log.warning("hooks.not_installed", reason="the integration was removed (socbridge remove)")
+    elif config.server.install_remote_hooks:
+        # Both sides at once: each install is a few round trips to its own API.
+        cw = asyncio.create_task(cw_install.install(app[CW_CLIENT], config.connectwise))
+        try:
+            soc_state = await soc_install.install(app[SOC_CLIENT], config.soc)
+        except BaseException:
+            cw.cancel()
+            await asyncio.gather(cw, return_exceptions=True)
+            raise
+        cw_state = await cw
+        log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
+    app[RUNNING].set()
+    yield
+
+
+async def _cw_callback(request: web.Request) -> web.StreamResponse:
+    handler: Handler = request.app[CW_HANDLER]  # type: ignore[assignment]
+    return await handler(request)
+
+
+async def _soc_webhook(request: web.Request) -> web.StreamResponse:
+    handler: Handler = request.app[SOC_HANDLER]  # type: ignore[assignment]
+    return await handler(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    engine = request.app.get(ENGINE)
+    ready = engine is not None and engine.ready.is_set()
+    body = {
+        "ready": ready,
+        "position": engine.state.position if engine else 0,
+        "outbox_depth": len(engine.state.outbox) if engine else 0,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    store = request.app.get(STORE)
+    metrics = request.app[METRICS]
+    body = await metrics.scrape(store) if store is not None else metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def _live_state(app: web.Application) -> dict[str, Any]:
+    """What /metrics reads at scrape time (outbox, lag, intake counts)."""
+    engine, metrics = app.get(ENGINE), app[METRICS]
+    state: dict[str, Any] = {"intake": {}}
+    if engine is not None:
+        outbox = engine.state.outbox
+        state["outbox_depth"] = len(outbox)
+        issued = [metrics.issued_at(c) for c in outbox]
+        known = [t for t in issued if t is not None]
+        state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
+        state["projection_lag"] = max(0, metrics.head - engine.state.position)
+        state["decided_again"] = engine.raced
+    cw = getattr(app.get(CW_HANDLER), "__self__", None)
+    for outcome, count in getattr(getattr(cw, "metrics", None), "counts", {}).items():
+        state["intake"][("connectwise", outcome)] = count
+    for outcome, count in getattr(app.get(SOC_HANDLER), "counts", {}).items():
+        state["intake"][("soc", outcome)] = count
+    return state
+
+
+def build_app(config: Config, config_path: Path | None = None) -> web.Application:
+    """The daemon as an aiohttp application; start it with an AppRunner.
+
+    ``config_path`` is where ``config`` was read from (recorded with it, re-read on reload).
+    """
+    metrics = Metrics()
+    applied = Applied(config, config_path)
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[
+            guard_middleware(
+                lambda: applied.config.server.allowed_sources,
+                lambda: applied.config.server.admin_sources,
+                on_refused=metrics.refuse,
+                on_handled=metrics.handled,
+            )
+        ],
+    )
+    app[CONFIG] = config
+    app[APPLIED] = applied
+    app[METRICS] = metrics
+    app[RUNNING] = asyncio.Event()
+    metrics.state.source = lambda: _live_state(app)
+    app[REOBSERVE] = Reobserver()
+    app.router.add_post(CW_ROUTE, _cw_callback)
+    app.router.add_post(SOC_ROUTE, _soc_webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.extend(
+        [_store_ctx, _applied_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx]
+    )
+    return app
