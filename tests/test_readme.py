@@ -9,40 +9,41 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 from daemon.cli.main import build_parser
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 #: command path -> (file that runs it, evidence in that file)
 EXERCISED: dict[str, tuple[str, str]] = {
-    "run": ("tests/daemon/bridge/process.py", '"daemon", "run", "--config"'),
-    "config check": ("tests/daemon/test_config_cli.py", '"config", "check", "--config"'),
-    "config reference": ("tests/daemon/test_config_cli.py", '"config", "reference"'),
-    "sim all": ("tests/daemon/test_rehearsal.py", '"daemon", "sim", "all", "--port"'),
-    "sim connectwise": ("tests/daemon/connectwise/test_simulator.py", '"sim", "connectwise"'),
-    "sim soc": ("tests/daemon/soc/test_install.py", '"sim", "soc"'),
+    "run": ("tests/support/process.py", '"daemon", "run", "--config"'),
+    "config check": ("tests/daemon/cli/test_config.py", '"config", "check", "--config"'),
+    "config reference": ("tests/daemon/cli/test_config.py", '"config", "reference"'),
+    "sim all": ("tests/daemon/simulators/test_rehearsal.py", '"daemon", "sim", "all", "--port"'),
+    "sim connectwise": (
+        "tests/daemon/simulators/connectwise/test_simulator.py",
+        '"sim", "connectwise"',
+    ),
+    "sim soc": ("tests/daemon/connectors/soc/test_install.py", '"sim", "soc"'),
     "demo": ("Makefile", "$(BIN)/socbridge demo"),
-    "validate": ("tests/daemon/connectwise/test_cli.py", '"validate", "--config"'),
-    "callbacks install": ("tests/daemon/connectwise/test_cli.py", '"callbacks", "install"'),
-    "callbacks remove": ("tests/daemon/connectwise/test_cli.py", '"callbacks", "remove"'),
-    "callbacks status": ("tests/daemon/connectwise/test_cli.py", '"callbacks", "status"'),
-    "webhooks install": ("tests/daemon/soc/test_install.py", '"webhooks", "install"'),
-    "webhooks remove": ("tests/daemon/soc/test_install.py", '"webhooks", "remove"'),
-    "webhooks status": ("tests/daemon/soc/test_install.py", '"webhooks", "status"'),
-    "remove": ("tests/daemon/test_cli_surface.py", '"remove", "--config"'),
-    "tenants list": ("tests/daemon/ops/test_tenants.py", '"tenants", "list", "--config"'),
-    "tenants enable": ("tests/daemon/ops/test_tenants.py", '"tenants", "enable"'),
-    "tenants disable": ("tests/daemon/ops/test_tenants.py", '"tenants", "disable", "acme"'),
-    "sync-test": ("tests/daemon/ops/test_sync_test.py", '"sync-test", "--config"'),
-    "verify": ("tests/daemon/test_store_cli.py", '"verify", "--db"'),
-    "export": ("tests/daemon/test_store_cli.py", '"export", "--db"'),
-    "import": ("tests/daemon/test_store_cli.py", '"import", "--db"'),
-    "events": ("tests/daemon/test_events_cli.py", '"events"'),
-    "replay": ("tests/daemon/test_replay_cli.py", '"replay"'),
-    "audit": ("tests/daemon/test_audit_cli.py", '"audit"'),
-    "bench": ("tests/daemon/test_store_cli.py", '"bench",'),
+    "validate": ("tests/daemon/cli/test_validate.py", '"validate", "--config"'),
+    "callbacks install": ("tests/daemon/cli/test_validate.py", '"callbacks", "install"'),
+    "callbacks remove": ("tests/daemon/cli/test_validate.py", '"callbacks", "remove"'),
+    "callbacks status": ("tests/daemon/cli/test_validate.py", '"callbacks", "status"'),
+    "webhooks install": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "install"'),
+    "webhooks remove": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "remove"'),
+    "webhooks status": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "status"'),
+    "remove": ("tests/daemon/cli/test_surface.py", '"remove", "--config"'),
+    "tenants list": ("tests/daemon/cli/test_tenants.py", '"tenants", "list", "--config"'),
+    "tenants enable": ("tests/daemon/cli/test_tenants.py", '"tenants", "enable"'),
+    "tenants disable": ("tests/daemon/cli/test_tenants.py", '"tenants", "disable", "acme"'),
+    "sync-test": ("tests/daemon/operations/test_sync_test.py", '"sync-test", "--config"'),
+    "verify": ("tests/daemon/cli/test_store.py", '"verify", "--db"'),
+    "export": ("tests/daemon/cli/test_store.py", '"export", "--db"'),
+    "import": ("tests/daemon/cli/test_store.py", '"import", "--db"'),
+    "events": ("tests/daemon/cli/test_events.py", '"events"'),
+    "replay": ("tests/daemon/cli/test_replay.py", '"replay"'),
+    "audit": ("tests/daemon/cli/test_audit.py", '"audit"'),
+    "bench": ("tests/daemon/cli/test_store.py", '"bench",'),
 }
 
 

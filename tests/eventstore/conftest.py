@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore
 
 
 @pytest.fixture
@@ -18,10 +18,3 @@ async def store(db_path: Path) -> AsyncIterator[EventStore]:
     s = await EventStore.open(db_path)
     yield s
     await s.close()
-
-
-def ev(
-    stream: str = "cw:ticket:1", type: str = "connectwise.ticket.observed", **kw: object
-) -> NewEvent:
-    data = kw.pop("data", {"id": 1, "status": "New"})
-    return NewEvent(stream=stream, type=type, data=data, **kw)  # type: ignore[arg-type]

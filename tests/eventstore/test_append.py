@@ -17,7 +17,7 @@ from eventstore import (
     NewEvent,
     derived_event_id,
 )
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 async def count_rows(store: EventStore) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from eventstore import EventStore, LogMovedError, NewEvent, RecordedEvent
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 async def test_appends_queued_during_the_decision_land_after_it(store: EventStore) -> None:

@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 
 from eventstore import EventStore, verify
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def run_and_kill(db: Path, seed: int, acknowledged_lines: int) -> list[list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.eventstore.crash_appender", str(db), str(seed)],
-        cwd=ROOT,
+        cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -20,7 +20,7 @@ from eventstore import (
     StoreClosedError,
 )
 from eventstore.schema import SCHEMA_VERSION
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 async def test_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eventstore import EventStore, NewEvent, RecordedEvent, StoreError
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 async def test_read_forward_in_batches_from_a_position(store: EventStore) -> None:

@@ -10,7 +10,7 @@ import pytest
 from eventstore import EventStore
 from eventstore.schema import MIGRATIONS, SCHEMA_VERSION, _split
 from eventstore.verify import verify
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 def _v1_copy_of(source: Path, target: Path) -> None:

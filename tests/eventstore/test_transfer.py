@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from eventstore import EventStore, ImportError_, export_ndjson, import_ndjson, verify
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 async def exported(store: EventStore) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 from eventstore import EventStore, verify
 from eventstore.chain import encode_data, event_hash
 from eventstore.writer import COLUMNS
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 def tamper(db_path: Path, *statements: str) -> None:

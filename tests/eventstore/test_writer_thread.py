@@ -13,7 +13,7 @@ import pytest
 import eventstore.store
 import eventstore.writer
 from eventstore import DatabaseCorruptError, EventStore, StoreClosedError, verify
-from tests.eventstore.conftest import ev
+from tests.support.events import ev
 
 
 def writer_threads() -> list[threading.Thread]:

@@ -16,7 +16,7 @@ from projections.audit import (
     plan_fixes,
     plan_repairs,
 )
-from tests.projections.history import Log, cw_seen, outcome, soc_seen
+from tests.support.history import Log, cw_seen, outcome, soc_seen
 
 
 async def audited(log: Log, limits: Limits | None = None) -> AuditReport:

@@ -20,30 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.sync.engine import SyncEngine
-from daemon.sync.rules import Rules, TenantRule
 from eventstore import EventStore, NewEvent, derived_event_id
 from projections import kinds
 from projections.fold import fold
 from projections.persist import ProjectionStore
 from projections.state import BridgeState
-
-CW_PRIORITIES = {
-    "urgent": "Priority 1 - Emergency Response",
-    "high": "Priority 2 - Quick Response",
-    "normal": "Priority 3 - Normal Response",
-    "low": "Priority 4 - Schedule Maintenance",
-}
-RULES = Rules(
-    tenants={"acme": TenantRule("acme", 9001, 250, True, "Discussion", frozenset({"Discussion"}))},
-    board="SOC Incidents",
-    routing_status="Send to SOC",
-    unlinked_status="Unlinked",
-    solved_status="Solved",
-    unresolved_status="Unresolved",
-    source="SOC Platform",
-    priority_mapping=CW_PRIORITIES,
-    default_soc_priority="normal",
-)
+from tests.support.history import Live
+from tests.support.rules import CW_PRIORITIES
 
 cw_ticket = st.tuples(
     st.just("cw_ticket"),
@@ -190,28 +173,6 @@ def fetched(engine: SyncEngine, op: tuple[Any, ...], n: int, read_after: int) ->
         causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
     )  # fmt: skip
     return [seen, outcome]
-
-
-class Live:
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
-        self.engine: SyncEngine | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> SyncEngine:
-        self.engine = SyncEngine(self.store, RULES, checkpoint_every=3, checkpoint_idle_s=3600)
-        await self.engine.load()
-        self.task = asyncio.create_task(self.engine.run())
-        return self.engine
-
-    async def stop(self) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-    async def settle(self) -> None:
-        assert self.engine is not None
-        await asyncio.wait_for(self.engine.drain(), 30)
 
 
 async def play(path: Path, history: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:

@@ -8,59 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from daemon.sync.decide import decide
-from eventstore import RecordedEvent
 from projections import kinds
 from projections.replay import preview, replay, saved_checkpoint, state_digest
 from projections.state import BridgeState
-from tests.projections.history import Log, cw_seen, soc_seen
-from tests.projections.test_rebuild import RULES
-
-PRIORITIES = ["urgent", "high", "normal", "low"]
-
-
-def deciding(**policy: str) -> Any:
-    rules = RULES.with_policy(**policy)
-    return lambda state, event: decide(state, event, rules)
-
-
-STATUSES = {"cw": ["In Progress", "Solved", "Unresolved"], "soc": ["open", "pending", "solved"]}
-edits = st.lists(
-    st.one_of(
-        st.tuples(st.sampled_from(["cw", "soc"]), st.sampled_from(["status", "priority"]),
-                  st.integers(0, 3), st.booleans()),
-        st.tuples(st.just("deliver"), st.none(), st.integers(0, 3), st.none()),
-        st.tuples(st.just("restart"), st.none(), st.none(), st.none()),
-    ),
-    min_size=1, max_size=20,
-)  # fmt: skip
-
-
-async def edited(path: Path, ops: list[tuple[Any, ...]]) -> list[RecordedEvent]:
-    """One linked pair; both sides edit it while the bridge's writes are still in flight."""
-    log = await Log.open(path)
-    await log.linked()
-    for n, (kind, name, pick, own) in enumerate(ops):
-        at = f"2026-11-29T11:{n // 60:02d}:{n % 60:02d}Z"
-        if kind == "deliver":
-            if log.outbox:
-                command = log.outbox[pick % len(log.outbox)]
-                await log.deliver_command(command)
-        elif kind == "restart":
-            await log.restart()
-        elif kind == "cw":
-            status = STATUSES["cw"][pick % 3] if name == "status" else "In Progress"
-            priority = PRIORITIES[pick] if name == "priority" else "normal"
-            await log.add(cw_seen(1, at, status=status, priority=priority, own_write=own))
-        else:
-            status = STATUSES["soc"][pick % 3] if name == "status" else "open"
-            priority = PRIORITIES[pick] if name == "priority" else "normal"
-            await log.add(soc_seen(11, at, status=status, priority=priority))
-    events = await log.events()
-    await log.close()
-    return events
+from tests.support.history import Log, carried_history, deciding, edited, edits, soc_seen
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -127,22 +79,6 @@ async def test_replay_until_a_position_shows_the_state_as_it_was(tmp_path: Path)
     assert state_digest(replay(events).state) == state_digest(after.state)
     assert state_digest(before.state) != state_digest(after.state)
     assert state_digest(BridgeState()) != state_digest(after.state)
-
-
-async def carried_history(path: Path) -> list[RecordedEvent]:
-    """A priority conflict (the SOC wins by policy), its writes delivered and echoed; then a
-    later SOC change, decided on the state that conflict left."""
-    log = await Log.open(path)
-    await log.conflict()
-    for command in list(log.outbox):
-        await log.deliver_command(command)
-    await log.add(cw_seen(1, "2026-11-29T10:03:00Z", priority="urgent", own_write=True))
-    await log.add(soc_seen(11, "2026-11-29T10:04:00Z", priority="high"))
-    for command in list(log.outbox):
-        await log.deliver_command(command)
-    events = await log.events()
-    await log.close()
-    return events
 
 
 async def test_a_changed_conflict_outcome_is_carried_forward_to_later_decisions(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from daemon.simulators.harness import Bridge
 from projections import kinds
-from tests.daemon.bridge.test_rules import soc_ticket_for
+from tests.support.tickets import soc_ticket_for
 
 
 async def test_a_change_socbridge_wrote_comes_back_as_an_echo_not_a_ping_pong(

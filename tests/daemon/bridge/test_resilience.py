@@ -16,7 +16,7 @@ from daemon.simulators.connectwise.faults import ApiFault
 from daemon.simulators.harness import Bridge
 from daemon.simulators.rehearsal import PRIORITY_MAPPING
 from projections import kinds
-from tests.daemon.bridge.agreement import Picture, picture
+from tests.support.agreement import Picture, picture
 
 Json = dict[str, Any]
 P1, P2, P3, P4 = PRIORITY_MAPPING.values()

@@ -26,8 +26,8 @@ from daemon.simulators.rehearsal import PRIORITY_MAPPING, Rehearsal, start_rehea
 from eventstore import EventStore, verify
 from projections.fold import apply
 from projections.state import BridgeState
-from tests.daemon.bridge.agreement import Picture, picture
-from tests.daemon.bridge.process import DaemonProcess, eventually
+from tests.support.agreement import Picture, picture
+from tests.support.process import DaemonProcess, eventually
 
 SEED = int(os.environ.get("SOCBRIDGE_KILL_SEED", random.randrange(1_000_000)))
 ROUNDS = 8

@@ -36,7 +36,7 @@ from eventstore import NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.fold import apply
 from projections.state import BridgeState
-from tests.projections.test_rebuild import CW_PRIORITIES, RULES
+from tests.support.rules import CW_PRIORITIES, RULES
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 CW_ID, SOC_ID = 1, 11

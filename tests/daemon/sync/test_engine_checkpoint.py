@@ -9,7 +9,7 @@ from pathlib import Path
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent
 from projections.persist import ProjectionStore
-from tests.projections.test_rebuild import RULES
+from tests.support.rules import RULES
 
 IDLE_S = 0.5
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from projections import kinds
-from tests.projections.history import Log, soc_seen
+from tests.support.history import Log, soc_seen
 
 
 async def test_drain_returns_once_the_last_input_is_decided_and_its_decisions_folded(

@@ -16,8 +16,7 @@ from pathlib import Path
 from eventstore import NewEvent
 from projections import kinds
 from projections.replay import preview
-from tests.projections.history import Log, outcome, soc_seen
-from tests.projections.test_replay import deciding
+from tests.support.history import Log, deciding, outcome, soc_seen
 
 
 async def test_an_input_landing_with_a_delivery_is_decided_after_it(tmp_path: Path) -> None:

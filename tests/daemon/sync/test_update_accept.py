@@ -20,9 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from daemon.outbox.deliver import current_values
 from eventstore import RecordedEvent
 from projections import kinds
-from tests.projections.history import Log
-from tests.projections.test_rebuild import CW_PRIORITIES, RULES
-from tests.projections.test_replay import edited, edits
+from tests.support.history import Log, edited, edits
+from tests.support.rules import CW_PRIORITIES, RULES
 
 CW_NORMALIZE = {
     "solved_status": RULES.solved_status,

@@ -1,0 +1,5 @@
+"""The ConnectWise simulator for the command tests that configure against it."""
+
+from tests.support.connectwise import sim
+
+__all__ = ["sim"]

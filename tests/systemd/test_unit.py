@@ -1,0 +1,47 @@
+"""The shipped systemd files: the example config loads, the unit's exposure is <= 2.0."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from daemon.service.config import load_config
+from tests.support.paths import REPO
+
+SYSTEMD = REPO / "systemd"
+
+
+def test_example_config_is_accepted_and_serves_tls() -> None:
+    config = load_config(SYSTEMD / "socbridge.example.toml")
+    assert config.server.tls_cert is not None and not config.server.allow_plain_http
+    assert config.connectwise.private_key == "credential:cw_private_key"
+
+
+def test_unit_loads_every_credential_the_example_config_names() -> None:
+    unit = (SYSTEMD / "socbridge.service").read_text()
+    text = (SYSTEMD / "socbridge.example.toml").read_text()
+    for name in re.findall(r'"credential:(\w+)"', text):
+        assert f"LoadCredential={name}:" in unit
+    for line in ("Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP $MAINPID"):
+        assert line in unit
+    assert "StateDirectory=socbridge" in unit
+
+
+def test_security_exposure_is_at_most_2() -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    done = subprocess.run(
+        [tool, "security", "--offline=true", str(SYSTEMD / "socbridge.service")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if "--offline" in done.stderr and "unrecognized" in done.stderr:
+        pytest.skip(f"this systemd-analyze has no --offline: {done.stderr.strip()}")
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert match, done.stdout + done.stderr
+    assert float(match.group(1)) <= 2.0, done.stdout
