@@ -20,13 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.sync.engine import SyncEngine
-from eventstore import EventStore, NewEvent, derived_event_id
+from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.fold import fold
 from projections.persist import ProjectionStore
 from projections.state import BridgeState
 from tests.support.history import Live
-from tests.support.rules import CW_PRIORITIES
+from tests.support.legacy.compare import same_as_legacy
+from tests.support.rules import CW_PRIORITIES, RULES
 
 cw_ticket = st.tuples(
     st.just("cw_ticket"),
@@ -175,7 +176,9 @@ def fetched(engine: SyncEngine, op: tuple[Any, ...], n: int, read_after: int) ->
     return [seen, outcome]
 
 
-async def play(path: Path, history: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
+async def play(
+    path: Path, history: list[tuple[Any, ...]]
+) -> tuple[Any, Any, Any, list[RecordedEvent]]:
     store = await EventStore.open(path, synchronous="NORMAL")
     live = Live(store)
     engine = await live.start()
@@ -196,10 +199,11 @@ async def play(path: Path, history: list[tuple[Any, ...]]) -> tuple[Any, Any, An
     await live.settle()
     await engine.save()
     await live.stop()
-    rebuilt = fold([e async for e in store.read()])
+    events = [e async for e in store.read()]
+    rebuilt = fold(events)
     persisted = await ProjectionStore(store).load()
     await store.close()
-    return engine.state.to_json(), rebuilt.to_json(), persisted.to_json()
+    return engine.state.to_json(), rebuilt.to_json(), persisted.to_json(), events
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -208,9 +212,19 @@ def test_rebuild_from_zero_equals_live_state_and_persisted_rows(
     history: list[tuple[Any, ...]],
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+        live, rebuilt, persisted, _ = asyncio.run(play(Path(tmp) / "e.db", history))
     assert rebuilt == live
     assert persisted == live
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories)
+def test_every_history_is_folded_and_decided_as_the_dict_model_did(
+    history: list[tuple[Any, ...]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        *_, events = asyncio.run(play(Path(tmp) / "e.db", history))
+    same_as_legacy(events, RULES)
 
 
 def test_a_routed_ticket_history_builds_links_and_commands() -> None:
@@ -223,7 +237,7 @@ def test_a_routed_ticket_history_builds_links_and_commands() -> None:
         ("soc_comment", 11, 1, None, None),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+        live, rebuilt, persisted, _ = asyncio.run(play(Path(tmp) / "e.db", history))
     assert rebuilt == live == persisted
     assert live["links"]["cw:1"]["state"] == "linked"
     assert any(c["kind"] == "soc.add_comment" for c in live["outbox"].values())
@@ -240,7 +254,7 @@ def test_a_same_second_change_is_read_again_and_the_fresh_read_decides() -> None
         ("fetch", 0, "In Progress", "high", True),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+        live, rebuilt, persisted, _ = asyncio.run(play(Path(tmp) / "e.db", history))
     assert rebuilt == live == persisted
     priority = live["links"]["cw:1"]["fields"]["priority"]
     assert priority["cw"] == "high"
@@ -259,7 +273,7 @@ def test_a_fetch_that_is_not_fresh_decides_nothing_and_reads_again() -> None:
         ("fetch", 0, "In Progress", "high", False),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        live, rebuilt, persisted = asyncio.run(play(Path(tmp) / "e.db", history))
+        live, rebuilt, persisted, _ = asyncio.run(play(Path(tmp) / "e.db", history))
     assert rebuilt == live == persisted
     assert live["links"]["cw:1"]["fields"]["priority"]["cw"] == "low"
     kinds_ = sorted(c["kind"] for c in live["outbox"].values())

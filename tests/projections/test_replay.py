@@ -13,6 +13,8 @@ from projections import kinds
 from projections.replay import preview, replay, saved_checkpoint, state_digest
 from projections.state import BridgeState
 from tests.support.history import Log, carried_history, deciding, edited, edits, soc_seen
+from tests.support.legacy.compare import same_as_legacy
+from tests.support.rules import RULES
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,6 +26,7 @@ def test_concurrent_edits_on_both_sides_replay_to_the_same_decisions(
         events = asyncio.run(edited(Path(tmp) / "e.db", ops))
     result = preview(events, deciding())
     assert result.diffs == []
+    same_as_legacy(events, RULES)
     assert (
         result.same
         == result.inputs
