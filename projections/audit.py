@@ -24,7 +24,20 @@ from typing import Any
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.fold import apply
-from projections.state import FIELDS, SIDES, BridgeState, later, other
+from projections.state import (
+    FIELDS,
+    SIDES,
+    BridgeState,
+    FieldName,
+    FieldState,
+    PendingCommand,
+    Side,
+    as_field_name,
+    as_side,
+    is_side,
+    later,
+    other,
+)
 
 ATTENTION = "attention"
 NOTICE = "notice"
@@ -55,8 +68,8 @@ class Repair:
     """A write that makes a divergent field agree: ``target`` side gets ``value``."""
 
     link_id: str
-    field: str
-    target: str
+    field: FieldName
+    target: Side
     value: str
     reason: str
 
@@ -69,7 +82,7 @@ class Orphan:
     ``cw``/``soc`` are their live values, normalised as sync compares them.
     """
 
-    origin: str
+    origin: Side
     cw_id: int
     soc_id: int
     tenant: str
@@ -112,7 +125,7 @@ class Fix:
     action: str
     link_id: str
     reason: str
-    command: Mapping[str, Any] | None = None
+    command: PendingCommand | None = None
     close: bool = False
     settles: tuple[str, ...] = ()
     orphan: Orphan | None = None
@@ -126,8 +139,8 @@ class AuditReport:
     repaired: dict[str, int] = field(default_factory=dict)
     #: command id -> (recorded_at, retry_in_s) of its last failed attempt
     failed: dict[str, tuple[str, float]] = field(default_factory=dict)
-    #: link id -> its latest create command (id, kind, params, tenant)
-    creates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: link id -> its latest create command
+    creates: dict[str, PendingCommand] = field(default_factory=dict)
 
     @property
     def needs_attention(self) -> bool:
@@ -153,7 +166,7 @@ class _Walk:
         self.created: dict[str, int] = {}
         self.repaired: dict[str, int] = {}
         self.failed: dict[str, tuple[str, float]] = {}
-        self.creates: dict[str, dict[str, Any]] = {}
+        self.creates: dict[str, PendingCommand] = {}
 
     def step(self, event: RecordedEvent) -> None:
         d = event.data
@@ -178,13 +191,14 @@ class _Walk:
         elif event.type == kinds.COMMAND_ISSUED:
             self.command_cause[event.event_id] = event.causation_id or ""
             if str(d.get("kind")).endswith(".create_ticket"):
-                self.creates[d["link_id"]] = {
-                    "command_id": event.event_id,
-                    "kind": d["kind"],
-                    "link_id": d["link_id"],
-                    "params": d["params"],
-                    "tenant": event.tenant,
-                }
+                self.creates[d["link_id"]] = PendingCommand(
+                    command_id=event.event_id,
+                    kind=d["kind"],
+                    link_id=d["link_id"],
+                    tenant=event.tenant,
+                    params=d["params"],
+                    issued_at=event.position,
+                )
         elif event.type == kinds.COMMAND_ABANDONED:
             self.abandoned.append(d.get("command_id", ""))
         elif event.type == kinds.COMMAND_FAILED:
@@ -202,10 +216,10 @@ class _Walk:
         link = self.state.links.get(d["link_id"])
         if link is None:
             return
-        f = link["fields"][d["field"]]
+        s = link.fields[as_field_name(d["field"])].side(as_side(d["side"]))
         # Expected back: a write in flight, or the one delivered last (its echo comes after
         # the delivery). Another value never expected may have been a person's change.
-        if d["value"] not in f[f"expect_{d['side']}"] and d["value"] != f[d["side"]]:
+        if s.expects(d["value"]) is None and d["value"] != s.value:
             self.findings.append(
                 Finding(
                     "echo-misread",
@@ -251,73 +265,70 @@ def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditRe
 
 
 def _busy(state: BridgeState, link_id: str) -> bool:
-    return any(c["link_id"] == link_id for c in state.outbox.values())
+    return any(True for _ in state.commands_of(link_id))
 
 
 def _divergent(state: BridgeState) -> Iterable[Finding]:
     for link_id, link in sorted(state.links.items()):
-        if link["state"] != "linked" or _busy(state, link_id):
+        if link.state != "linked" or _busy(state, link_id):
             continue
         for name in FIELDS:
-            f = link["fields"][name]
-            if f["expect_cw"] or f["expect_soc"] or None in (f["cw"], f["soc"]):
+            f = link.fields[name]
+            cw, soc = f.cw.value, f.soc.value
+            if f.in_flight or cw is None or soc is None:
                 continue
-            if f["cw"] != f["soc"]:
+            if cw != soc:
                 yield Finding(
                     "divergent",
                     ATTENTION,
                     link_id,
-                    f"{name}: ConnectWise has {f['cw']!r}, the SOC has {f['soc']!r}, "
-                    "nothing pending",
-                    {"field": name, "cw": f["cw"], "soc": f["soc"]},
+                    f"{name}: ConnectWise has {cw!r}, the SOC has {soc!r}, nothing pending",
+                    {"field": name, "cw": cw, "soc": soc},
                 )
 
 
-def _stuck(state: BridgeState, c: Mapping[str, Any], limits: Limits) -> bool:
-    age = state.position - c["issued_at"]
-    return bool(c["attempts"] >= limits.stuck_attempts or age >= limits.stuck_age_events)
+def _stuck(state: BridgeState, c: PendingCommand, limits: Limits) -> bool:
+    age = state.position - c.issued_at
+    return c.attempts >= limits.stuck_attempts or age >= limits.stuck_age_events
 
 
 def _commands(state: BridgeState, limits: Limits, repaired: Mapping[str, int]) -> Iterable[Finding]:
     for command_id, c in sorted(state.outbox.items()):
-        age = state.position - c["issued_at"]
+        age = state.position - c.issued_at
         if _stuck(state, c, limits):
             yield Finding(
                 "command-stuck",
                 ATTENTION,
-                c["link_id"],
-                f"{c['kind']} pending for {age} events, {c['attempts']} attempts, "
-                f"last error: {c['last_error']}",
-                {"command_id": command_id, "attempts": c["attempts"], "age": age},
+                c.link_id,
+                f"{c.kind} pending for {age} events, {c.attempts} attempts, "
+                f"last error: {c.last_error}",
+                {"command_id": command_id, "attempts": c.attempts, "age": age},
             )
-    for command_id, c in sorted(state.abandoned.items()):
+    for command_id, a in sorted(state.abandoned.items()):
+        c = a.command
         if command_id in repaired:
             yield Finding(
                 "command-repaired",
                 NOTICE,
-                c["link_id"],
-                f"{c['kind']} abandoned ({c.get('reason')}), repaired by #{repaired[command_id]}",
+                c.link_id,
+                f"{c.kind} abandoned ({a.reason}), repaired by #{repaired[command_id]}",
                 {"command_id": command_id, "repair_position": repaired[command_id]},
             )
             continue
         yield Finding(
             "command-abandoned",
             ATTENTION,
-            c["link_id"],
-            f"{c['kind']} abandoned: {c.get('reason')}",
+            c.link_id,
+            f"{c.kind} abandoned: {a.reason}",
             {"command_id": command_id},
         )
 
 
 def _one_sided(state: BridgeState, created: Mapping[str, int]) -> Iterable[Finding]:
     for link_id, link in sorted(state.links.items()):
-        if link["state"] != "requested":
+        if link.state != "requested":
             continue
-        creating = any(
-            c["link_id"] == link_id and c["kind"].endswith("create_ticket")
-            for c in state.outbox.values()
-        )
-        if creating:
+        if any(c.is_create for c in state.commands_of(link_id)):
             continue
         why = (
             f"the create was delivered (#{created[link_id]}) but the link was never made"
@@ -328,8 +339,8 @@ def _one_sided(state: BridgeState, created: Mapping[str, int]) -> Iterable[Findi
             "linked-one-side",
             ATTENTION,
             link_id,
-            f"{link['origin']} ticket has no partner: {why}",
-            {"origin": link["origin"]},
+            f"{link.origin} ticket has no partner: {why}",
+            {"origin": link.origin},
         )
 
 
@@ -348,32 +359,32 @@ def compare_remote(
                         "remote-missing",
                         ATTENTION,
                         link_id,
-                        f"the {side} ticket {link[f'{side}_id']} is gone",
+                        f"the {side} ticket {link.ticket_id(side)} is gone",
                     )
                 )
                 continue
             for name in FIELDS:
-                f = link["fields"][name]
+                s = link.fields[name].side(side)
                 live = values.get(name)
-                if live != f[side] and live not in f[f"expect_{side}"]:
+                if live != s.value and live not in s.expected_values:
                     findings.append(
                         Finding(
                             "remote-drift",
                             ATTENTION,
                             link_id,
-                            f"{name} on {side} is {live!r} live, the log knows {f[side]!r}",
-                            {"field": name, "side": side, "live": live, "known": f[side]},
+                            f"{name} on {side} is {live!r} live, the log knows {s.value!r}",
+                            {"field": name, "side": side, "live": live, "known": s.value},
                         )
                     )
     return findings
 
 
-def _winner(f: Mapping[str, Any], policy: str, drifted: set[str]) -> str:
+def _winner(f: FieldState, policy: str, drifted: set[Side]) -> Side:
     if len(drifted) == 1:
         return next(iter(drifted))  # the change the log never saw is the newest fact
-    if policy in SIDES:
+    if is_side(policy):
         return policy
-    order = later(f["cw_at"], f["soc_at"])
+    order = later(f.cw.changed_at, f.soc.changed_at)
     return "cw" if order > 0 else "soc"
 
 
@@ -385,22 +396,23 @@ def plan_repairs(
     """The writes that make each divergent field agree, winner by policy (or by drift)."""
     repairs: list[Repair] = []
     for link_id, link in sorted(state.links.items()):
-        if link["state"] != "linked" or _busy(state, link_id):
+        if link.state != "linked" or _busy(state, link_id):
             continue
         live = (remote or {}).get(link_id)
         for name in FIELDS:
-            f = link["fields"][name]
-            if f["expect_cw"] or f["expect_soc"]:
+            f = link.fields[name]
+            if f.in_flight:
                 continue
-            values: dict[str, Any] = {s: f[s] for s in SIDES}
-            drifted: set[str] = set()
+            values: dict[Side, str | None] = {s: f.side(s).value for s in SIDES}
+            drifted: set[Side] = set()
             if live is not None:
                 for s in SIDES:
                     side_values = live.get(s)
-                    if side_values is not None and side_values.get(name) != f[s]:
+                    if side_values is not None and side_values.get(name) != f.side(s).value:
                         values[s] = side_values.get(name)
                         drifted.add(s)
-            if None in values.values() or values["cw"] == values["soc"]:
+            cw, soc = values["cw"], values["soc"]
+            if cw is None or soc is None or cw == soc:
                 continue
             winner = _winner(f, policy.get(name, "latest"), drifted)
             repairs.append(
@@ -408,8 +420,8 @@ def plan_repairs(
                     link_id,
                     name,
                     other(winner),
-                    values[winner],
-                    f"{name} differs at rest (cw {values['cw']!r}, soc {values['soc']!r}); "
+                    cw if winner == "cw" else soc,
+                    f"{name} differs at rest (cw {cw!r}, soc {soc!r}); "
                     f"{winner} wins" + (" (changed outside the log)" if drifted else ""),
                 )
             )
@@ -434,19 +446,18 @@ def _retrying(report: AuditReport, command_id: str, now: datetime | None) -> boo
     return due + RETRY_GRACE > now
 
 
-def _held(state: BridgeState, c: Mapping[str, Any]) -> bool:
+def _held(state: BridgeState, c: PendingCommand) -> bool:
     """Held on purpose: the tenant's sync is off (R9) or the integration removed (R16)."""
-    return state.removed or state.tenant_switches.get(c["tenant"] or "") is False
+    return state.removed or state.tenant_switches.get(c.tenant or "") is False
 
 
-def _waits_for_create(state: BridgeState, c: Mapping[str, Any]) -> bool:
-    link = state.links.get(c["link_id"])
-    target = c["kind"].split(".", 1)[0]
+def _waits_for_create(state: BridgeState, c: PendingCommand) -> bool:
+    link = state.links.get(c.link_id)
     return (
         link is not None
-        and link["state"] == "requested"
-        and not c["kind"].endswith(".create_ticket")
-        and link[f"{target}_id"] is None
+        and link.state == "requested"
+        and not c.is_create
+        and link.ticket_id(c.target) is None
     )
 
 
@@ -483,45 +494,41 @@ def plan_fixes(
     fixes: list[Fix] = []
     done: set[str] = set(report.repaired)
 
-    def stuck_and_idle(c: Mapping[str, Any]) -> bool:
+    def stuck_and_idle(c: PendingCommand) -> bool:
         return (
             _stuck(state, c, limits)
-            and not _retrying(report, c["command_id"], now)
+            and not _retrying(report, c.command_id, now)
             and not _held(state, c)
         )
 
     for link_id, link in sorted(state.links.items()):
-        if link["state"] != "requested":
+        if link.state != "requested":
             continue
-        origin = link["origin"]
-        pending = [
-            c
-            for c in state.outbox.values()
-            if c["link_id"] == link_id and c["kind"].endswith(".create_ticket")
-        ]
+        origin = link.origin
+        pending = [c for c in state.commands_of(link_id) if c.is_create]
         if pending:
-            c = min(pending, key=lambda c: c["issued_at"])
+            c = min(pending, key=lambda c: c.issued_at)
             if not stuck_and_idle(c):
                 continue  # on its way
             fixes.append(Fix(
                 "reissue", link_id,
                 f"the create of the {origin} ticket's partner is stuck "
-                f"({c['attempts']} attempts, last error: {c['last_error']}): sent again, "
+                f"({c.attempts} attempts, last error: {c.last_error}): sent again, "
                 "its marker looked up first",
                 c, close=True,
             ))  # fmt: skip
-            done.add(c["command_id"])
+            done.add(c.command_id)
         else:
             create = report.creates.get(link_id)
             if create is None or _held(state, create):
                 continue
             settles = tuple(
                 cid
-                for cid, c in sorted(state.abandoned.items())
-                if c["link_id"] == link_id
-                and c["kind"].endswith(".create_ticket")
+                for cid, a in sorted(state.abandoned.items())
+                if a.command.link_id == link_id
+                and a.command.is_create
                 and cid not in done
-                and cid != create["command_id"]
+                and cid != create.command_id
             )
             fixes.append(Fix(
                 "reissue", link_id,
@@ -530,22 +537,22 @@ def plan_fixes(
                 create, settles=settles,
             ))  # fmt: skip
             done.update(settles)
-            done.add(create["command_id"])
+            done.add(create.command_id)
         # The outbox sends a link's commands oldest first: what waited for the partner is
         # closed and sent again after the new create, in its order.
-        for c in sorted(state.outbox.values(), key=lambda c: c["issued_at"]):
-            if c["link_id"] == link_id and c["command_id"] not in done:
+        for c in sorted(state.commands_of(link_id), key=lambda c: c.issued_at):
+            if c.command_id not in done:
                 fixes.append(Fix(
                     "reissue", link_id,
-                    f"{c['kind']} waited for the partner ticket: sent again after its create",
+                    f"{c.kind} waited for the partner ticket: sent again after its create",
                     c, close=True,
                 ))  # fmt: skip
-                done.add(c["command_id"])
+                done.add(c.command_id)
 
-    for command_id, c in sorted(state.abandoned.items()):
+    for command_id, a in sorted(state.abandoned.items()):
         if command_id in done:
             continue
-        fixes.append(_answer(state, c, False))
+        fixes.append(_answer(state, a.command, False, a.reason))
         done.add(command_id)
 
     for command_id, c in sorted(state.outbox.items()):
@@ -556,14 +563,14 @@ def plan_fixes(
 
     for link_id, sides in sorted((remote or {}).items()):
         linked = state.links.get(link_id)
-        if linked is None or linked["state"] != "linked":
+        if linked is None or linked.state != "linked":
             continue
         for side in SIDES:
             if sides.get(side) is None:
                 fixes.append(Fix(
                     "unlink", link_id,
-                    f"the {side} ticket {linked[f'{side}_id']} is gone (found by audit --remote): "
-                    "unlinked, never linked again",
+                    f"the {side} ticket {linked.ticket_id(side)} is gone (found by audit "
+                    "--remote): unlinked, never linked again",
                 ))  # fmt: skip
                 break
     for o in orphans:
@@ -577,19 +584,19 @@ def plan_fixes(
     return fixes
 
 
-def _answer(state: BridgeState, c: Mapping[str, Any], close: bool) -> Fix:
+def _answer(state: BridgeState, c: PendingCommand, close: bool, reason: str | None = None) -> Fix:
     """The fix for one abandoned (or, with ``close``, stuck) command that is not a create."""
-    link = state.links.get(c["link_id"])
-    what = "stuck and no longer retried" if close else f"abandoned ({c.get('reason')})"
-    if link is None or link["state"] == "unlinked":
-        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: the link is unlinked, "
+    link = state.links.get(c.link_id)
+    what = "stuck and no longer retried" if close else f"abandoned ({reason})"
+    if link is None or link.state == "unlinked":
+        return Fix("acknowledge", c.link_id, f"{c.kind} {what}: the link is unlinked, "
                    "nothing to send", c, close=close)  # fmt: skip
-    if c["kind"].endswith(".create_ticket"):
-        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: the link was made since",
+    if c.is_create:
+        return Fix("acknowledge", c.link_id, f"{c.kind} {what}: the link was made since",
                    c, close=close)  # fmt: skip
-    if c["kind"].endswith(".update_ticket"):
-        return Fix("acknowledge", c["link_id"], f"{c['kind']} {what}: not sent again as it "
+    if c.is_update:
+        return Fix("acknowledge", c.link_id, f"{c.kind} {what}: not sent again as it "
                    "was; the fields are re-decided from what both sides hold now", c,
                    close=close)  # fmt: skip
-    return Fix("reissue", c["link_id"], f"{c['kind']} {what}: sent again, its marker looked "
+    return Fix("reissue", c.link_id, f"{c.kind} {what}: sent again, its marker looked "
                "up first", c, close=close)  # fmt: skip

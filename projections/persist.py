@@ -18,10 +18,22 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
+import structlog
 
 from eventstore import EventStore, RecordedEvent
 from projections.fold import apply
-from projections.state import BridgeState
+from projections.state import (
+    META_KEYS,
+    BridgeState,
+    Json,
+    ModelError,
+    decode_command,
+    decode_link,
+    decode_meta,
+    encode_command,
+    encode_link,
+    encode_meta,
+)
 
 NAME = "bridge"
 
@@ -34,7 +46,6 @@ _SCHEMA = (
     " command_id TEXT PRIMARY KEY, link_id TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS projection_meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
 )
-_META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
 #: The row tables and their key column, in the order :meth:`ProjectionStore.load` reads them.
 _ROWS = (
     ("projection_links", "link_id"),
@@ -67,18 +78,25 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def derive_indexes(state: BridgeState) -> None:
-    """Rebuild the lookup maps from the links (they are not stored separately)."""
-    state.by_cw.clear()
-    state.by_soc.clear()
-    state.unlinked.clear()
-    for link_id, link in state.links.items():
-        if link["cw_id"] is not None:
-            state.by_cw[str(link["cw_id"])] = link_id
-        if link["soc_id"] is not None:
-            state.by_soc[str(link["soc_id"])] = link_id
-        if link["state"] == "unlinked" and link["cw_id"] is not None:
-            state.unlinked[str(link["cw_id"])] = link["unlinked_at"]
+def _dump(value: Json) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _decode(
+    position: int,
+    links: list[tuple[str, bytes]],
+    outbox: list[tuple[str, bytes]],
+    meta: list[tuple[str, bytes]],
+) -> BridgeState:
+    """The state the rows hold; :class:`ModelError` for a row of another shape."""
+    loads = orjson.loads
+    state = BridgeState(position=position)
+    state.links = {link_id: decode_link(loads(body)) for link_id, body in links}
+    state.outbox = {command_id: decode_command(loads(body)) for command_id, body in outbox}
+    for key, body in meta:
+        decode_meta(state, key, loads(body))
+    state.derive_indexes()
+    return state
 
 
 class ProjectionStore:
@@ -91,6 +109,7 @@ class ProjectionStore:
         self._saved_meta: dict[str, bytes] = {}
         # One save at a time: each diffs against what the previous one wrote.
         self._saving = asyncio.Lock()
+        self._log = structlog.get_logger("socbridge.projections")
 
     async def load(self) -> BridgeState:
         """The saved state (empty at position 0 when nothing was saved yet)."""
@@ -114,25 +133,24 @@ class ProjectionStore:
             return (row[0] if row else 0), *found
 
         position, links, outbox, meta = await self.store.read_connection_call(read)
-        state = BridgeState(position=position)
-        # Thousands of nested dicts and lists, all kept: the cyclic collector would
-        # scan the growing heap again and again while they are built, for nothing.
+        # What the rows hold, as bytes: each save writes only the rows that differ.
+        self._saved_links = dict(links)
+        self._saved_outbox = dict(outbox)
+        self._saved_meta = dict(meta)
+        # Thousands of nested records, all kept: the cyclic collector would scan the
+        # growing heap again and again while they are built, for nothing.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            loads = orjson.loads
-            self._saved_links = dict(links)
-            state.links = {link_id: loads(body) for link_id, body in links}
-            self._saved_outbox = dict(outbox)
-            state.outbox = {command_id: loads(body) for command_id, body in outbox}
-            self._saved_meta = dict(meta)
-            for key, body in meta:
-                setattr(state, key, loads(body))
-            derive_indexes(state)
+            return _decode(position, links, outbox, meta)
+        except (ModelError, KeyError, TypeError, ValueError) as exc:
+            # Rows this version cannot read are never misread: the state is rebuilt by
+            # folding the whole log, and the next save replaces the rows.
+            self._log.warning("projection.rebuilt_from_log", reason=f"saved rows unreadable: {exc}")
+            return BridgeState()
         finally:
             if collecting:
                 gc.enable()
-        return state
 
     async def save(self, state: BridgeState, when: Callable[[], bool] | None = None) -> int:
         """Write changed rows and the checkpoint in one transaction; return rows written.
@@ -149,18 +167,18 @@ class ProjectionStore:
     async def _save(self, state: BridgeState) -> int:
         link_rows = []
         for link_id, link in state.links.items():
-            body = orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
+            body = _dump(encode_link(link))
             if self._saved_links.get(link_id) != body:
-                link_rows.append((link_id, link["tenant"], link["state"], body))
+                link_rows.append((link_id, link.tenant, link.state, body))
         outbox_rows = []
         for command_id, command in state.outbox.items():
-            body = orjson.dumps(command, option=orjson.OPT_SORT_KEYS)
+            body = _dump(encode_command(command))
             if self._saved_outbox.get(command_id) != body:
-                outbox_rows.append((command_id, command["link_id"], body))
+                outbox_rows.append((command_id, command.link_id, body))
         gone = [c for c in self._saved_outbox if c not in state.outbox]
         meta_rows = []
-        for key in _META_KEYS:
-            body = orjson.dumps(getattr(state, key), option=orjson.OPT_SORT_KEYS)
+        for key in META_KEYS:
+            body = _dump(encode_meta(state, key))
             if self._saved_meta.get(key) != body:
                 meta_rows.append((key, body))
         position = state.position

@@ -39,7 +39,14 @@ from eventstore import RecordedEvent
 from projections import kinds
 from projections.fold import apply
 from projections.persist import NAME, _ensure_schema, save_checkpoint, write_transaction
-from projections.state import BridgeState
+from projections.state import (
+    META_KEYS,
+    BridgeState,
+    Json,
+    encode_command,
+    encode_link,
+    encode_meta,
+)
 
 #: The events sync decides on (the engine's inputs).
 INPUTS = kinds.OBSERVATIONS | {kinds.COMMAND_DELIVERED}
@@ -94,7 +101,7 @@ def state_digest(state: BridgeState) -> str:
 
 
 def copy_state(state: BridgeState) -> BridgeState:
-    """A deep copy of ``state`` (through JSON: it is plain data)."""
+    """A deep copy of ``state`` (through its JSON form)."""
     return BridgeState.from_json(orjson.loads(orjson.dumps(state.to_json())))
 
 
@@ -112,7 +119,7 @@ class ReplaySummary:
     def to_dict(self) -> dict[str, Any]:
         links: dict[str, int] = {}
         for link in self.state.links.values():
-            links[link["state"]] = links.get(link["state"], 0) + 1
+            links[link.state] = links.get(link.state, 0) + 1
         return {
             "position": self.position,
             "events": self.events,
@@ -185,27 +192,24 @@ class Moved:
     position: int
 
 
-_META_KEYS = ("abandoned", "tenant_switches", "conflicts", "removed", "config_hash")
-
-
-def _dump(value: Any) -> str:
+def _dump(value: Json) -> str:
     # Exactly as persist.ProjectionStore serialises a row, so a running daemon's
     # record of what it saved matches the rows written here byte for byte.
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def projection_rows(state: BridgeState) -> dict[str, dict[str, tuple[Any, ...]]]:
+def projection_rows(state: BridgeState) -> dict[str, dict[str, tuple[str, ...]]]:
     """The rows a state is saved as, per table, keyed by their primary key."""
     return {
         "projection_links": {
-            link_id: (link_id, link["tenant"], link["state"], _dump(link))
+            link_id: (link_id, link.tenant, link.state, _dump(encode_link(link)))
             for link_id, link in sorted(state.links.items())
         },
         "projection_outbox": {
-            command_id: (command_id, command["link_id"], _dump(command))
+            command_id: (command_id, command.link_id, _dump(encode_command(command)))
             for command_id, command in sorted(state.outbox.items())
         },
-        "projection_meta": {key: (key, _dump(getattr(state, key))) for key in _META_KEYS},
+        "projection_meta": {key: (key, _dump(encode_meta(state, key))) for key in META_KEYS},
     }
 
 
@@ -404,7 +408,7 @@ class _Carried(_Walk):
             if command is None:
                 event = event._replace(type="")  # never issued here: nothing to settle
             else:
-                event = event._replace(data={**event.data, "kind": command["kind"]})
+                event = event._replace(data={**event.data, "kind": command.kind})
             apply(self.state, event)
         else:
             apply(self.state, event)

@@ -149,15 +149,15 @@ class _Peer:
         from eventsourcing.application import Application
         from eventsourcing.domain import Aggregate, event
 
-        class Ticket(Aggregate):  # type: ignore[misc]
+        class Ticket(Aggregate):
             def __init__(self, name: str) -> None:
                 self.name = name
 
-            @event("Observed")  # type: ignore[misc]
+            @event("Observed")
             def observe(self, payload: dict[str, Any]) -> None:
                 pass
 
-        self.app = Application(
+        self.app: Application[Any] = Application(
             env={
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(folder / "peer.db"),

@@ -118,8 +118,8 @@ async def run_validate(settings: ConnectWiseSettings, out: TextIO, as_json: bool
         keys = settings.load_keys()
     except SecretError as exc:
         if as_json:
-            check = {"name": "API keys", "ok": False, "detail": str(exc), "fix": ""}
-            _json({"ok": False, "passed": 0, "failed": 1, "checks": [check]}, out)
+            keys_check = {"name": "API keys", "ok": False, "detail": str(exc), "fix": ""}
+            _json({"ok": False, "passed": 0, "failed": 1, "checks": [keys_check]}, out)
         else:
             print(f"FAIL  API keys: {exc}", file=out)
         return EXIT_PROBLEM

@@ -102,7 +102,7 @@ async def _solve_reopen(b: Bridge, ctx: dict[str, Any]) -> str:
     await b.analyst.set(ctx["soc_b"], status="solved")
 
     async def cw_is(name: str) -> bool:
-        return (await b.technician.ticket(ctx["cw_b"]))["status"]["name"] == name
+        return bool((await b.technician.ticket(ctx["cw_b"]))["status"]["name"] == name)
 
     await b.until(lambda: cw_is("Solved"), "ConnectWise Solved")
     await b.settled()
@@ -139,7 +139,7 @@ async def _unlink(b: Bridge, ctx: dict[str, Any]) -> str:
 
     async def unlinked() -> bool:
         link = b.engine.state.link_for("cw", ctx["cw_b"])
-        return link is not None and link["state"] == "unlinked"
+        return link is not None and link.state == "unlinked"
 
     await b.until(unlinked, "the link to be unlinked")
     await b.analyst.comment(ctx["soc_b"], "Still there?")

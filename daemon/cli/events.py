@@ -26,7 +26,7 @@ from daemon.cli.store import _guarded, add_db_arguments, resolve_db
 from eventstore import EventStore, RecordedEvent
 from projections import kinds
 from projections.fold import apply, fold
-from projections.state import BridgeState
+from projections.state import BridgeState, is_side
 
 _COLOURS = {"observed": "36", "sync": "33", "outbox": "32", "failed": "31", "admin": "35"}
 
@@ -109,13 +109,13 @@ class Filter:
 def ticket_keys(state: BridgeState, ticket: str) -> frozenset[str]:
     """The ticket keys of one ticket's timeline: its link and both sides' observations."""
     side, _, ident = ticket.partition(":")
-    link = state.link_for(side, ident) or state.links.get(ticket)
+    link = (state.link_for(side, ident) if is_side(side) else None) or state.links.get(ticket)
     if link is None:
         return frozenset({ticket})
-    keys = {link["link_id"]}
+    keys = {link.link_id}
     for s in ("cw", "soc"):
-        if link[f"{s}_id"] is not None:
-            keys.add(f"{s}:{link[f'{s}_id']}")
+        if link.ticket_id(s) is not None:
+            keys.add(f"{s}:{link.ticket_id(s)}")
     return frozenset(keys)
 
 

@@ -184,7 +184,7 @@ def views(config: Config, log: Log) -> list[TenantView]:
     applied = {t["name"]: t["sync_enabled"] for t in last}
     counts: dict[str, Counter[str]] = {}
     for link in log.state.links.values():
-        counts.setdefault(link["tenant"], Counter())[link["state"]] += 1
+        counts.setdefault(link.tenant, Counter())[link.state] += 1
     out = []
     for t in config.tenants:
         configured = applied.get(t.name, t.sync_enabled)

@@ -23,8 +23,8 @@ from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocNotFoundError
 from daemon.service.config import Config
 from daemon.service.secrets import load_secret
-from daemon.sync.decide import CW_MARKER, SOC_MARKER, cw_status, soc_status
 from daemon.sync.rules import Rules
+from daemon.sync.vocabulary import CW_MARKER, SOC_MARKER, cw_status, soc_status
 from projections.audit import Orphan
 from projections.state import BridgeState
 
@@ -56,11 +56,11 @@ async def fetch_remote(
     """Each linked link's live status and priority on each side (None when gone)."""
     remote: Remote = {}
     for link_id, link in sorted(state.links.items()):
-        if link["state"] != "linked":
+        if link.state != "linked" or link.cw_id is None or link.soc_id is None:
             continue
         sides: dict[str, dict[str, str] | None] = {}
         try:
-            t = await cw.get_ticket(link["cw_id"])
+            t = await cw.get_ticket(link.cw_id)
             sides["cw"] = {
                 "status": cw_status(rules, _name(t.get("status"))),
                 "priority": rules.soc_priority_for_cw(_name(t.get("priority"))),
@@ -68,7 +68,7 @@ async def fetch_remote(
         except NotFoundError:
             sides["cw"] = None
         try:
-            s = await soc.get_ticket(link["soc_id"])
+            s = await soc.get_ticket(link.soc_id)
             sides["soc"] = {
                 "status": soc_status(s.get("status")),
                 "priority": s.get("priority") or "normal",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.sync.decide import _Decision, _update
+from daemon.sync.decision import Decision, issue_update
 from daemon.sync.rules import Rules
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
@@ -45,7 +45,7 @@ async def apply_repairs(
                 "reason": repair.reason,
                 "audited_position": state.position,
             },
-            tenant=link["tenant"],
+            tenant=link.tenant,
             ticket=repair.link_id,
             event_id=derived_event_id(
                 "repair", repair.link_id, repair.field, repair.value, str(state.position)
@@ -55,8 +55,8 @@ async def apply_repairs(
         )
         recorded = await store.append([decision])
         appended.extend(recorded)
-        d = _Decision(recorded[0], state, rules)
-        _update(d, link, rules, {repair.target: (repair.field, repair.value)})
+        d = Decision(recorded[0], state, rules)
+        issue_update(d, link, repair.target, repair.field, repair.value)
         appended.extend(await store.append(d.events))
     return appended
 
@@ -64,9 +64,9 @@ async def apply_repairs(
 def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
     """The decision for one fix and the events it implies, all with derived ids."""
     command = fix.command
-    command_id = command["command_id"] if command is not None else None
+    command_id = command.command_id if command is not None else None
     link = state.links.get(fix.link_id)
-    tenant = link["tenant"] if link is not None else (command or {}).get("tenant")
+    tenant = link.tenant if link is not None else command.tenant if command is not None else None
     if fix.orphan is not None:
         tenant = fix.orphan.tenant
     key = ("repair", fix.action, fix.link_id, command_id or "", str(state.position))
@@ -102,13 +102,13 @@ def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
     outbox = f"outbox:{fix.link_id}"
     if fix.close and command is not None:
         events.append(event(outbox, kinds.COMMAND_ABANDONED, {
-            "command_id": command_id, "kind": command["kind"], "link_id": fix.link_id,
+            "command_id": command_id, "kind": command.kind, "link_id": fix.link_id,
             "reason": f"closed by audit --fix: {fix.reason}",
         }, 1))  # fmt: skip
     if fix.action == "reissue" and command is not None:
-        params = {**command["params"], "reissue_of": command_id}
+        params = {**command.params, "reissue_of": command_id}
         events.append(event(outbox, kinds.COMMAND_ISSUED, {
-            "link_id": fix.link_id, "kind": command["kind"], "params": params,
+            "link_id": fix.link_id, "kind": command.kind, "params": params,
         }, 2))  # fmt: skip
     if fix.action == "relink" and fix.orphan is not None:
         o = fix.orphan

@@ -42,7 +42,7 @@ from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocError
 from daemon.service.config import Config, TenantSettings
 from daemon.service.secrets import SecretError, load_secret
-from daemon.sync.decide import cw_external_ref, soc_external_id
+from daemon.sync.vocabulary import cw_external_ref, soc_external_id
 from eventstore import EventStore, NewEvent, RecordedEvent, new_event_id
 from projections import kinds
 from projections.fold import apply

@@ -27,6 +27,7 @@ from daemon.connectors.soc import observe as soc_observe
 from daemon.connectors.soc.client import SocClient
 from daemon.outbox.deliver import target_ticket
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent, derived_event_id
+from projections.state import Link, PendingCommand, Side
 
 #: Reads tried before the fetch is recorded as not fresh (the ticket keeps changing).
 ATTEMPTS = 3
@@ -34,8 +35,8 @@ ATTEMPTS = 3
 
 async def fetch_ticket(
     store: EventStore,
-    command: dict[str, Any],
-    link: dict[str, Any],
+    command: PendingCommand,
+    link: Link,
     cw: ConnectWiseClient,
     soc: SocClient,
 ) -> dict[str, Any]:
@@ -68,13 +69,16 @@ async def fetch_ticket(
 
 
 def _observation(
-    side: str, ticket: dict[str, Any], command: dict[str, Any], read_after: int, fresh: bool
+    side: Side, ticket: dict[str, Any], command: PendingCommand, read_after: int, fresh: bool
 ) -> NewEvent:
-    params, tenant = command["params"], command["tenant"]
-    event_id = derived_event_id(side, "fetch", command["command_id"], str(read_after))
+    tenant = command.tenant
+    event_id = derived_event_id(side, "fetch", command.command_id, str(read_after))
     if side == "cw":
-        data = cw_observe.ticket_data(ticket, via="fetch", api_member=params.get("api_member"))
-        data.update(read_after=read_after, fresh=fresh, fetch=command["command_id"])
+        member = command.params.get("api_member")
+        data = cw_observe.ticket_data(
+            ticket, via="fetch", api_member=member if isinstance(member, str) else None
+        )
+        data.update(read_after=read_after, fresh=fresh, fetch=command.command_id)
         ticket_id = int(ticket["id"])
         return NewEvent(
             stream=cw_observe.stream_for(ticket_id),
@@ -83,12 +87,12 @@ def _observation(
             tenant=tenant,
             ticket=cw_observe.ticket_key(ticket_id),
             event_id=event_id,
-            causation_id=command["command_id"],
+            causation_id=command.command_id,
             source=cw_observe.SOURCE,
             occurred_at=data["updated_at"],
         )
     data = soc_observe.ticket_data(ticket, via="fetch", change=None)
-    data.update(read_after=read_after, fresh=fresh, fetch=command["command_id"])
+    data.update(read_after=read_after, fresh=fresh, fetch=command.command_id)
     return NewEvent(
         stream=soc_observe.ticket_stream(int(ticket["id"])),
         type=soc_observe.TICKET_OBSERVED,
@@ -96,7 +100,7 @@ def _observation(
         tenant=tenant,
         ticket=soc_observe.ticket_ref(int(ticket["id"])),
         event_id=event_id,
-        causation_id=command["command_id"],
+        causation_id=command.command_id,
         source=soc_observe.SOURCE,
         occurred_at=data["updated_at"],
     )
@@ -104,8 +108,8 @@ def _observation(
 
 async def fetch_notes(
     store: EventStore,
-    command: dict[str, Any],
-    link: dict[str, Any],
+    command: PendingCommand,
+    link: Link,
     cw: ConnectWiseClient,
     soc: SocClient,
 ) -> dict[str, Any]:
@@ -119,7 +123,7 @@ async def fetch_notes(
     recognised are skipped by sync.
     """
     side, ticket_id = target_ticket(command, link)
-    tenant = command["tenant"]
+    tenant = command.tenant or ""
     found: list[NewEvent] = []
     if side == "soc":
         for c in await soc.list_comments(ticket_id):
@@ -130,14 +134,14 @@ async def fetch_notes(
                 created_at=c.get("created_at"), via="fetch",
             ))  # fmt: skip
     else:
-        member = command["params"].get("api_member") or ""
+        member = str(command.params.get("api_member") or "")
         for note in await cw.list_notes(ticket_id):
             found.append(cw_observe.note_event(note, ticket_id, tenant, api_member=member))
     events = [
         dataclasses.replace(
             e,
-            event_id=derived_event_id(side, "fetch-notes", command["command_id"], str(n)),
-            causation_id=command["command_id"],
+            event_id=derived_event_id(side, "fetch-notes", command.command_id, str(n)),
+            causation_id=command.command_id,
         )
         for n, e in enumerate(found)
     ]

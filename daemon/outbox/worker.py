@@ -17,6 +17,7 @@ are held, not delivered (R9, R16).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from daemon.outbox.fetch import fetch_notes, fetch_ticket
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
+from projections.state import PendingCommand
 
 #: Remote statuses that will not change by retrying: the command is abandoned.
 PERMANENT = frozenset({400, 404, 409, 410, 422})
@@ -41,19 +43,18 @@ PERMANENT = frozenset({400, 404, 409, 410, 422})
 Deliver = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def _lane(command: dict[str, Any]) -> str:
+def _lane(command: PendingCommand) -> str:
     """Commands of one lane are carried out one at a time, oldest first: a link's writes
     in the order decided; its fetches (reads, which order nothing) in a lane of their own,
     so a read of one side never waits behind writes held up on the other."""
-    fetch = command["kind"].endswith(".fetch_ticket")
-    return f"{command['link_id']}#fetch" if fetch else str(command["link_id"])
+    return f"{command.link_id}#fetch" if command.is_fetch else command.link_id
 
 
-def _head_order(command: dict[str, Any]) -> tuple[bool, int]:
+def _head_order(command: PendingCommand) -> tuple[bool, int]:
     """A link's create goes first, then its commands as issued: nothing else of the link
     can be delivered before its create (which ``audit --fix`` may send again after
     commands that wait for it)."""
-    return (not command["kind"].endswith(".create_ticket"), command["issued_at"])
+    return (not command.is_create, command.issued_at)
 
 
 class Outbox:
@@ -95,7 +96,7 @@ class Outbox:
         self._stopping = False
         #: lane -> its oldest pending command not done (see _ready), for the state
         #: object in _heads_of; None when it must be computed again.
-        self._heads: dict[str, dict[str, Any]] | None = None
+        self._heads: dict[str, PendingCommand] | None = None
         self._heads_of: object = None
         engine.on_event(self._folded)
 
@@ -124,14 +125,14 @@ class Outbox:
         elif event.type in kinds.OUTCOMES:
             self._heads = None
 
-    def _lane_heads(self) -> dict[str, dict[str, Any]]:
+    def _lane_heads(self) -> dict[str, PendingCommand]:
         """Each lane's oldest pending command that has no outcome yet."""
         state = self.engine.state
         if self._heads is not None and self._heads_of is state:
             return self._heads
-        heads: dict[str, dict[str, Any]] = {}
+        heads: dict[str, PendingCommand] = {}
         for command in state.outbox.values():
-            if command["command_id"] in self._done:
+            if command.command_id in self._done:
                 continue
             head = heads.get(_lane(command))
             if head is None or _head_order(command) < _head_order(head):
@@ -139,7 +140,7 @@ class Outbox:
         self._heads, self._heads_of = heads, state
         return heads
 
-    def _ready(self) -> list[dict[str, Any]]:
+    def _ready(self) -> list[PendingCommand]:
         state = self.engine.state
         if state.removed:
             return []
@@ -149,23 +150,21 @@ class Outbox:
         for command_id in [c for c, p in self._unfolded.items() if p <= folded]:
             del self._unfolded[command_id]
         ready = []
-        for lane, command in sorted(heads.items(), key=lambda kv: kv[1]["issued_at"]):
-            link_id = command["link_id"]
+        for lane, command in sorted(heads.items(), key=lambda kv: kv[1].issued_at):
             if lane in self._in_flight:
                 continue
-            if self._retry_at.get(command["command_id"], 0) > now:
+            if self._retry_at.get(command.command_id, 0) > now:
                 continue
-            if command["command_id"] in self._unfolded:
+            if command.command_id in self._unfolded:
                 continue  # a retry before sync folds the failure would reuse its number
-            if not self.engine.tenant_enabled(command["tenant"]):
+            if not self.engine.tenant_enabled(command.tenant):
                 continue  # R9: held until the tenant is switched back on
-            target = command["kind"].split(".", 1)[0]
-            link = state.links.get(link_id)
+            link = state.links.get(command.link_id)
             if (
                 link is not None
-                and link["state"] != "unlinked"
-                and not command["kind"].endswith(".create_ticket")
-                and link[f"{target}_id"] is None
+                and link.state != "unlinked"
+                and not command.is_create
+                and link.ticket_id(command.target) is None
             ):
                 continue  # waits for the link's create to be delivered and linked
             ready.append(command)
@@ -189,14 +188,14 @@ class Outbox:
                     lane = _lane(command)
                     task = asyncio.create_task(self._attempt(command))
                     self._in_flight[lane] = task
-                    task.add_done_callback(lambda _t, k=lane: self._finished(k))
+                    task.add_done_callback(functools.partial(self._finished, lane))
                 await self._wait()
         finally:
             self._stopping = True
             if self._in_flight:
                 await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
-    def _finished(self, lane: str) -> None:
+    def _finished(self, lane: str, _task: object = None) -> None:
         self._in_flight.pop(lane, None)
         self.engine.changed.set()
 
@@ -212,26 +211,26 @@ class Outbox:
         except TimeoutError:
             pass
 
-    async def _attempt(self, command: dict[str, Any]) -> None:
-        command_id = command["command_id"]
-        link = self.engine.state.links.get(command["link_id"])
+    async def _attempt(self, command: PendingCommand) -> None:
+        command_id = command.command_id
+        link = self.engine.state.links.get(command.link_id)
         if link is None:
             return
-        if link["state"] == "unlinked":
+        if link.state == "unlinked":
             await self._outcome(command, kinds.COMMAND_ABANDONED, {"reason": "link was unlinked"})
             return
-        attempt = command["attempts"] + 1
+        attempt = command.attempts + 1
         maybe_sent = (
             command_id in self._tried
-            or command["attempts"] > 0
-            or command["issued_at"] <= self.engine.started_at
+            or command.attempts > 0
+            or command.issued_at <= self.engine.started_at
         )
         self._tried.add(command_id)
         try:
-            if command["kind"].endswith(".fetch_ticket"):
+            if command.is_fetch:
                 # A read, not a write: sync could not order two same-second observations.
                 result = await fetch_ticket(self.store, command, link, self.cw, self.soc)
-            elif command["kind"].endswith(".fetch_notes"):
+            elif command.action == "fetch_notes":
                 # A read: replies made on a created ticket before its link was recorded.
                 result = await fetch_notes(self.store, command, link, self.cw, self.soc)
             else:
@@ -249,7 +248,7 @@ class Outbox:
                 {"reason": f"not overwritten: {exc}", "attempt": attempt, "stale": exc.changed},
             )
             if self._reobserve is not None:
-                self._reobserve(exc.target, exc.ticket_id, command["tenant"])
+                self._reobserve(exc.target, exc.ticket_id, command.tenant or "")
             return
         except (ConnectWiseApiError, SocApiError) as exc:
             if exc.status in PERMANENT:
@@ -277,7 +276,7 @@ class Outbox:
         )
 
     async def _failed(
-        self, command: dict[str, Any], attempt: int, error: str, remote_status: str
+        self, command: PendingCommand, attempt: int, error: str, remote_status: str
     ) -> None:
         """A delivery attempt the remote failed; ``remote_status`` is its HTTP
         status, or ``network`` when no answer came (what /metrics counts by)."""
@@ -294,7 +293,7 @@ class Outbox:
             return
         delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         delay *= 0.5 + random.random() / 2  # jitter, so a recovered remote is not stampeded
-        self._retry_at[command["command_id"]] = time.monotonic() + delay
+        self._retry_at[command.command_id] = time.monotonic() + delay
         await self._outcome(
             command,
             kinds.COMMAND_FAILED,
@@ -308,23 +307,23 @@ class Outbox:
         )
 
     async def _outcome(
-        self, command: dict[str, Any], type_: str, data: dict[str, Any], suffix: str = ""
+        self, command: PendingCommand, type_: str, data: dict[str, Any], suffix: str = ""
     ) -> None:
-        command_id = command["command_id"]
+        command_id = command.command_id
         event = NewEvent(
-            stream=f"outbox:{command['link_id']}",
+            stream=f"outbox:{command.link_id}",
             type=type_,
             data={
                 "command_id": command_id,
-                "kind": command["kind"],
-                "link_id": command["link_id"],
+                "kind": command.kind,
+                "link_id": command.link_id,
                 **data,
             },
-            tenant=command["tenant"],
-            ticket=command["link_id"],
+            tenant=command.tenant,
+            ticket=command.link_id,
             event_id=derived_event_id("outbox", command_id, type_, suffix),
             causation_id=command_id,
-            correlation_id=command["link_id"],
+            correlation_id=command.link_id,
             source=kinds.OUTBOX_SOURCE,
         )
         [recorded] = await self.store.append([event])
@@ -334,6 +333,6 @@ class Outbox:
         elif recorded.position > self.engine.state.position:
             self._unfolded[command_id] = recorded.position
         self._log.info(
-            type_, command_id=command_id, kind=command["kind"], link=command["link_id"],
-            tenant=command["tenant"],
+            type_, command_id=command_id, kind=command.kind, link=command.link_id,
+            tenant=command.tenant,
         )  # fmt: skip

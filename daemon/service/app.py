@@ -179,9 +179,11 @@ def _reread_tenant(app: web.Application, tenant: str) -> None:
     changed while it was off is observed now (tickets created meanwhile are picked up
     at their next change, as any ticket first seen then)."""
     for link in list(app[ENGINE].state.links.values()):
-        if link["tenant"] == tenant and link["state"] == "linked":
-            app[REOBSERVE]("cw", int(link["cw_id"]), tenant)
-            app[REOBSERVE]("soc", int(link["soc_id"]), tenant)
+        if link.tenant == tenant and link.state == "linked":
+            for side in ("cw", "soc"):
+                ticket_id = link.ticket_id(side)
+                if ticket_id is not None:
+                    app[REOBSERVE](side, ticket_id, tenant)
 
 
 async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:

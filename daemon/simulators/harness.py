@@ -52,11 +52,14 @@ class Technician:
                 raise RuntimeError(f"ConnectWise {method} {path}: {resp.status} {data}")
             return data
 
+    async def _object(self, method: str, path: str, body: Any = None) -> Json:
+        return dict(await self._call(method, path, body))
+
     async def create_ticket(
         self, summary: str, *, company: int = 250, status: str = "Send to SOC",
         priority: str = "Priority 3 - Normal Response", board: str = "SOC Incidents",
     ) -> Json:  # fmt: skip
-        return await self._call(
+        return await self._object(
             "POST",
             "service/tickets",
             {
@@ -69,7 +72,7 @@ class Technician:
         )
 
     async def ticket(self, ticket_id: int) -> Json:
-        return await self._call("GET", f"service/tickets/{ticket_id}")
+        return await self._object("GET", f"service/tickets/{ticket_id}")
 
     async def tickets(self, conditions: str) -> list[Json]:
         async with self.session.get(
@@ -84,7 +87,7 @@ class Technician:
             {"op": "replace", "path": name, "value": {"name": value}}
             for name, value in fields.items()
         ]
-        return await self._call("PATCH", f"service/tickets/{ticket_id}", ops)
+        return await self._object("PATCH", f"service/tickets/{ticket_id}", ops)
 
     async def note(self, ticket_id: int, text: str, section: str = "Discussion") -> Json:
         flags = {
@@ -93,10 +96,13 @@ class Technician:
             "Resolution": "resolutionFlag",
         }
         body = {"text": text, **{flag: name == section for name, flag in flags.items()}}
-        return await self._call("POST", f"service/tickets/{ticket_id}/notes", body)
+        return await self._object("POST", f"service/tickets/{ticket_id}/notes", body)
 
     async def notes(self, ticket_id: int) -> list[Json]:
-        return list(await self._call("GET", f"service/tickets/{ticket_id}/notes"))
+        async with self.session.get(
+            f"{self.base}/service/tickets/{ticket_id}/notes", headers=self.headers
+        ) as resp:
+            return list(await resp.json())
 
 
 class Analyst:

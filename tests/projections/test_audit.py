@@ -187,12 +187,12 @@ async def test_a_stuck_command_no_longer_retried_is_closed_and_sent_again(
         await log.add(outcome(command, kinds.COMMAND_FAILED, attempt=attempt, error="HTTP 503",
                               retry_in_s=30))  # fmt: skip
     report = await audited(log, Limits(stuck_attempts=3))
-    failed_at = datetime.fromisoformat(report.failed[command["command_id"]][0])
+    failed_at = datetime.fromisoformat(report.failed[command.command_id][0])
 
     assert plan_fixes(report, now=failed_at + timedelta(seconds=10)) == []  # still retried
     assert plan_fixes(report) == []  # without a clock, a failure counts as retried
     fixes = plan_fixes(report, now=failed_at + timedelta(hours=1))
-    assert [(f.action, f.close, (f.command or {}).get("kind")) for f in fixes] == [
+    assert [(f.action, f.close, f.command.kind if f.command else None) for f in fixes] == [
         ("reissue", True, "soc.add_comment")
     ]
     assert "no longer retried" in fixes[0].reason

@@ -116,19 +116,19 @@ def observation(op: tuple[Any, ...], n: int) -> NewEvent | None:
 
 
 def delivered(engine: SyncEngine, pick: int, n: int) -> NewEvent | None:
-    pending = sorted(engine.state.outbox.values(), key=lambda c: c["issued_at"])
+    pending = sorted(engine.state.outbox.values(), key=lambda c: c.issued_at)
     if not pending:
         return None
     command = pending[pick % len(pending)]
-    result = {"id": 5000 + n} if command["kind"].endswith(("create_ticket", "add_note",
+    result = {"id": 5000 + n} if command.kind.endswith(("create_ticket", "add_note",
                                                              "add_comment")) else {}  # fmt: skip
     return NewEvent(
-        f"outbox:{command['link_id']}", kinds.COMMAND_DELIVERED,
-        {"command_id": command["command_id"], "kind": command["kind"],
-         "link_id": command["link_id"], "result": result, "attempt": 1},
-        tenant="acme", ticket=command["link_id"],
-        event_id=derived_event_id("outbox", command["command_id"], "delivered"),
-        causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
+        f"outbox:{command.link_id}", kinds.COMMAND_DELIVERED,
+        {"command_id": command.command_id, "kind": command.kind,
+         "link_id": command.link_id, "result": result, "attempt": 1},
+        tenant="acme", ticket=command.link_id,
+        event_id=derived_event_id("outbox", command.command_id, "delivered"),
+        causation_id=command.command_id, source=kinds.OUTBOX_SOURCE,
     )  # fmt: skip
 
 
@@ -136,19 +136,19 @@ def fetched(engine: SyncEngine, op: tuple[Any, ...], n: int, read_after: int) ->
     """A pending fetch command carried out: the ticket as read, then the outcome."""
     _, pick, status, priority, fresh = op
     pending = sorted(
-        (c for c in engine.state.outbox.values() if c["kind"].endswith("fetch_ticket")),
-        key=lambda c: c["issued_at"],
+        (c for c in engine.state.outbox.values() if c.kind.endswith("fetch_ticket")),
+        key=lambda c: c.issued_at,
     )
     if not pending:
         return []
     command = pending[pick % len(pending)]
-    link = engine.state.links[command["link_id"]]
-    side = command["kind"].split(".", 1)[0]
-    ident = link[f"{side}_id"]
+    link = engine.state.links[command.link_id]
+    side = command.target
+    ident = link.ticket_id(side)
     if ident is None:
         return []
     # Read within the second sync already knows of (a later second would simply be newer).
-    at = link["fields"]["priority"].get(f"{side}_seen") or second(n)
+    at = link.fields["priority"].side(side).seen_at or second(n)
     extra = {"via": "fetch", "read_after": read_after, "fresh": fresh}
     if side == "cw":
         status = status if status[0].isupper() else "Solved" if status == "solved" else "New"
@@ -166,12 +166,12 @@ def fetched(engine: SyncEngine, op: tuple[Any, ...], n: int, read_after: int) ->
         seen = NewEvent(f"soc:ticket:{ident}", kinds.SOC_TICKET_OBSERVED, data, tenant="acme",
                         ticket=f"soc:{ident}", source="soc", occurred_at=at)  # fmt: skip
     outcome = NewEvent(
-        f"outbox:{command['link_id']}", kinds.COMMAND_DELIVERED,
-        {"command_id": command["command_id"], "kind": command["kind"],
-         "link_id": command["link_id"], "result": {"fresh": fresh}, "attempt": 1},
-        tenant="acme", ticket=command["link_id"],
-        event_id=derived_event_id("outbox", command["command_id"], "delivered"),
-        causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
+        f"outbox:{command.link_id}", kinds.COMMAND_DELIVERED,
+        {"command_id": command.command_id, "kind": command.kind,
+         "link_id": command.link_id, "result": {"fresh": fresh}, "attempt": 1},
+        tenant="acme", ticket=command.link_id,
+        event_id=derived_event_id("outbox", command.command_id, "delivered"),
+        causation_id=command.command_id, source=kinds.OUTBOX_SOURCE,
     )  # fmt: skip
     return [seen, outcome]
 

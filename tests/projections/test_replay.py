@@ -76,8 +76,8 @@ async def test_replay_until_a_position_shows_the_state_as_it_was(tmp_path: Path)
     linked_at = next(e.position for e in events if e.type == kinds.LINKED)
     before = replay(events, until=linked_at - 1)
     after = replay(events)
-    assert before.state.links["cw:1"]["state"] == "requested"
-    assert after.state.links["cw:1"]["state"] == "linked"
+    assert before.state.links["cw:1"].state == "requested"
+    assert after.state.links["cw:1"].state == "linked"
     assert before.position == linked_at - 1 and after.position == events[-1].position
     assert state_digest(replay(events).state) == state_digest(after.state)
     assert state_digest(before.state) != state_digest(after.state)

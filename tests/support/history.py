@@ -40,12 +40,12 @@ def soc_seen(ident: int, at: str, *, status: str = "open", priority: str = "norm
 def outcome(command: dict[str, Any], type_: str, **data: Any) -> NewEvent:
     suffix = type_.rsplit(".", 1)[1] + str(data.get("attempt", ""))
     return NewEvent(
-        f"outbox:{command['link_id']}", type_,
-        {"command_id": command["command_id"], "kind": command["kind"],
-         "link_id": command["link_id"], **data},
-        tenant="acme", ticket=command["link_id"],
-        event_id=derived_event_id("outbox", command["command_id"], suffix),
-        causation_id=command["command_id"], source=kinds.OUTBOX_SOURCE,
+        f"outbox:{command.link_id}", type_,
+        {"command_id": command.command_id, "kind": command.kind,
+         "link_id": command.link_id, **data},
+        tenant="acme", ticket=command.link_id,
+        event_id=derived_event_id("outbox", command.command_id, suffix),
+        causation_id=command.command_id, source=kinds.OUTBOX_SOURCE,
     )  # fmt: skip
 
 
@@ -69,10 +69,10 @@ class Log:
     @property
     def outbox(self) -> list[dict[str, Any]]:
         assert self.live.engine is not None
-        return sorted(self.live.engine.state.outbox.values(), key=lambda c: c["issued_at"])
+        return sorted(self.live.engine.state.outbox.values(), key=lambda c: c.issued_at)
 
     def command(self, kind: str) -> dict[str, Any]:
-        return next(c for c in self.outbox if c["kind"] == kind)
+        return next(c for c in self.outbox if c.kind == kind)
 
     async def add(self, *events: NewEvent) -> None:
         for event in events:

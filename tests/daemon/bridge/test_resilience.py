@@ -151,9 +151,9 @@ async def pending(bridge: Bridge, link_id: str, notes: int) -> None:
     """Wait until the link's notes and its last change (a status) wait in the outbox."""
 
     async def held() -> bool:
-        commands = [c for c in bridge.engine.state.outbox.values() if c["link_id"] == link_id]
-        mirrored = sum(c["kind"].endswith(("add_comment", "add_note")) for c in commands)
-        status = any("status" in c["params"].get("fields", {}) for c in commands)
+        commands = [c for c in bridge.engine.state.outbox.values() if c.link_id == link_id]
+        mirrored = sum(c.kind.endswith(("add_comment", "add_note")) for c in commands)
+        status = any("status" in c.params.get("fields", {}) for c in commands)
         return mirrored == notes and status
 
     await bridge.until(held, f"the changes of {link_id} held by the outage")
@@ -269,7 +269,7 @@ async def test_duplicated_deliveries_never_double_or_ping_pong(bridge: Bridge) -
     # may make sync send a stale value once more before the fresh one; a ping-pong grows
     # without bound, and would not settle.
     state = bridge.engine.state
-    assert len(state.links) == 2 and all(li["state"] == "linked" for li in state.links.values())
+    assert len(state.links) == 2 and all(li.state == "linked" for li in state.links.values())
     issued = await commands_per_link(bridge)
     want = {f"cw:{a['id']}": 6, f"soc:{x['id']}": 7}
     assert set(issued) == set(want)
@@ -318,7 +318,7 @@ async def test_reordered_deliveries_never_double_or_ping_pong(bridge: Bridge) ->
     )  # fmt: skip
     in_order(pic, xc["id"], ["reorder description X", "reorder reply one"])
     state = bridge.engine.state
-    assert len(state.links) == 4 and all(li["state"] == "linked" for li in state.links.values())
+    assert len(state.links) == 4 and all(li.state == "linked" for li in state.links.values())
     issued = await commands_per_link(bridge)
     # a: create, priority, note, reply; b: create, status, note; x: create, description,
     # priority, reply, note; y: create, description, status.
@@ -417,7 +417,7 @@ async def test_soc_outage_drains_in_order_afterwards(bridge: Bridge, fault: str)
     await failures(bridge, f"cw:{a['id']}", 2)
     await failures(bridge, f"cw:{b['id']}", 2)
     # Nothing got through meanwhile: B is not linked, A's changes all wait.
-    assert bridge.engine.state.links[f"cw:{b['id']}"]["state"] == "requested"
+    assert bridge.engine.state.links[f"cw:{b['id']}"].state == "requested"
     await pending(bridge, f"cw:{a['id']}", 2)
     soc_faults.update({"error_ratio": 0.0, "rate_limit_ratio": 0.0})
     pic = await final_picture(
@@ -459,7 +459,7 @@ async def test_connectwise_outage_drains_in_order_afterwards(bridge: Bridge, sta
     await analyst.set(x["id"], status="solved")
     await failures(bridge, f"soc:{x['id']}", 2)
     await failures(bridge, f"soc:{y['id']}", 2)
-    assert bridge.engine.state.links[f"soc:{y['id']}"]["state"] == "requested"
+    assert bridge.engine.state.links[f"soc:{y['id']}"].state == "requested"
     await pending(bridge, f"soc:{x['id']}", 2)
     cw_faults.api.clear()
     pic = await final_picture(

@@ -16,7 +16,7 @@ async def test_r1_routed_connectwise_ticket_starts_syncing(bridge: Bridge) -> No
     assert soc["priority"] == "high"  # R6: the SOC priority whose mapping points at P2
     await bridge.settled()
     link = bridge.engine.state.link_for("cw", cw["id"])
-    assert link is not None and link["state"] == "linked" and link["soc_id"] == soc["id"]
+    assert link is not None and link.state == "linked" and link.soc_id == soc["id"]
     # Once linked, a later status change does not stop the sync (R1).
     await bridge.technician.set(cw["id"], status="In Progress")
     await bridge.technician.set(cw["id"], priority="Priority 1 - Emergency Response")
@@ -64,7 +64,7 @@ async def test_r3_unlinked_ticket_stops_syncing_for_good(bridge: Bridge) -> None
 
     async def unlinked() -> bool:
         link = bridge.engine.state.link_for("cw", cw["id"])
-        return link is not None and link["state"] == "unlinked"
+        return link is not None and link.state == "unlinked"
 
     await bridge.until(unlinked, "the link to be unlinked")
     await bridge.analyst.comment(soc["id"], "Any update?")
@@ -75,7 +75,7 @@ async def test_r3_unlinked_ticket_stops_syncing_for_good(bridge: Bridge) -> None
         e
         for e in await bridge.events(f"cw:{cw['id']}")
         if e.type == kinds.COMMAND_ISSUED
-        and e.position > bridge.engine.state.links[f"cw:{cw['id']}"]["unlinked_at"]
+        and e.position > bridge.engine.state.links[f"cw:{cw['id']}"].unlinked_at
     ]
     assert issued_after == []
     notes = await bridge.technician.notes(cw["id"])

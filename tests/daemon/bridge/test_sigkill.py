@@ -237,7 +237,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
             apply(state, event)
     finally:
         await store.close()
-    links = {(li["cw_id"], li["soc_id"]) for li in state.links.values()}
-    assert all(li["state"] == "linked" for li in state.links.values())
+    links = {(li.cw_id, li.soc_id) for li in state.links.values()}
+    assert all(li.state == "linked" for li in state.links.values())
     assert links == {(p.cw["id"], p.soc["id"]) for p in pic.pairs}
     assert state.outbox == {}

@@ -92,7 +92,7 @@ async def lost_reply_then_fix(bridge: Bridge) -> None:
     marked = [t for t in await bridge.analyst.tickets()
               if t.get("external_id") == f"socbridge:cw:{cw['id']}"]  # fmt: skip
     assert len(marked) == 1  # linked to the ticket that landed, not created twice
-    assert bridge.engine.state.links[link_id]["soc_id"] == soc["id"]
+    assert bridge.engine.state.links[link_id].soc_id == soc["id"]
     await clean_again(bridge)
 
 
@@ -117,7 +117,7 @@ async def test_fix_re_creates_a_partner_that_never_landed(bridge: Bridge) -> Non
     cw = await cw_ticket_for(bridge, soc["id"])
     await bridge.settled()
     assert len(await bridge.technician.tickets(f"externalXRef = 'socbridge:soc:{soc['id']}'")) == 1
-    assert bridge.engine.state.links[link_id]["cw_id"] == cw["id"]
+    assert bridge.engine.state.links[link_id].cw_id == cw["id"]
     await clean_again(bridge)
 
 
@@ -168,7 +168,7 @@ async def test_fix_unlinks_a_link_whose_partner_ticket_is_gone(bridge: Bridge) -
     assert [r["repair"] for r in decided] == ["unlink"]
     assert "is gone" in decided[0]["reason"]
     await bridge.until(lambda: _unlinked(bridge, link_id), "the unlink to be folded")
-    assert "is gone" in bridge.engine.state.links[link_id]["unlinked_reason"]
+    assert "is gone" in bridge.engine.state.links[link_id].unlinked_reason
     before = len(await analyst.tickets())
     await bridge.technician.set(cw["id"], priority=URGENT)  # not synced any more (R3)
     await clean_again(bridge)
@@ -176,9 +176,7 @@ async def test_fix_unlinks_a_link_whose_partner_ticket_is_gone(bridge: Bridge) -
 
 
 async def _pending(bridge: Bridge, link_id: str, kind: str) -> bool:
-    return any(
-        c["link_id"] == link_id and c["kind"] == kind for c in bridge.engine.state.outbox.values()
-    )
+    return any(c.link_id == link_id and c.kind == kind for c in bridge.engine.state.outbox.values())
 
 
 async def _soc_priority(bridge: Bridge, soc_id: int, priority: str) -> bool:
@@ -186,7 +184,7 @@ async def _soc_priority(bridge: Bridge, soc_id: int, priority: str) -> bool:
 
 
 async def _unlinked(bridge: Bridge, link_id: str) -> bool:
-    return bool(bridge.engine.state.links[link_id]["state"] == "unlinked")
+    return bool(bridge.engine.state.links[link_id].state == "unlinked")
 
 
 async def test_fix_relinks_marked_tickets_the_log_has_no_link_for(bridge: Bridge) -> None:
@@ -213,7 +211,7 @@ async def test_fix_relinks_marked_tickets_the_log_has_no_link_for(bridge: Bridge
         lambda: _priority_is(bridge, cw["id"], "Priority 4 - Schedule Maintenance"),
         "the relinked pair's priority to agree",
     )
-    assert bridge.engine.state.links[link_id]["soc_id"] == soc["id"]
+    assert bridge.engine.state.links[link_id].soc_id == soc["id"]
     await bridge.analyst.set(soc["id"], status="solved")  # and they sync again
 
     async def solved() -> bool:

@@ -34,10 +34,10 @@ async def test_lane_heads_kept_while_commands_pile_up_match_a_full_walk(tmp_path
         assert dict(kept) == walked(box)
 
         # An outcome ends a head: the next look walks again and finds the lane's next one.
-        head = next(c for c in log.outbox if c["kind"] == "cw.update_ticket")
+        head = next(c for c in log.outbox if c.kind == "cw.update_ticket")
         await log.add(outcome(head, kinds.COMMAND_DELIVERED, result={}, attempt=1))
         after = dict(box._lane_heads())
-        assert head["command_id"] not in {c["command_id"] for c in after.values()}
+        assert head.command_id not in {c.command_id for c in after.values()}
         assert after == walked(box)
     finally:
         await log.close()

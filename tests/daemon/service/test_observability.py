@@ -35,7 +35,7 @@ async def sync_one(bridge: Bridge, subject: str) -> None:
 
     async def linked() -> bool:
         link = bridge.engine.state.link_for("soc", soc["id"])
-        return link is not None and link["cw_id"] is not None
+        return link is not None and link.cw_id is not None
 
     await bridge.until(linked, "the SOC ticket to reach ConnectWise")
     await bridge.settled()
@@ -241,7 +241,7 @@ async def test_remote_errors_are_counted_by_the_status_the_remote_answered(
 
 async def _linked(bridge: Bridge, soc_id: int) -> bool:
     link = bridge.engine.state.link_for("soc", soc_id)
-    return link is not None and link["cw_id"] is not None
+    return link is not None and link.cw_id is not None
 
 
 def _appended_by_type(metrics: Metrics) -> dict[str, float]:

@@ -184,19 +184,18 @@ class Daemon:
             return []  # not before sync has caught up after a start
         heads: dict[str, dict[str, Any]] = {}
         for c in self.state.outbox.values():
-            if c["command_id"] in self.done:
+            if c.command_id in self.done:
                 continue
-            lane = c["link_id"] + ("#fetch" if c["kind"].endswith(".fetch_ticket") else "")
-            order = (not c["kind"].endswith(".create_ticket"), c["issued_at"])
+            lane = c.link_id + ("#fetch" if c.kind.endswith(".fetch_ticket") else "")
+            order = (not c.kind.endswith(".create_ticket"), c.issued_at)
             head = heads.get(lane)
-            if head is None or order < (not head["kind"].endswith(".create_ticket"),
-                                        head["issued_at"]):  # fmt: skip
+            if head is None or order < (not head.kind.endswith(".create_ticket"),
+                                        head.issued_at):  # fmt: skip
                 heads[lane] = c
         out = []
-        for c in sorted(heads.values(), key=lambda c: c["issued_at"]):
-            link = self.state.links[c["link_id"]]
-            target = c["kind"].split(".", 1)[0]
-            if not c["kind"].endswith(".create_ticket") and link[f"{target}_id"] is None:
+        for c in sorted(heads.values(), key=lambda c: c.issued_at):
+            link = self.state.links[c.link_id]
+            if not c.is_create and link.ticket_id(c.target) is None:
                 continue
             out.append(c)
         return out
@@ -206,7 +205,7 @@ class Daemon:
         if not commands:
             return
         c = commands[pick % len(commands)]
-        kind, params = c["kind"], c["params"]
+        kind, params = c.kind, c.params
         target = kind.split(".", 1)[0]
         outcome: dict[str, Any]
         if kind == "soc.create_ticket":
@@ -227,7 +226,7 @@ class Daemon:
             last = self.last_in(ticket.observation("fetch").stream)
             fresh = last is None or last.position <= read_after
             read = ticket.observation("fetch", read_after=read_after, fresh=fresh,
-                                      fetch=c["command_id"])  # fmt: skip
+                                      fetch=c.command_id)  # fmt: skip
             [seen] = self.append([read])
             outcome = {"result": {"event_id": seen.event_id, "read_after": read_after,
                                   "fresh": fresh}}  # fmt: skip
@@ -257,14 +256,14 @@ class Daemon:
 
     def outcome(self, c: dict[str, Any], type_: str, data: dict[str, Any]) -> None:
         event = NewEvent(
-            f"outbox:{c['link_id']}", type_,
-            {"command_id": c["command_id"], "kind": c["kind"], "link_id": c["link_id"], **data},
-            tenant="acme", ticket=c["link_id"],
-            event_id=derived_event_id("outbox", c["command_id"], type_, ""),
-            causation_id=c["command_id"], source=kinds.OUTBOX_SOURCE,
+            f"outbox:{c.link_id}", type_,
+            {"command_id": c.command_id, "kind": c.kind, "link_id": c.link_id, **data},
+            tenant="acme", ticket=c.link_id,
+            event_id=derived_event_id("outbox", c.command_id, type_, ""),
+            causation_id=c.command_id, source=kinds.OUTBOX_SOURCE,
         )  # fmt: skip
         self.append([event])
-        self.done.add(c["command_id"])
+        self.done.add(c.command_id)
 
     # ------------------------------------------------------------------ intake
 
@@ -336,7 +335,7 @@ def linked(origin: str) -> Daemon:
     d.arrive(0)
     d.settle()
     link = f"cw:{CW_ID}" if origin == "cw" else f"soc:{SOC_ID}"
-    assert d.state.links[link]["state"] == "linked"
+    assert d.state.links[link].state == "linked"
     d.save()
     return d
 

@@ -15,6 +15,7 @@ from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.outbox.fetch import fetch_ticket
 from daemon.simulators.connectwise import SimServer, fixture
 from eventstore import EventStore, NewEvent
+from projections.state import Link, PendingCommand
 
 TENANTS = {250: "acme", 251: "globex"}
 
@@ -259,9 +260,10 @@ async def test_a_fetched_ticket_unchanged_since_is_not_recorded_again_by_the_pol
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
     await poller.refresh(t["id"])
     # The outbox reads the ticket again for sync (a fetch records read_after and fresh).
-    command = {"kind": "cw.fetch_ticket", "command_id": "c-1", "tenant": "acme",
-               "params": {"api_member": settings.api_member}}  # fmt: skip
-    fetched = await fetch_ticket(store, command, {"link_id": "l-1", "cw_id": t["id"]}, cw, None)  # type: ignore[arg-type]
+    command = PendingCommand("c-1", "cw.fetch_ticket", "l-1", "acme",
+                             {"api_member": settings.api_member}, issued_at=1)  # fmt: skip
+    link = Link("l-1", "acme", "cw", requested_at=1, cw_id=t["id"])
+    fetched = await fetch_ticket(store, command, link, cw, None)  # type: ignore[arg-type]
     assert fetched["fresh"] is True
     before = await store.last_position()
     for _ in range(3):

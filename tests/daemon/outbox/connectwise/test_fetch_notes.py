@@ -24,7 +24,7 @@ async def test_a_note_recorded_before_its_tickets_create_is_mirrored_after_it(
         opened = soc_seen(11, "2026-11-29T10:00:00Z")  # an incident the SOC opened
         await log.add(dataclasses.replace(opened, data={**opened.data, "external_id": None}))
         create = log.command("cw.create_ticket")
-        link = log.live.engine.state.links[create["link_id"]]  # type: ignore[union-attr]
+        link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
         landed = await deliver(create, link, cw, None, maybe_sent=False)  # type: ignore[arg-type]
         # socbridge dies before recording it; a technician writes a note on the new ticket.
         note = await tech.create_note(landed["id"], "Called the customer back", "Discussion")
@@ -32,10 +32,12 @@ async def test_a_note_recorded_before_its_tickets_create_is_mirrored_after_it(
         found = await deliver(create, link, cw, None, maybe_sent=True)  # type: ignore[arg-type]
         assert found == {"id": landed["id"], "found_by_marker": True}
         await log.deliver_command(create, found)
-        [reread] = [c for c in log.outbox if c["kind"] == "cw.fetch_notes"]
-        assert reread["params"]["api_member"] is None  # the test rules name none
-        reread = {**reread, "params": {**reread["params"], "api_member": fixture.API_MEMBER}}
-        link = log.live.engine.state.links[create["link_id"]]  # type: ignore[union-attr]
+        [reread] = [c for c in log.outbox if c.kind == "cw.fetch_notes"]
+        assert reread.params["api_member"] is None  # the test rules name none
+        reread = dataclasses.replace(
+            reread, params={**reread.params, "api_member": fixture.API_MEMBER}
+        )
+        link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
         result = await fetch_notes(log.store, reread, link, cw, None)  # type: ignore[arg-type]
         await log.deliver_command(reread, result)
         events = await log.events()

@@ -38,7 +38,7 @@ async def test_a_reply_recorded_before_its_tickets_create_is_mirrored_after_it(
     try:
         await log.add(cw_seen(1, "2026-11-29T10:00:00Z"))  # routed: the SOC ticket is decided
         create = log.command("soc.create_ticket")
-        link = log.live.engine.state.links[create["link_id"]]  # type: ignore[union-attr]
+        link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
         landed = await deliver(create, link, None, client, maybe_sent=False)  # type: ignore[arg-type]
         # ... and socbridge dies before recording it. The analyst replies on the new ticket.
         await client.add_comment(landed["id"], "Isolated the host, see attached", public=True)
@@ -49,8 +49,8 @@ async def test_a_reply_recorded_before_its_tickets_create_is_mirrored_after_it(
         found = await deliver(create, link, None, client, maybe_sent=True)  # type: ignore[arg-type]
         assert found == {"id": landed["id"], "found_by_marker": True}
         await log.deliver_command(create, found)
-        [reread] = [c for c in log.outbox if c["kind"] == "soc.fetch_notes"]
-        link = log.live.engine.state.links[create["link_id"]]  # type: ignore[union-attr]
+        [reread] = [c for c in log.outbox if c.kind == "soc.fetch_notes"]
+        link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
         result = await fetch_notes(log.store, reread, link, None, client)  # type: ignore[arg-type]
         await log.deliver_command(reread, result)
         events = await log.events()
@@ -71,7 +71,7 @@ async def test_a_create_delivered_at_once_reads_nothing_again(tmp_path: Path) ->
     try:
         await log.add(cw_seen(1, "2026-11-29T10:00:00Z"))
         await log.deliver("soc.create_ticket", {"id": 11})
-        kinds_issued = [c["kind"] for c in log.outbox]
+        kinds_issued = [c.kind for c in log.outbox]
     finally:
         await log.close()
     assert "soc.fetch_notes" not in kinds_issued
