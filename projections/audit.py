@@ -16,7 +16,7 @@ pure: events and plain values in, findings out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -156,6 +156,9 @@ class Limits:
 
 
 class _Walk:
+    """Folds the log and notes, per kind of event, what the findings need (one method each,
+    dispatched by event type in :data:`_NOTES`)."""
+
     def __init__(self) -> None:
         self.state = BridgeState()
         self.findings: list[Finding] = []
@@ -169,52 +172,20 @@ class _Walk:
         self.creates: dict[str, PendingCommand] = {}
 
     def step(self, event: RecordedEvent) -> None:
-        d = event.data
-        if event.type in kinds.OBSERVATIONS and d.get("own_write"):
-            self.own_writes.add(event.event_id)
-        elif event.type == kinds.ECHO_RECOGNISED and d.get("kind") == "field":
-            self._echo(event)
-        elif event.type in (kinds.FIELD_DECIDED, kinds.CONFLICT_RESOLVED):
-            if event.causation_id in self.own_writes:
-                self.findings.append(
-                    Finding(
-                        "echo-misread",
-                        ATTENTION,
-                        d["link_id"],
-                        f"our own write of {d['field']}={d['value']!r} on {d['side']} was "
-                        f"taken for a person's change (#{event.position})",
-                        {"position": event.position, "field": d["field"]},
-                    )
-                )
-            if event.type == kinds.CONFLICT_RESOLVED:
-                self.conflicts.append((event, event.causation_id or ""))
-        elif event.type == kinds.COMMAND_ISSUED:
-            self.command_cause[event.event_id] = event.causation_id or ""
-            if str(d.get("kind")).endswith(".create_ticket"):
-                self.creates[d["link_id"]] = PendingCommand(
-                    command_id=event.event_id,
-                    kind=d["kind"],
-                    link_id=d["link_id"],
-                    tenant=event.tenant,
-                    params=d["params"],
-                    issued_at=event.position,
-                )
-        elif event.type == kinds.COMMAND_ABANDONED:
-            self.abandoned.append(d.get("command_id", ""))
-        elif event.type == kinds.COMMAND_FAILED:
-            self.failed[d["command_id"]] = (event.recorded_at, float(d.get("retry_in_s") or 0))
-        elif event.type == kinds.COMMAND_DELIVERED and str(d.get("kind")).endswith("create_ticket"):
-            self.created[d.get("link_id", "")] = event.position
-        elif event.type == kinds.REPAIR_DECIDED:
-            for command_id in (d.get("command_id"), *d.get("settles", ())):
-                if command_id:
-                    self.repaired[command_id] = event.position
+        note = _NOTES.get(event.type)
+        if note is not None:
+            note(self, event)
         apply(self.state, event)
 
-    def _echo(self, event: RecordedEvent) -> None:
+    def observed(self, event: RecordedEvent) -> None:
+        if event.data.get("own_write"):
+            self.own_writes.add(event.event_id)
+
+    def echo(self, event: RecordedEvent) -> None:
+        """An echo nobody expected may have swallowed a person's change."""
         d = event.data
         link = self.state.links.get(d["link_id"])
-        if link is None:
+        if d.get("kind") != "field" or link is None:
             return
         s = link.fields[as_field_name(d["field"])].side(as_side(d["side"]))
         # Expected back: a write in flight, or the one delivered last (its echo comes after
@@ -231,6 +202,69 @@ class _Walk:
                     {"position": event.position, "field": d["field"]},
                 )
             )
+
+    def decided(self, event: RecordedEvent) -> None:
+        """A change decided on socbridge's own write was an echo misread."""
+        d = event.data
+        if event.causation_id in self.own_writes:
+            self.findings.append(
+                Finding(
+                    "echo-misread",
+                    ATTENTION,
+                    d["link_id"],
+                    f"our own write of {d['field']}={d['value']!r} on {d['side']} was "
+                    f"taken for a person's change (#{event.position})",
+                    {"position": event.position, "field": d["field"]},
+                )
+            )
+
+    def conflict(self, event: RecordedEvent) -> None:
+        self.decided(event)
+        self.conflicts.append((event, event.causation_id or ""))
+
+    def issued(self, event: RecordedEvent) -> None:
+        d = event.data
+        self.command_cause[event.event_id] = event.causation_id or ""
+        if str(d.get("kind")).endswith(".create_ticket"):
+            self.creates[d["link_id"]] = PendingCommand(
+                command_id=event.event_id,
+                kind=d["kind"],
+                link_id=d["link_id"],
+                tenant=event.tenant,
+                params=d["params"],
+                issued_at=event.position,
+            )
+
+    def command_abandoned(self, event: RecordedEvent) -> None:
+        self.abandoned.append(event.data.get("command_id", ""))
+
+    def command_failed(self, event: RecordedEvent) -> None:
+        d = event.data
+        self.failed[d["command_id"]] = (event.recorded_at, float(d.get("retry_in_s") or 0))
+
+    def delivered(self, event: RecordedEvent) -> None:
+        d = event.data
+        if str(d.get("kind")).endswith("create_ticket"):
+            self.created[d.get("link_id", "")] = event.position
+
+    def repair(self, event: RecordedEvent) -> None:
+        d = event.data
+        for command_id in (d.get("command_id"), *d.get("settles", ())):
+            if command_id:
+                self.repaired[command_id] = event.position
+
+
+_NOTES: dict[str, Callable[[_Walk, RecordedEvent], None]] = {
+    **dict.fromkeys(kinds.OBSERVATIONS, _Walk.observed),
+    kinds.ECHO_RECOGNISED: _Walk.echo,
+    kinds.FIELD_DECIDED: _Walk.decided,
+    kinds.CONFLICT_RESOLVED: _Walk.conflict,
+    kinds.COMMAND_ISSUED: _Walk.issued,
+    kinds.COMMAND_ABANDONED: _Walk.command_abandoned,
+    kinds.COMMAND_FAILED: _Walk.command_failed,
+    kinds.COMMAND_DELIVERED: _Walk.delivered,
+    kinds.REPAIR_DECIDED: _Walk.repair,
+}
 
 
 def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditReport:
