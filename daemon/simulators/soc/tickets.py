@@ -3,9 +3,11 @@
 Shapes follow the OAS ``TicketObject`` / ``TicketCommentObject`` /
 ``AuditObject`` (NOTES §2.2-§2.4). Rules: ``closed`` is final (422 on any
 update), ``solved`` can be reopened, a ticket's ``description`` is its first
-comment, a comment's ``public`` defaults to the first comment's value,
-``safe_update`` with a stale ``updated_stamp`` is a 409 (§2.5), and
-``updated_at`` moves only when an update changes something.
+comment (set by ``comment``, or by ``description`` when no comment is sent),
+create and update both write an audit and answer with it, a comment's
+``public`` defaults to the first comment's value, ``safe_update`` with a stale
+``updated_stamp`` is a 409 (§2.5), and ``updated_at`` moves only when an
+update changes something.
 
 Inferred, not from the reference: ``updated_at`` of one ticket strictly
 increases (bumped by a second when two changes fall in the same second), so a
@@ -44,6 +46,10 @@ CHANGE_KINDS = {
     "type": "type_changed",
     "requester_id": "requester_changed",
 }
+
+# Fields besides subject and status that a creation audit reports when set.
+# The update path audits the same fields (CHANGE_KINDS) as "Change" events.
+CREATE_AUDITED = tuple(f for f in CHANGE_KINDS if f not in ("subject", "status"))
 
 
 def fmt_time(dt: datetime) -> str:
@@ -174,6 +180,19 @@ def _html(body: str) -> str:
     return f'<div class="zd-comment" dir="auto"><p>{html.escape(body)}</p></div>'
 
 
+def _comment_event(c: Comment) -> dict[str, Any]:
+    """An audit's "Comment" event (NOTES §2.4: ``body``, ``html_body``,
+    ``public``, ``attachments``)."""
+    return {
+        "id": c.id,
+        "type": "Comment",
+        "body": c.body,
+        "html_body": _html(c.body),
+        "public": c.public,
+        "attachments": [],
+    }
+
+
 class TicketRules:
     """Creates tickets and applies updates; owns the comment, audit and change
     counters so ids are unique across the desk."""
@@ -192,8 +211,10 @@ class TicketRules:
 
     def new_ticket(
         self, ticket_id: int, actor: User, p: Mapping[str, Any], users: Mapping[int, User]
-    ) -> Ticket:
-        comment = p.get("comment")
+    ) -> tuple[Ticket, dict[str, Any]]:
+        """A new ticket and the audit of its creation, which create answers
+        with alongside the ticket, as update does."""
+        comment = _first_comment(p)
         body = _comment_body(comment)
         if not body:
             raise record_invalid("description", "Description: cannot be blank", "BlankValue")
@@ -226,7 +247,18 @@ class TicketRules:
             changed_at=now,
             seq=next(self._seq),
         )
+
+        # The creation audit takes the shape of the OAS TicketUpdateResponseExample
+        # (../shared/reference/zendesk/zendesk-support-oas-2024-07.yaml L29545,
+        # NOTES §2.2), whose "Create" events belong to a new ticket: subject, the
+        # first comment's "Comment" event, status, custom_status_id, with ids
+        # ascending in event order. Inferred: every other field that holds a
+        # value after creation (defaults included) gets a "Create" event too.
+        def create(name: str, value: Any) -> dict[str, Any]:
+            return {"id": next(self._ids), "type": "Create", "field_name": name, "value": value}
+
         audit_id = next(self._ids)
+        events = [create("subject", ticket.subject)]
         first = Comment(
             next(self._ids),
             body,
@@ -236,13 +268,18 @@ class TicketRules:
             audit_id,
         )
         ticket.comments.append(first)
-        events: list[dict[str, Any]] = [
-            {"id": next(self._ids), "type": "Create", "field_name": f, "value": v}
-            for f, v in (("subject", ticket.subject), ("status", status), ("priority", priority))
-        ]
-        events.append({"id": first.id, "type": "Comment", "body": body, "public": first.public})
-        ticket.audits.append(self._audit(audit_id, ticket, actor, events))
-        return ticket
+        events.append(_comment_event(first))
+        events.append(create("status", ticket.status))
+        events.append(create("custom_status_id", ticket.custom_status_id))
+        for name in CREATE_AUDITED:
+            value = getattr(ticket, name)
+            if value is not None and value != []:
+                # Tags stay a list, as in the update path's "Change" events,
+                # although the OAS AuditObject types ``value`` string or integer.
+                events.append(create(name, list(value) if name == "tags" else value))
+        audit = self._audit(audit_id, ticket, actor, events)
+        ticket.audits.append(audit)
+        return ticket, audit
 
     def update(
         self, ticket: Ticket, actor: User, p: Mapping[str, Any], users: Mapping[int, User]
@@ -319,7 +356,7 @@ class TicketRules:
                 audit_id,
             )
             ticket.comments.append(c)
-            events.append({"id": c.id, "type": "Comment", "body": body, "public": c.public})
+            events.append(_comment_event(c))
             author = users.get(author_id, actor)
             changes.append(
                 (
@@ -369,6 +406,25 @@ def _change_event(name: str, old: Any, new: Any) -> dict[str, Any]:
         return v
 
     return {"current": shown(new), "previous": shown(old)}
+
+
+def _first_comment(p: Mapping[str, Any]) -> Any:
+    """The comment object that becomes a new ticket's first comment (its description).
+
+    ``comment`` is the documented input: "When creating a ticket, use
+    `comment` to set the description" (OAS ``TicketObject.description``,
+    ../shared/reference/zendesk/zendesk-support-oas-2024-07.yaml L20998;
+    NOTES §2.2). zenpy's README creates ``Ticket(subject=..., description=...)``
+    with no comment, so a string ``description`` stands in when ``comment`` is
+    absent. The reference is silent on a create that sends both (it only calls
+    ``description`` read-only), so the documented ``comment`` wins.
+    """
+    comment = p.get("comment")
+    if comment is None:
+        description = p.get("description")
+        if isinstance(description, str):
+            return {"body": description}
+    return comment
 
 
 def _comment_body(comment: Any) -> str:

@@ -6,7 +6,8 @@ Webhook objects and rules follow NOTES §3.2 (``id``, ``name``, ``endpoint``,
 ``status``, ``subscriptions``); the signing secret endpoint is
 ``GET``/``POST /api/v2/webhooks/{id}/signing_secret`` (§3.1, reset by POST is
 inferred). Deliveries carry the event envelope of §3.3 (string ids, upper-case
-enums, ``zendesk_event_version`` "2022-11-06") and the two signature headers.
+enums, ``zendesk_event_version`` "2022-11-06") and the two signature headers,
+signed by the simulator's own signer (signing.py), not socbridge's.
 
 Inferred, not from the reference: a failed delivery (5xx, timeout, refused
 connection) is retried up to ``max_attempts`` times with a short backoff, each
@@ -27,11 +28,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from daemon.connectors.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from daemon.service.secrets import Secret
 from daemon.simulators.soc import fixture
 from daemon.simulators.soc.errors import webhook_invalid, webhook_not_found
 from daemon.simulators.soc.faults import FaultInjector
+from daemon.simulators.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from daemon.simulators.soc.state import Clock, TicketChange
 from daemon.simulators.soc.tickets import fmt_time
 from daemon.simulators.trust import client_session
@@ -298,7 +298,7 @@ class WebhookDispatcher:
                 "X-Zendesk-Account-Id": str(fixture.ACCOUNT_ID),
                 "X-Zendesk-Webhook-Id": hook.id,
                 "X-Zendesk-Webhook-Invocation-Id": str(uuid.uuid4()),
-                SIGNATURE_HEADER: sign(Secret(hook.secret), timestamp, body),
+                SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
                 TIMESTAMP_HEADER: timestamp,
             }
             try:

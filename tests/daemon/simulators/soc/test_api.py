@@ -70,6 +70,110 @@ async def test_create_returns_the_ticket_envelope_with_description_as_first_comm
     assert doc["count"] == 1 and doc["next_page"] is None
 
 
+async def test_create_answers_201_with_the_ticket_and_its_creation_audit(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    ticket = {
+        "subject": "Suspicious login",
+        "comment": {"body": "Impossible travel for jdoe", "public": False},
+        "priority": "high",
+        "organization_id": 9001,
+        "external_id": "cw:1001",
+        "tags": ["soc"],
+    }
+    status, doc, headers = await call(http, sim, "POST", "/api/v2/tickets", {"ticket": ticket})
+    assert status == 201 and set(doc) == {"ticket", "audit"}
+    t, audit = doc["ticket"], doc["audit"]
+    assert headers["Location"] == t["url"]
+    assert (audit["ticket_id"], audit["author_id"]) == (t["id"], fixture.API_USER_ID)
+    events = audit["events"]
+    # The OAS TicketUpdateResponseExample order: subject, Comment, status,
+    # custom_status_id; then the other fields that hold a value (NOTES §2.2, §2.4).
+    assert [(e["type"], e.get("field_name"), e.get("value")) for e in events] == [
+        ("Create", "subject", "Suspicious login"),
+        ("Comment", None, None),
+        ("Create", "status", "new"),
+        ("Create", "custom_status_id", t["custom_status_id"]),
+        ("Create", "priority", "high"),
+        ("Create", "external_id", "cw:1001"),
+        ("Create", "organization_id", 9001),
+        ("Create", "tags", ["soc"]),
+        ("Create", "requester_id", fixture.API_USER_ID),
+    ]
+    comment = events[1]
+    assert (comment["body"], comment["public"], comment["attachments"]) == (
+        "Impossible travel for jdoe", False, [],
+    )  # fmt: skip
+    assert comment["html_body"].endswith("<p>Impossible travel for jdoe</p></div>")
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and audit["id"] < ids[0]
+    _, comments, _ = await call(http, sim, "GET", f"/api/v2/tickets/{t['id']}/comments")
+    assert comments["comments"][0]["id"] == comment["id"]
+    assert comments["comments"][0]["audit_id"] == audit["id"]
+    _, audits, _ = await call(http, sim, "GET", f"/api/v2/tickets/{t['id']}/audits")
+    assert audits["audits"] == [audit]
+
+
+async def test_create_takes_description_as_the_first_comment_without_a_comment(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    body = {"ticket": {"subject": "Phishing", "description": "User clicked a link"}}
+    status, doc, _ = await call(http, sim, "POST", "/api/v2/tickets.json", body)
+    assert status == 201
+    assert doc["ticket"]["description"] == "User clicked a link"
+    assert ("Comment", "User clicked a link", True) in [
+        (e["type"], e.get("body"), e.get("public")) for e in doc["audit"]["events"]
+    ]
+    _, comments, _ = await call(http, sim, "GET", f"/api/v2/tickets/{doc['ticket']['id']}/comments")
+    assert [(c["body"], c["public"]) for c in comments["comments"]] == [
+        ("User clicked a link", True)
+    ]
+
+
+async def test_create_with_comment_and_description_takes_the_comment(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    # The reference is silent on a create sending both; comment is the documented
+    # input (OAS TicketObject.description), so it wins (tickets.py _first_comment).
+    ticket = {
+        "subject": "Both",
+        "comment": {"body": "from comment", "public": False},
+        "description": "from description",
+    }
+    status, doc, _ = await call(http, sim, "POST", "/api/v2/tickets", {"ticket": ticket})
+    assert status == 201 and doc["ticket"]["description"] == "from comment"
+    _, comments, _ = await call(http, sim, "GET", f"/api/v2/tickets/{doc['ticket']['id']}/comments")
+    assert [c["body"] for c in comments["comments"]] == ["from comment"]
+
+
+@pytest.mark.parametrize(
+    "ticket",
+    [
+        {"subject": "x"},
+        {"subject": "x", "description": ""},
+        {"subject": "x", "description": "   "},
+        {"subject": "x", "comment": {"body": ""}, "description": "ignored: comment wins"},
+    ],
+)
+async def test_create_without_a_comment_or_description_is_refused(
+    sim: SocSimulator, http: aiohttp.ClientSession, ticket: dict[str, Any]
+) -> None:
+    status, doc, _ = await call(http, sim, "POST", "/api/v2/tickets", {"ticket": ticket})
+    assert (status, doc) == (
+        422,
+        {
+            "error": "RecordInvalid",
+            "description": "Record validation errors",
+            "details": {
+                "description": [
+                    {"description": "Description: cannot be blank", "error": "BlankValue"}
+                ]
+            },
+        },
+    )
+    assert sim.state.tickets == {}
+
+
 async def test_paths_work_with_and_without_json_suffix(
     sim: SocSimulator, http: aiohttp.ClientSession
 ) -> None:
@@ -160,7 +264,9 @@ async def test_idempotency_key_replays_and_refuses_other_parameters(
     s2, d2, h2 = await call(http, sim, "POST", "/api/v2/tickets", body, key)
     assert (s1, h1["x-idempotency-lookup"]) == (201, "miss")
     assert (s2, h2["x-idempotency-lookup"]) == (201, "hit")
-    assert d1 == d2
+    assert d1 == d2  # the replay repeats the original body, audit included
+    assert d1["audit"]["ticket_id"] == d1["ticket"]["id"] and d1["audit"]["events"]
+    assert h2["Location"] == d1["ticket"]["url"]
     assert len(sim.state.tickets) == 1
     other = {"ticket": {**body["ticket"], "subject": "different"}}
     s3, d3, _ = await call(http, sim, "POST", "/api/v2/tickets", other, key)

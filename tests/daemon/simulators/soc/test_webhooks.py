@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -15,7 +19,7 @@ from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocNotFoundError
 from daemon.connectors.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from daemon.service.secrets import Secret
-from daemon.simulators.soc import SocSimulator
+from daemon.simulators.soc import SocSimulator, fixture
 
 
 class Receiver:
@@ -93,6 +97,50 @@ async def test_deliveries_are_signed_real_envelopes_for_subscribed_types_only(
         "done", True, True,
     )  # fmt: skip
     assert isinstance(comment["id"], str)
+
+
+def documented_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """NOTES §3.1, computed here rather than by any project code:
+    base64(HMAC-SHA256 keyed by the secret's UTF-8 bytes, over TIMESTAMP + BODY)."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("utf-8") + body, hashlib.sha256)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+async def test_delivery_signature_headers_verify_with_the_documented_algorithm(
+    sim: SocSimulator, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    # Everything over raw HTTP with the reference's header names, so neither
+    # socbridge's client nor its signing code takes part.
+    basic = base64.b64encode(f"{fixture.API_EMAIL}/token:{fixture.API_TOKEN}".encode()).decode()
+    auth = {"Authorization": f"Basic {basic}"}
+    spec = {
+        "name": "probe",
+        "endpoint": receiver.url,
+        "http_method": "POST",
+        "request_format": "json",
+        "status": "active",
+        "subscriptions": ["zen:event-type:ticket.created", "zen:event-type:ticket.status_changed"],
+    }
+    async with http.post(f"{sim.url}/api/v2/webhooks", json={"webhook": spec}, headers=auth) as r:
+        wid = (await r.json())["webhook"]["id"]
+    async with http.get(f"{sim.url}/api/v2/webhooks/{wid}/signing_secret", headers=auth) as r:
+        secret = (await r.json())["signing_secret"]["secret"]
+    ticket = {"subject": "S", "comment": {"body": "b"}, "organization_id": 9001}
+    async with http.post(f"{sim.url}/api/v2/tickets", json={"ticket": ticket}, headers=auth) as r:
+        tid = (await r.json())["ticket"]["id"]
+    update = {"ticket": {"status": "open"}}
+    async with http.put(f"{sim.url}/api/v2/tickets/{tid}", json=update, headers=auth) as r:
+        assert r.status == 200
+    await sim.dispatcher.drain()
+    assert len(receiver.requests) == 2
+    for headers, body in receiver.requests:
+        timestamp = headers["X-Zendesk-Webhook-Signature-Timestamp"]
+        assert time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")  # NOTES §3.1 example form
+        expected = documented_signature(secret, timestamp, body)
+        assert hmac.compare_digest(headers["X-Zendesk-Webhook-Signature"], expected)
+        # Signed over this exact body and timestamp: any other pair fails.
+        assert documented_signature(secret, timestamp, body + b" ") != expected
+        assert documented_signature(secret + "x", timestamp, body) != expected
 
 
 async def test_failed_delivery_is_retried_and_signed_afresh(

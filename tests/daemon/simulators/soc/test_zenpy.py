@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 from zenpy import Zenpy
-from zenpy.lib.api_objects import Comment, Ticket, Webhook
+from zenpy.lib.api_objects import Audit, Comment, Ticket, TicketAudit, Webhook
 from zenpy.lib.exception import APIException, RecordNotFoundException
 
 from daemon.simulators.soc import SocSimulator, fixture
@@ -47,8 +47,11 @@ def create(z: Zenpy, **kw: Any) -> Ticket:
         "external_id": "cw:77",
         **kw,
     }
-    result = z.tickets.create(Ticket(**fields))
-    return result.ticket if hasattr(result, "ticket") else result
+    # zenpy's idiom: create returns a TicketAudit; the ticket is its .ticket.
+    ticket_audit = z.tickets.create(Ticket(**fields))
+    assert isinstance(ticket_audit, TicketAudit)
+    ticket: Ticket = ticket_audit.ticket
+    return ticket
 
 
 async def test_zenpy_creates_reads_and_updates_a_ticket(
@@ -72,6 +75,47 @@ async def test_zenpy_creates_reads_and_updates_a_ticket(
     stored = sim.state.tickets[created.id]
     assert [c.body for c in stored.comments] == ["Host WS-12 beaconing to C2", "Isolated the host"]
     assert stored.comments[1].author_id == 7002
+
+
+async def test_zenpy_create_returns_a_ticket_audit(sim: SocSimulator, zenpy_client: Zenpy) -> None:
+    z = zenpy_client
+
+    def scenario() -> Any:
+        return z.tickets.create(
+            Ticket(subject="Beacon", comment=Comment(body="C2 traffic", public=False))
+        )
+
+    ticket_audit = await in_thread(scenario)
+    assert ticket_audit.ticket.id in sim.state.tickets
+    assert ticket_audit.ticket.description == "C2 traffic"
+    assert isinstance(ticket_audit.audit, Audit)
+    assert ticket_audit.audit.ticket_id == ticket_audit.ticket.id
+    events = ticket_audit.audit.events
+    assert events and [(e["type"], e.get("field_name")) for e in events][:3] == [
+        ("Create", "subject"),
+        ("Comment", None),
+        ("Create", "status"),
+    ]
+    assert events[1]["body"] == "C2 traffic" and events[1]["public"] is False
+
+
+async def test_zenpy_creates_a_ticket_from_subject_and_description(
+    sim: SocSimulator, zenpy_client: Zenpy
+) -> None:
+    z = zenpy_client
+
+    def scenario() -> tuple[Any, Ticket, list[Any]]:
+        # zenpy's README example: Ticket(subject=..., description=...), no comment.
+        ticket_audit = z.tickets.create(Ticket(subject="Important", description="Thing"))
+        tid = ticket_audit.ticket.id
+        return ticket_audit, z.tickets(id=tid), list(z.tickets.comments(ticket=tid))
+
+    ticket_audit, fetched, comments = await in_thread(scenario)
+    assert ticket_audit.ticket.subject == "Important"
+    assert ticket_audit.ticket.description == "Thing"
+    assert fetched.description == "Thing"
+    assert [(c.body, c.public) for c in comments] == [("Thing", True)]
+    assert ("Comment", "Thing") in [(e["type"], e.get("body")) for e in ticket_audit.audit.events]
 
 
 async def test_zenpy_lists_comments_organizations_and_incremental_export(
