@@ -22,7 +22,7 @@ from eventstore.errors import (
     StoreClosedError,
     StoreError,
 )
-from eventstore.events import NewEvent, RecordedEvent, derived_event_id, new_event_id
+from eventstore.events import NewEvent, RecordedEvent, derived_event_id, new_event_id, utc_now
 from eventstore.store import EventStore
 from eventstore.transfer import ImportReport, export_ndjson, import_ndjson
 from eventstore.verify import VerifyReport, verify
@@ -51,5 +51,6 @@ __all__ = [
     "export_ndjson",
     "import_ndjson",
     "new_event_id",
+    "utc_now",
     "verify",
 ]

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from hashlib import sha1
 from typing import Any, NamedTuple
 
@@ -23,6 +24,12 @@ from typing import Any, NamedTuple
 #: gets the same id and is written once.
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d7c2e-5b0a-4c1e-9d8f-3a2b1c0d9e8f")
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def utc_now() -> datetime:
+    """The current time in UTC: the one clock socbridge reads (``recorded_at``, intake's
+    signature windows, the pollers' first look back)."""
+    return datetime.now(UTC)
 
 
 def new_event_id() -> str:

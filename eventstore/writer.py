@@ -18,7 +18,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,7 +30,7 @@ from eventstore.errors import (
     LogMovedError,
     StoreError,
 )
-from eventstore.events import NewEvent, RecordedEvent
+from eventstore.events import NewEvent, RecordedEvent, utc_now
 
 COLUMNS = (
     "position, event_id, stream, stream_version, type, schema_version, tenant, ticket, "
@@ -186,8 +185,9 @@ def _position(event: RecordedEvent) -> int:
     return event[0]
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def recorded_stamp() -> str:
+    """``recorded_at`` for an event appended now: UTC, microseconds, ``Z``."""
+    return utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -304,7 +304,7 @@ def write_group(
     )
     results: list[list[RecordedEvent] | StoreError] = []
     rows: list[tuple[Any, ...]] = []
-    recorded_at = utc_now()
+    recorded_at = recorded_stamp()
     for events, expected_version, expected_position in group:
         if any(p.event.event_id in existing for p in events):
             try:

@@ -46,6 +46,9 @@ COMMAND_ABANDONED = "outbox.command.abandoned"
 
 OUTCOMES = frozenset({COMMAND_DELIVERED, COMMAND_FAILED, COMMAND_ABANDONED})
 
+# Where a reconciliation poll of a desk stands (its watermark or cursor).
+WATERMARK_ADVANCED = "poller.watermark.advanced"
+
 # Admin facts.
 CONFIG_APPLIED = "admin.config.applied"
 TENANT_SYNC_ENABLED = "admin.tenant.sync_enabled"

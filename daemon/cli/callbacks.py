@@ -22,7 +22,7 @@ from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.errors import ConnectWiseConfigError, ConnectWiseError
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.connectwise.validate import run_checks
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import RemoteError
 from daemon.service.secrets import SecretError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2

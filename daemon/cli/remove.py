@@ -21,7 +21,7 @@ from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_STORE, EXIT_USAGE
 from daemon.connectors.connectwise import install as cw_install
 from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.errors import ConnectWiseError
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import RemoteError
 from daemon.connectors.soc import install as soc_install
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocError

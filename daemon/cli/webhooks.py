@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import orjson
 
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import RemoteError
 from daemon.connectors.soc import install as installer
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocError

@@ -1,24 +1,33 @@
-"""What a poller last recorded of a ticket, and whether a fresh read says anything new.
+"""What both desks' pollers share: the schedule they run on, and what a fresh read records.
 
-Both pollers (and the re-reads the outbox asks of them) record a ticket only
-when it differs from its last recorded observation, whichever path recorded
-that one (callback, webhook, poll or fetch). Source times have one-second
-resolution, so the time alone cannot name an observation: a ticket can go
-A -> B -> A within one second. A polled observation's id is therefore derived
-from the ticket, its time, a digest of its content *and* the observation it
-follows. A repeat of the same read (a crash between the append and the
-watermark, a re-read page) is written once; a ticket that came back to an
-earlier state after another one is written again, so sync sees it.
+:class:`BasePoller` runs a reconciliation pass every interval and reads kicked
+tickets at once (a callback or webhook arrived, or the outbox found a ticket
+changed behind its back); a failed pass is logged and retried at the next
+interval, never the end of the task. Each desk's poller implements the pass
+(``poll_once``) and the one-ticket read (``refresh``).
+
+Recording what a read shows. Both pollers (and the re-reads the outbox asks of
+them) record a ticket only when it differs from its last recorded observation,
+whichever path recorded that one (callback, webhook, poll or fetch). Source
+times have one-second resolution, so the time alone cannot name an observation:
+a ticket can go A -> B -> A within one second. A polled observation's id is
+therefore derived from the ticket, its time, a digest of its content *and* the
+observation it follows. A repeat of the same read (a crash between the append
+and the watermark, a re-read page) is written once; a ticket that came back to
+an earlier state after another one is written again, so sync sees it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+import structlog
 
+from daemon.connectors.contract import PollReport
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 
 #: Keys that say how or why an observation was made, not what the ticket holds.
@@ -90,3 +99,79 @@ async def record_poll(
     [recorded] = await store.append([build(event_id)])
     # An id recorded before returns its old position and writes nothing.
     return events, whole, recorded.position > (events[-1].position if events else 0)
+
+
+class BasePoller:
+    """The schedule both desks' pollers run on; subclasses read their desk.
+
+    ``interval`` is seconds between passes. :meth:`kick` asks for :meth:`refresh` of a
+    ticket soon: it is called on the request path, so it only notes the ticket.
+    """
+
+    def __init__(self, interval: float, log: structlog.typing.FilteringBoundLogger) -> None:
+        self.interval = interval
+        self._log = log
+        self._kicked: dict[int, str | None] = {}
+        self._wake = asyncio.Event()
+        self._on_pass: list[Callable[[PollReport], None]] = []
+
+    async def poll_once(self) -> PollReport:
+        raise NotImplementedError
+
+    async def refresh(self, ticket_id: int, tenant: str | None = None) -> PollReport:
+        raise NotImplementedError
+
+    def kick(self, ticket_id: int, tenant: str | None = None) -> None:
+        self._kicked[int(ticket_id)] = tenant
+        self._wake.set()
+
+    def on_pass(self, listener: Callable[[PollReport], None]) -> None:
+        """Call ``listener`` with the report of every completed pass (metrics)."""
+        self._on_pass.append(listener)
+
+    async def refresh_kicked(self) -> PollReport:
+        """Refresh every kicked ticket, lowest id first; the reports added up."""
+        total = PollReport()
+        while self._kicked:
+            ticket_id = min(self._kicked)
+            tenant = self._kicked.pop(ticket_id)
+            report = await self.refresh(ticket_id, tenant)
+            total.seen += report.seen
+            total.tickets_recorded += report.tickets_recorded
+            total.notes_recorded += report.notes_recorded
+            total.ignored += report.ignored
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A pass every interval and kicked tickets at once, until ``stop`` is set.
+
+        A kick reads only the kicked tickets and their notes: a whole pass per callback
+        would spend the rate-capped API budget the outbox's writes wait for.
+        """
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.refresh_kicked()
+            except Exception as exc:  # retried at the next pass, which reads it too
+                self._log.error("refresh.failed", error=str(exc), error_type=type(exc).__name__)
+            if loop.time() >= next_poll:
+                next_poll = loop.time() + self.interval
+                try:
+                    report = await self.poll_once()
+                except Exception as exc:  # the loop must outlive a remote outage
+                    self._log.error("poll.failed", error=str(exc), error_type=type(exc).__name__)
+                else:
+                    self._log.info("poll.done", **report.__dict__)
+                    for listener in self._on_pass:
+                        listener(report)
+            if self._kicked:
+                continue  # kicked while this pass ran: refresh those now
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(
+                waiters, timeout=max(0.0, next_poll - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            for w in waiters:
+                w.cancel()

@@ -37,6 +37,8 @@ from aiolimiter import AsyncLimiter
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from daemon.connectors.contract import RemoteError, RemoteUnavailableError, RetryAfterTooLongError
+
 ErrorParser = Callable[[int, "CIMultiDictProxy[str]", bytes], Exception]
 """Turns a non-retryable error response into the client's typed exception."""
 
@@ -48,33 +50,11 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKGROUND_RESERVE = 2
 
 
-class RemoteError(Exception):
-    """Base of every error raised by :mod:`daemon.connectors.remote`."""
-
-
-class RemoteUnavailableError(RemoteError):
-    """The remote could not be reached (timeouts, refused or dropped connections)
-    on every attempt; ``attempts`` says how many were made."""
-
-    def __init__(self, message: str, *, attempts: int) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-
 def basic_auth(user: str, password: str) -> dict[str, str]:
     """An HTTP Basic ``Authorization`` header (build it per request, from revealed
     secrets, only to put it on the wire)."""
     raw = f"{user}:{password}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
-
-
-class RetryAfterTooLongError(RemoteError):
-    """The remote asked us to wait longer than ``max_retry_after`` allows; the
-    caller should give up on this request and try again later."""
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from typing import Any
 import aiohttp
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.errors import NotFoundError
+from daemon.connectors.contract import RemoteNotFoundError
 from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.errors import SocNotFoundError
 from daemon.service.config import Config
 from daemon.service.secrets import load_secret
 from daemon.sync.rules import Rules
@@ -65,7 +64,7 @@ async def fetch_remote(
                 "status": cw_status(rules, _name(t.get("status"))),
                 "priority": rules.soc_priority_for_cw(_name(t.get("priority"))),
             }
-        except NotFoundError:
+        except RemoteNotFoundError:
             sides["cw"] = None
         try:
             s = await soc.get_ticket(link.soc_id)
@@ -73,7 +72,7 @@ async def fetch_remote(
                 "status": soc_status(s.get("status")),
                 "priority": s.get("priority") or "normal",
             }
-        except SocNotFoundError:
+        except RemoteNotFoundError:
             sides["soc"] = None
         remote[link_id] = sides
     return remote
@@ -111,7 +110,7 @@ async def fetch_orphans(
             continue
         try:
             s = await soc.get_ticket(int(ref))
-        except SocNotFoundError:
+        except RemoteNotFoundError:
             continue
         tenant = rules.tenant_for_org(s.get("organization_id"))
         if tenant is not None:
@@ -128,7 +127,7 @@ async def fetch_orphans(
             continue
         try:
             t = await cw.get_ticket(int(ext))
-        except NotFoundError:
+        except RemoteNotFoundError:
             continue
         tenant = rules.tenant_for_org(s.get("organization_id"))
         if tenant is not None:

@@ -37,7 +37,7 @@ import aiohttp
 from daemon.connectors.connectwise.client import ConnectWiseClient, note_section
 from daemon.connectors.connectwise.errors import ConnectWiseError
 from daemon.connectors.connectwise.settings import ApiKeys
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import RemoteError
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import SocError
 from daemon.service.config import Config, TenantSettings

@@ -1,10 +1,10 @@
-"""Carrying out a fetch command: read one ticket now and record what it shows.
+"""Carrying out a fetch command: read one ticket (or its notes) now and record what it shows.
 
 Source times (ConnectWise ``_info.lastUpdated``, the SOC's ``updated_at``)
 have one-second resolution, so two observations of one ticket from the same
 second cannot be ordered by their times. When sync meets one that disagrees
 with what it knows, it decides nothing and issues a ``cw.fetch_ticket`` /
-``soc.fetch_ticket`` command; this module carries it out.
+``soc.fetch_ticket`` command; :func:`fetch_ticket` carries it out.
 
 A fetch is recorded as an ordinary observation in the ticket's stream
 (``via: "fetch"``), always, even when it shows nothing new, with
@@ -21,39 +21,30 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from daemon.connectors.connectwise import observe as cw_observe
-from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.soc import observe as soc_observe
-from daemon.connectors.soc.client import SocClient
-from daemon.outbox.deliver import target_ticket
+from daemon.connectors.contract import Desk, Record
+from daemon.outbox.deliver import Desks, target_ticket
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent, derived_event_id
-from projections.state import Link, PendingCommand, Side
+from projections.state import Link, PendingCommand
 
 #: Reads tried before the fetch is recorded as not fresh (the ticket keeps changing).
 ATTEMPTS = 3
 
 
 async def fetch_ticket(
-    store: EventStore,
-    command: PendingCommand,
-    link: Link,
-    cw: ConnectWiseClient,
-    soc: SocClient,
+    store: EventStore, command: PendingCommand, link: Link, desks: Desks
 ) -> dict[str, Any]:
     """Read the command's ticket and append the observation; return what was recorded."""
     side, ticket_id = target_ticket(command, link)
-    stream = (
-        cw_observe.stream_for(ticket_id) if side == "cw" else soc_observe.ticket_stream(ticket_id)
-    )
+    desk = desks[side]
+    stream = desk.stream_for(ticket_id)
     for attempt in range(1, ATTEMPTS + 1):
         read_after = await store.last_position()
-        if side == "cw":
-            ticket = await cw.get_ticket(ticket_id)
-        else:
-            ticket = await soc.get_ticket(ticket_id)
+        ticket = await desk.read_ticket(ticket_id)
         last = await store.last_in_stream(stream)
-        if last is None or last.position <= read_after:
-            event = _observation(side, ticket, command, read_after, fresh=True)
+        fresh = last is None or last.position <= read_after
+        event_id = derived_event_id(side, "fetch", command.command_id, str(read_after))
+        if fresh:
+            event = _observation(desk, ticket, command, event_id, read_after, fresh=True)
             version = last.stream_version if last is not None else 0
             try:
                 await store.append([event], expected_version=version)
@@ -62,56 +53,27 @@ async def fetch_ticket(
                 pass  # recorded meanwhile: not fresh
         if attempt == ATTEMPTS:
             # The ticket keeps changing: record what was read; sync asks again if needed.
-            event = _observation(side, ticket, command, read_after, fresh=False)
+            event = _observation(desk, ticket, command, event_id, read_after, fresh=False)
             await store.append([event])
             return {"event_id": event.event_id, "read_after": read_after, "fresh": False}
     raise AssertionError("unreachable: the last attempt always appends")
 
 
 def _observation(
-    side: Side, ticket: dict[str, Any], command: PendingCommand, read_after: int, fresh: bool
-) -> NewEvent:
-    tenant = command.tenant
-    event_id = derived_event_id(side, "fetch", command.command_id, str(read_after))
-    if side == "cw":
-        member = command.params.get("api_member")
-        data = cw_observe.ticket_data(
-            ticket, via="fetch", api_member=member if isinstance(member, str) else None
-        )
-        data.update(read_after=read_after, fresh=fresh, fetch=command.command_id)
-        ticket_id = int(ticket["id"])
-        return NewEvent(
-            stream=cw_observe.stream_for(ticket_id),
-            type=cw_observe.TICKET_OBSERVED,
-            data=data,
-            tenant=tenant,
-            ticket=cw_observe.ticket_key(ticket_id),
-            event_id=event_id,
-            causation_id=command.command_id,
-            source=cw_observe.SOURCE,
-            occurred_at=data["updated_at"],
-        )
-    data = soc_observe.ticket_data(ticket, via="fetch", change=None)
+    desk: Desk, ticket: Record, command: PendingCommand, event_id: str, read_after: int,
+    *, fresh: bool,
+) -> NewEvent:  # fmt: skip
+    """The read as an observation, caused by its fetch command."""
+    data = desk.fetched(ticket, command)
     data.update(read_after=read_after, fresh=fresh, fetch=command.command_id)
-    return NewEvent(
-        stream=soc_observe.ticket_stream(int(ticket["id"])),
-        type=soc_observe.TICKET_OBSERVED,
-        data=data,
-        tenant=tenant,
-        ticket=soc_observe.ticket_ref(int(ticket["id"])),
-        event_id=event_id,
-        causation_id=command.command_id,
-        source=soc_observe.SOURCE,
-        occurred_at=data["updated_at"],
+    event = desk.ticket_event(
+        tenant=command.tenant, data=data, event_id=event_id, occurred_at=data["updated_at"]
     )
+    return dataclasses.replace(event, causation_id=command.command_id)
 
 
 async def fetch_notes(
-    store: EventStore,
-    command: PendingCommand,
-    link: Link,
-    cw: ConnectWiseClient,
-    soc: SocClient,
+    store: EventStore, command: PendingCommand, link: Link, desks: Desks
 ) -> dict[str, Any]:
     """Record every note (ConnectWise) or comment (SOC) of a ticket socbridge created, again.
 
@@ -123,20 +85,7 @@ async def fetch_notes(
     recognised are skipped by sync.
     """
     side, ticket_id = target_ticket(command, link)
-    tenant = command.tenant or ""
-    found: list[NewEvent] = []
-    if side == "soc":
-        for c in await soc.list_comments(ticket_id):
-            found.append(soc_observe.comment_event(
-                tenant=tenant, ticket_id=ticket_id, comment_id=int(c["id"]),
-                body=c.get("body"), public=bool(c.get("public")),
-                author_id=soc_observe.opt_int(c.get("author_id")), author_is_staff=None,
-                created_at=c.get("created_at"), via="fetch",
-            ))  # fmt: skip
-    else:
-        member = str(command.params.get("api_member") or "")
-        for note in await cw.list_notes(ticket_id):
-            found.append(cw_observe.note_event(note, ticket_id, tenant, api_member=member))
+    found = await desks[side].note_observations(ticket_id, command.tenant, command)
     events = [
         dataclasses.replace(
             e,

@@ -20,27 +20,21 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.errors import ConnectWiseApiError
-from daemon.connectors.remote import RemoteError, RetryAfterTooLongError
-from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.errors import SocApiError
-from daemon.outbox.deliver import MissingTargetError, StaleTargetError, deliver
+from daemon.connectors.contract import RemoteApiError, RemoteError, RetryAfterTooLongError
+from daemon.outbox.deliver import Desks, MissingTargetError, StaleTargetError, deliver
 from daemon.outbox.fetch import fetch_notes, fetch_ticket
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
-from projections.state import PendingCommand
+from projections.state import PendingCommand, Side
 
 #: Remote statuses that will not change by retrying: the command is abandoned.
 PERMANENT = frozenset({400, 404, 409, 410, 422})
-
-Deliver = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def _lane(command: PendingCommand) -> str:
@@ -64,25 +58,21 @@ class Outbox:
         self,
         store: EventStore,
         engine: SyncEngine,
-        cw: ConnectWiseClient,
-        soc: SocClient,
+        desks: Desks,
         *,
         max_parallel: int = 8,
         max_attempts: int = 12,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
-        deliver_fn: Deliver = deliver,
-        reobserve: Callable[[str, int, str], None] | None = None,
+        reobserve: Callable[[Side, int, str | None], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
-        self.cw = cw
-        self.soc = soc
+        self.desks = desks
         self.max_parallel = max_parallel
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
-        self._deliver = deliver_fn
         #: Asks intake to read a ticket again: (side, ticket id, tenant).
         self._reobserve = reobserve
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # lane (see _lane) -> task
@@ -229,14 +219,12 @@ class Outbox:
         try:
             if command.is_fetch:
                 # A read, not a write: sync could not order two same-second observations.
-                result = await fetch_ticket(self.store, command, link, self.cw, self.soc)
+                result = await fetch_ticket(self.store, command, link, self.desks)
             elif command.action == "fetch_notes":
                 # A read: replies made on a created ticket before its link was recorded.
-                result = await fetch_notes(self.store, command, link, self.cw, self.soc)
+                result = await fetch_notes(self.store, command, link, self.desks)
             else:
-                result = await self._deliver(
-                    command, link, self.cw, self.soc, maybe_sent=maybe_sent
-                )
+                result = await deliver(command, link, self.desks, maybe_sent=maybe_sent)
         except MissingTargetError:
             return  # the link's create is delivered but not linked yet: wait for it
         except StaleTargetError as exc:
@@ -248,9 +236,9 @@ class Outbox:
                 {"reason": f"not overwritten: {exc}", "attempt": attempt, "stale": exc.changed},
             )
             if self._reobserve is not None:
-                self._reobserve(exc.target, exc.ticket_id, command.tenant or "")
+                self._reobserve(exc.target, exc.ticket_id, command.tenant)
             return
-        except (ConnectWiseApiError, SocApiError) as exc:
+        except RemoteApiError as exc:
             if exc.status in PERMANENT:
                 await self._outcome(
                     command,

@@ -10,10 +10,10 @@ handler in the application state, which the contexts fill in as they start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +23,28 @@ from aiohttp import web
 
 from daemon.connectors.connectwise import install as cw_install
 from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.intake import ROUTE_PATH as CW_ROUTE
-from daemon.connectors.connectwise.intake import make_callback_handler
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
+from daemon.connectors.connectwise.intake import CallbackIntake
 from daemon.connectors.connectwise.poller import ConnectWisePoller
+from daemon.connectors.connectwise.signing import SigningKeyCache
+from daemon.connectors.contract import Desk, Intake, PollReport
+from daemon.connectors.polling import BasePoller
 from daemon.connectors.soc import install as soc_install
 from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.intake import WEBHOOK_ROUTE as SOC_ROUTE
-from daemon.connectors.soc.intake import make_webhook_handler
+from daemon.connectors.soc.desk import SocDesk
+from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.poller import SocPoller
 from daemon.outbox.worker import Outbox
 from daemon.service.applied import record_applied
 from daemon.service.config import Config, config_hash
 from daemon.service.guard import guard_middleware
-from daemon.service.metrics import CONTENT_TYPE, Metrics, track_reconciliation
+from daemon.service.metrics import CONTENT_TYPE, Metrics
 from daemon.service.secrets import load_secret
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import rules_from_config
 from daemon.sync.tenants import TenantDirectory
-from eventstore import EventStore
+from eventstore import EventStore, utc_now
+from projections.state import Side
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,10 +62,12 @@ STORE = web.AppKey("store", EventStore)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 CW_CLIENT = web.AppKey("cw_client", ConnectWiseClient)
 SOC_CLIENT = web.AppKey("soc_client", SocClient)
+#: Each desk as the outbox sees it, its intake and its poller (one of each per side).
+DESKS = web.AppKey("desks", dict[Side, Desk])
+INTAKES = web.AppKey("intakes", dict[Side, Intake])
+POLLERS = web.AppKey("pollers", dict[Side, BasePoller])
 ENGINE = web.AppKey("engine", SyncEngine)
 OUTBOX = web.AppKey("outbox", Outbox)
-CW_HANDLER = web.AppKey("cw_handler", object)
-SOC_HANDLER = web.AppKey("soc_handler", object)
 STOP = web.AppKey("stop", asyncio.Event)
 METRICS = web.AppKey("metrics", Metrics)
 #: Set once intake, sync and outbox all run (systemd READY=1 is sent then).
@@ -70,29 +76,8 @@ APPLIED = web.AppKey("applied", Applied)
 TENANTS = web.AppKey("tenants", TenantDirectory)
 
 
-class Reobserver:
-    """Routes the outbox's "read this ticket again" to the side's poller, once it runs."""
-
-    def __init__(self) -> None:
-        self.cw: Callable[[int], None] | None = None
-        self.soc: Callable[[int, str], None] | None = None
-
-    def __call__(self, side: str, ticket_id: int, tenant: str) -> None:
-        if side == "cw" and self.cw is not None:
-            self.cw(ticket_id)
-        elif side == "soc" and self.soc is not None:
-            self.soc(ticket_id, tenant)
-
-
-REOBSERVE = web.AppKey("reobserve", Reobserver)
-
-
 #: How long a stop waits, at most, for sync to decide what the log already holds.
 DRAIN_ON_STOP_S = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -126,6 +111,11 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
         app[CW_CLIENT] = await ConnectWiseClient.connect(config.connectwise, keys, session)
         token = load_secret(config.soc.api_token)
         app[SOC_CLIENT] = SocClient.from_settings(config.soc, token, session=session)
+        desks: dict[Side, Desk] = {
+            "cw": ConnectWiseDesk(app[CW_CLIENT]),
+            "soc": SocDesk(app[SOC_CLIENT]),
+        }
+        app[DESKS] = desks
     except BaseException:
         await session.close()
         raise
@@ -146,7 +136,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[TENANTS] = TenantDirectory(engine)
     app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
-    outbox = Outbox(app[STORE], engine, app[CW_CLIENT], app[SOC_CLIENT], reobserve=app[REOBSERVE])
+    desks: dict[Side, Desk] = app[DESKS]
+    outbox = Outbox(app[STORE], engine, desks, reobserve=functools.partial(_reobserve, app))
     app[OUTBOX] = outbox
     sync_task = asyncio.create_task(engine.run(), name="sync")
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
@@ -166,6 +157,18 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancelled(sync_task)
 
 
+def _reconciled(metrics: Metrics, side: Side, report: PollReport) -> None:
+    metrics.reconciled(side)
+
+
+def _reobserve(app: web.Application, side: Side, ticket_id: int, tenant: str | None) -> None:
+    """Read a ticket again: the outbox found it changed behind its back, or its tenant's
+    sync came back on. Its poller does that, once it runs."""
+    poller = app[POLLERS].get(side)
+    if poller is not None:
+        poller.kick(ticket_id, tenant)
+
+
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     try:
@@ -183,7 +186,7 @@ def _reread_tenant(app: web.Application, tenant: str) -> None:
             for side in ("cw", "soc"):
                 ticket_id = link.ticket_id(side)
                 if ticket_id is not None:
-                    app[REOBSERVE](side, ticket_id, tenant)
+                    _reobserve(app, side, ticket_id, tenant)
 
 
 async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -192,32 +195,28 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     # Live maps: a tenant switched off (or removed by a reload) is absent from the next lookup.
     by_company = app[TENANTS].by("cw_company_id")
     by_organization = app[TENANTS].by("soc_organization_id")
-    cw_poller = ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company)
-    soc_poller = SocPoller(store, app[SOC_CLIENT], config.soc, by_organization, utc_now)
-    app[CW_HANDLER] = make_callback_handler(
-        store,
-        config.connectwise,
-        by_company,
-        None,
+    pollers: dict[Side, BasePoller] = {
+        "cw": ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company),
+        "soc": SocPoller(store, app[SOC_CLIENT], config.soc, by_organization, utc_now),
+    }
+    keys = SigningKeyCache(
         app[SESSION],
-        on_accepted=cw_poller.kick,
+        client_id=config.connectwise.client_id,
+        ttl=config.connectwise.signing_key_ttl_seconds,
     )
-    app[SOC_HANDLER] = make_webhook_handler(
-        store,
-        config.soc,
-        by_organization,
-        utc_now,
-        on_created=soc_poller.kick,
-    )
-    app[REOBSERVE].cw = cw_poller.kick
-    app[REOBSERVE].soc = soc_poller.kick
-    track_reconciliation(cw_poller, "cw", app[METRICS])
-    track_reconciliation(soc_poller, "soc", app[METRICS])
+    intakes: dict[Side, Intake] = {
+        "cw": CallbackIntake(store, config.connectwise, by_company, keys, pollers["cw"].kick),
+        "soc": WebhookIntake(store, config.soc, by_organization, utc_now, kick=pollers["soc"].kick),
+    }
+    app[INTAKES] = intakes
+    app[POLLERS].update(pollers)
+    for side, poller in pollers.items():
+        poller.on_pass(functools.partial(_reconciled, app[METRICS], side))
     stop = asyncio.Event()
     app[STOP] = stop
     tasks = [
-        asyncio.create_task(cw_poller.run(stop), name="poller-connectwise"),
-        asyncio.create_task(soc_poller.run(stop), name="poller-soc"),
+        asyncio.create_task(pollers["cw"].run(stop), name="poller-connectwise"),
+        asyncio.create_task(pollers["soc"].run(stop), name="poller-soc"),
     ]
     yield
     stop.set()
@@ -246,14 +245,13 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _cw_callback(request: web.Request) -> web.StreamResponse:
-    handler: Handler = request.app[CW_HANDLER]  # type: ignore[assignment]
-    return await handler(request)
+def _intake(side: Side) -> Handler:
+    """The route handler of a desk's intake (mounted before the intake exists)."""
 
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[INTAKES][side].handle(request)
 
-async def _soc_webhook(request: web.Request) -> web.StreamResponse:
-    handler: Handler = request.app[SOC_HANDLER]  # type: ignore[assignment]
-    return await handler(request)
+    return handle
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -290,11 +288,10 @@ def _live_state(app: web.Application) -> dict[str, Any]:
         state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
         state["projection_lag"] = max(0, metrics.head - engine.state.position)
         state["decided_again"] = engine.raced
-    cw = getattr(app.get(CW_HANDLER), "__self__", None)
-    for outcome, count in getattr(getattr(cw, "metrics", None), "counts", {}).items():
-        state["intake"][("connectwise", outcome)] = count
-    for outcome, count in getattr(app.get(SOC_HANDLER), "counts", {}).items():
-        state["intake"][("soc", outcome)] = count
+    for side, intake in app.get(INTAKES, {}).items():
+        route = "connectwise" if side == "cw" else "soc"
+        for outcome, count in intake.counts.items():
+            state["intake"][(route, outcome)] = count
     return state
 
 
@@ -321,9 +318,9 @@ def build_app(config: Config, config_path: Path | None = None) -> web.Applicatio
     app[METRICS] = metrics
     app[RUNNING] = asyncio.Event()
     metrics.state.source = lambda: _live_state(app)
-    app[REOBSERVE] = Reobserver()
-    app.router.add_post(CW_ROUTE, _cw_callback)
-    app.router.add_post(SOC_ROUTE, _soc_webhook)
+    app[POLLERS] = {}
+    app.router.add_post(CallbackIntake.path, _intake("cw"))
+    app.router.add_post(WebhookIntake.path, _intake("soc"))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -22,7 +22,7 @@ engine has not folded yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -195,19 +195,3 @@ class _StateCollector(Collector):
         for (route, outcome), count in sorted(state.get("intake", {}).items()):
             intake.add_metric([route, outcome], count)
         yield intake
-
-
-def track_reconciliation(poller: Any, side: str, metrics: Metrics) -> None:
-    """Record a reconciliation time each time the poller's full poll completes.
-
-    The ConnectWise poller's full poll is ``run_once``, the SOC poller's ``poll_once``.
-    """
-    name = "run_once" if hasattr(poller, "run_once") else "poll_once"
-    poll: Callable[[], Awaitable[Any]] = getattr(poller, name)
-
-    async def timed() -> Any:
-        result = await poll()
-        metrics.reconciled(side)
-        return result
-
-    setattr(poller, name, timed)

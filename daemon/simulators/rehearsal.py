@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.connectors.connectwise.intake import ROUTE_PATH as CW_ROUTE
-from daemon.connectors.soc.intake import WEBHOOK_ROUTE as SOC_ROUTE
+from daemon.connectors.connectwise.intake import ROUTE as CW_ROUTE
+from daemon.connectors.soc.intake import ROUTE as SOC_ROUTE
 from daemon.simulators.connectwise import fixture as cwfx
 from daemon.simulators.connectwise.server import SimServer
 from daemon.simulators.soc import fixture as socfx

@@ -4,7 +4,7 @@ at it (keys in 0600 files), and socbridge's client connected to it."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,11 @@ import aiohttp
 import pytest
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.intake import CallbackIntake
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.connectors.connectwise.signing import SigningKeyCache
 from daemon.simulators.connectwise import SimServer, fixture
+from eventstore import EventStore
 
 
 def write_secret(path: Path, value: str) -> str:
@@ -89,3 +92,18 @@ async def tech(sim: SimServer, http: aiohttp.ClientSession, tmp_path: Path) -> C
         }
     )
     return await ConnectWiseClient.connect(tech_settings, tech_settings.load_keys(), http)
+
+
+def callback_intake(
+    store: EventStore,
+    settings: ConnectWiseSettings,
+    tenants: Mapping[int, str],
+    http: aiohttp.ClientSession,
+    keys: SigningKeyCache | None = None,
+    kick: Callable[[int, str | None], None] | None = None,
+) -> CallbackIntake:
+    """The callback intake as the daemon builds it (keys fetched over ``http``)."""
+    keys = keys or SigningKeyCache(
+        http, client_id=settings.client_id, ttl=settings.signing_key_ttl_seconds
+    )
+    return CallbackIntake(store, settings, tenants, keys, kick)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,11 @@ import pytest
 from aiohttp import web
 
 from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.intake import WEBHOOK_ROUTE, make_webhook_handler
+from daemon.connectors.soc.intake import ROUTE as WEBHOOK_ROUTE
+from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.settings import SocSettings, SocWebhookSettings
 from daemon.simulators.soc import SocSimulator, fixture
-from eventstore import EventStore
+from eventstore import EventStore, utc_now
 
 TENANTS = {9001: "acme", 9002: "globex"}
 
@@ -85,17 +85,13 @@ async def client(settings: SocSettings) -> AsyncIterator[SocClient]:
         yield c
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @pytest.fixture
 async def daemon(
     store: EventStore, settings: SocSettings, daemon_socket: socket.socket
 ) -> AsyncIterator[str]:
     """The daemon's webhook route served on the bound socket; yields its URL."""
     app = web.Application()
-    app.router.add_post(WEBHOOK_ROUTE, make_webhook_handler(store, settings, TENANTS, utc_now))
+    app.router.add_post(WEBHOOK_ROUTE, WebhookIntake(store, settings, TENANTS, utc_now).handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.SockSite(runner, daemon_socket)

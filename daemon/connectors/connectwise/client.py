@@ -30,7 +30,7 @@ from daemon.connectors.connectwise.settings import ApiKeys, ConnectWiseSettings,
 from daemon.connectors.remote import RemoteClient, RemoteResponse, basic_auth
 
 MAX_PAGE_SIZE = 1000
-NOTE_FLAGS: Mapping[str, str] = {
+NOTE_FLAGS: Mapping[NoteSection, str] = {
     "Discussion": "detailDescriptionFlag",
     "Internal Analysis": "internalAnalysisFlag",
     "Resolution": "resolutionFlag",
@@ -43,7 +43,7 @@ def note_section(note: Mapping[str, Any]) -> NoteSection | None:
     """The section a ConnectWise note belongs to, from its flags."""
     for section, flag in NOTE_FLAGS.items():
         if note.get(flag):
-            return section  # type: ignore[return-value]
+            return section
     return None
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from daemon.connectors import contract
+
 
 class ConnectWiseError(Exception):
     """Base of every error raised by :mod:`daemon.connectors.connectwise`."""
@@ -52,8 +54,10 @@ _HINTS = {
 }
 
 
-class ConnectWiseApiError(ConnectWiseError):
+class ConnectWiseApiError(ConnectWiseError, contract.RemoteApiError):
     """ConnectWise answered with an error status."""
+
+    side = "cw"
 
     def __init__(
         self, status: int, code: str, message: str, errors: tuple[FieldError, ...] = ()
@@ -77,7 +81,7 @@ class ConnectWiseApiError(ConnectWiseError):
         return tuple(e.field for e in self.errors if e.field)
 
 
-class BadRequestError(ConnectWiseApiError):
+class BadRequestError(ConnectWiseApiError, contract.RemoteInvalidError):
     """400: the request was malformed or a field was invalid."""
 
 
@@ -85,28 +89,36 @@ class ObjectExistsError(BadRequestError):
     """400 with a field error ``ObjectExists`` (e.g. a duplicate callback entry)."""
 
 
-class AuthenticationError(ConnectWiseApiError):
+class AuthenticationError(ConnectWiseApiError, contract.RemoteAuthError):
     """401: company id or key pair refused."""
 
 
-class PermissionDeniedError(ConnectWiseApiError):
+class PermissionDeniedError(ConnectWiseApiError, contract.RemoteAuthError):
     """403: the API member's security role lacks a permission."""
 
 
-class NotFoundError(ConnectWiseApiError):
+class NotFoundError(ConnectWiseApiError, contract.RemoteNotFoundError):
     """404: no such record, or no such endpoint (wrong codebase)."""
 
 
-class ConflictError(ConnectWiseApiError):
+class ConflictError(ConnectWiseApiError, contract.RemoteConflictError):
     """409: the record conflicts with another one."""
 
 
-class RateLimitedError(ConnectWiseApiError):
+class RateLimitedError(ConnectWiseApiError, contract.RemoteRateLimitedError):
     """429 after every retry."""
 
 
-class ServerError(ConnectWiseApiError):
+class ServerError(ConnectWiseApiError, contract.RemoteServerError):
     """5xx after every retry."""
+
+
+class GoneError(NotFoundError):
+    """410: the record was removed."""
+
+
+class UnprocessableError(ConnectWiseApiError, contract.RemoteInvalidError):
+    """422: the request was understood but a rule refused it."""
 
 
 _BY_STATUS: Mapping[int, type[ConnectWiseApiError]] = {
@@ -115,6 +127,8 @@ _BY_STATUS: Mapping[int, type[ConnectWiseApiError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    410: GoneError,
+    422: UnprocessableError,
     429: RateLimitedError,
 }
 

@@ -11,25 +11,25 @@ decides what to do with it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from daemon.connectors import desk
 from daemon.connectors.connectwise.client import note_section
 from daemon.connectors.polling import digest
 from eventstore import EventStore, NewEvent, derived_event_id
+from projections import kinds
 
 SOURCE = "connectwise"
-TICKET_OBSERVED = "connectwise.ticket.observed"
-NOTE_OBSERVED = "connectwise.note.observed"
-TICKET_DELETED = "connectwise.ticket.deleted"
 
 
 def stream_for(ticket_id: int) -> str:
-    return f"cw:ticket:{int(ticket_id)}"
+    return desk.stream_for("cw", ticket_id)
 
 
 def ticket_key(ticket_id: int) -> str:
-    return f"cw:{int(ticket_id)}"
+    return desk.ticket_key("cw", ticket_id)
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -77,6 +77,10 @@ def ticket_data(
     }
 
 
+#: A ``connectwise.ticket.observed`` event carrying ``data`` (see :func:`ticket_data`).
+ticket_event = functools.partial(desk.ticket_observation, "cw", kinds.CW_TICKET_OBSERVED, SOURCE)
+
+
 def note_data(
     note: Mapping[str, Any], ticket_id: int, *, via: str, api_member: str
 ) -> dict[str, Any]:
@@ -101,26 +105,17 @@ def note_data(
 
 
 def note_event(
-    note: Mapping[str, Any], ticket_id: int, tenant: str, *, api_member: str
+    note: Mapping[str, Any], ticket_id: int, tenant: str | None, *, api_member: str
 ) -> NewEvent:
     data = note_data(note, ticket_id, via="poll", api_member=api_member)
-    return NewEvent(
-        stream=stream_for(ticket_id),
-        type=NOTE_OBSERVED,
-        data=data,
-        tenant=tenant,
-        ticket=ticket_key(ticket_id),
-        event_id=derived_event_id(
-            "connectwise",
-            "note",
-            str(ticket_id),
-            str(note["id"]),
-            str(data["updated_at"]),
-            digest(data),
-        ),
-        source=SOURCE,
-        occurred_at=data["updated_at"] or data["created_at"],
-    )
+    event_id = derived_event_id(
+        "connectwise", "note", str(ticket_id), str(note["id"]), str(data["updated_at"]),
+        digest(data),
+    )  # fmt: skip
+    return desk.observation(
+        "cw", kinds.CW_NOTE_OBSERVED, ticket_id, data, tenant=tenant, event_id=event_id,
+        source=SOURCE, occurred_at=data["updated_at"] or data["created_at"],
+    )  # fmt: skip
 
 
 async def known_tenant(store: EventStore, ticket_id: int) -> str | None:

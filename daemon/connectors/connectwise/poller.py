@@ -14,51 +14,39 @@ long-lived board's history is not imported wholesale.
 
 :meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
 early refresh of one ticket: intake may not call the API on the request path,
-and callbacks carry no notes, so the poller fetches them right after.
+and callbacks carry no notes, so the poller reads them right after. The
+schedule (a pass every interval, kicked tickets at once) is
+:class:`daemon.connectors.polling.BasePoller`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.errors import ConnectWiseError, NotFoundError
+from daemon.connectors.connectwise.errors import NotFoundError
 from daemon.connectors.connectwise.observe import (
     SOURCE,
-    TICKET_OBSERVED,
     note_event,
     route_ticket,
     stream_for,
     ticket_data,
-    ticket_key,
+    ticket_event,
 )
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
-from daemon.connectors.polling import record_poll
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import PollReport
+from daemon.connectors.polling import BasePoller, record_poll
 from eventstore import DuplicateEventError, EventStore, NewEvent
+from projections import kinds
 
 WATERMARK_STREAM = "poller:connectwise"
-WATERMARK_EVENT = "poller.watermark.advanced"
 
 
-@dataclass
-class PollReport:
-    """What one poll did."""
-
-    seen: int = 0
-    tickets_appended: int = 0
-    notes_appended: int = 0
-    ignored: int = 0
-    watermark: str | None = None
-
-
-class ConnectWisePoller:
+class ConnectWisePoller(BasePoller):
     """Polls the integration board and appends what the event log lacks."""
 
     def __init__(
@@ -70,6 +58,9 @@ class ConnectWisePoller:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        # Bound here, not at import: logging is configured by then.
+        log = structlog.get_logger("socbridge.poller").bind(desk="cw")
+        super().__init__(settings.poll_interval_seconds, log)
         self.store = store
         self._now = now
         # The poller's reads yield to the outbox's: a pass over the board lists every
@@ -78,14 +69,6 @@ class ConnectWisePoller:
         self.settings = settings
         # Consulted at every ticket: a live mapping follows tenant switches (R9).
         self.tenants = tenants
-        self._wake = asyncio.Event()
-        self._pending: set[int] = set()
-        self._log = structlog.get_logger("socbridge.poller.connectwise")
-
-    def kick(self, ticket_id: int) -> None:
-        """Refresh this ticket (and its notes) soon."""
-        self._pending.add(int(ticket_id))
-        self._wake.set()
 
     async def watermark(self) -> str | None:
         last = await self.store.last_in_stream(WATERMARK_STREAM)
@@ -96,7 +79,7 @@ class ConnectWisePoller:
         cond = f"board/name = '{board}'"
         return cond + (f" and lastUpdated >= [{watermark}]" if watermark else "")
 
-    async def run_once(self) -> PollReport:
+    async def poll_once(self) -> PollReport:
         """One reconciliation pass over the board since the watermark."""
         report = PollReport()
         watermark = await self.watermark()
@@ -117,19 +100,20 @@ class ConnectWisePoller:
                 newest = updated
         if newest is not None and newest != watermark:
             await self.store.append([
-                NewEvent(stream=WATERMARK_STREAM, type=WATERMARK_EVENT, source=SOURCE,
+                NewEvent(stream=WATERMARK_STREAM, type=kinds.WATERMARK_ADVANCED, source=SOURCE,
                          data={"watermark": newest, "previous": watermark, "seen": report.seen}),
             ])  # fmt: skip
         report.watermark = newest
         return report
 
-    async def refresh(self, ticket_id: int) -> PollReport:
-        """Fetch one ticket and its notes now (after a callback)."""
+    async def refresh(self, ticket_id: int, tenant: str | None = None) -> PollReport:
+        """Read one ticket and its notes now (after a callback)."""
         report = PollReport()
         try:
             ticket = await self.client.get_ticket(ticket_id)
         except NotFoundError:
             return report  # deleted meanwhile: the delete callback or audit covers it
+        report.seen += 1
         await self._observe(ticket, report)
         return report
 
@@ -143,11 +127,9 @@ class ConnectWisePoller:
         stream = stream_for(ticket_id)
         try:
             events, whole, wrote = await record_poll(
-                self.store, stream, TICKET_OBSERVED, data,
-                lambda event_id: NewEvent(
-                    stream=stream, type=TICKET_OBSERVED, data=data, tenant=tenant,
-                    ticket=ticket_key(ticket_id), event_id=event_id, source=SOURCE,
-                    occurred_at=data["updated_at"],
+                self.store, stream, kinds.CW_TICKET_OBSERVED, data,
+                lambda event_id: ticket_event(
+                    tenant=tenant, data=data, event_id=event_id, occurred_at=data["updated_at"]
                 ),
             )  # fmt: skip
         except DuplicateEventError as exc:
@@ -155,7 +137,7 @@ class ConnectWisePoller:
             # between versions; the first observation stands. The notes are still read.
             self._log.warning("poll.duplicate_key", error=str(exc))
             events, whole, wrote = [], False, False
-        report.tickets_appended += wrote
+        report.tickets_recorded += wrote
         known = {e.event_id for e in events}
         for note in await self.client.list_notes(ticket_id):
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
@@ -164,7 +146,7 @@ class ConnectWisePoller:
             if not whole and await self.store.get(event.event_id) is not None:
                 continue  # recorded before the recent events read
             if await self._append(event, after=events[-1].position if events else 0):
-                report.notes_appended += 1
+                report.notes_recorded += 1
 
     async def _append(self, event: NewEvent, *, after: int) -> bool:
         """Append ``event``; whether it was new (recorded above position ``after``, the
@@ -178,34 +160,3 @@ class ConnectWisePoller:
             self._log.warning("poll.duplicate_key", event_id=event.event_id)
             return False
         return recorded.position > after
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll every interval until ``stop`` is set; a kick refreshes its tickets at once.
-
-        A kick (a callback arrived) reads only the kicked tickets and their notes: a
-        whole reconciliation pass per callback spent the rate-capped API budget the
-        outbox's writes wait for. The pass runs on its interval, as on the SOC side.
-        """
-        loop = asyncio.get_running_loop()
-        next_poll = loop.time()
-        while not stop.is_set():
-            try:
-                for ticket_id in sorted(self._pending):
-                    self._pending.discard(ticket_id)
-                    await self.refresh(ticket_id)
-                if loop.time() >= next_poll:
-                    next_poll = loop.time() + self.settings.poll_interval_seconds
-                    report = await self.run_once()
-                    self._log.info("poll.done", **report.__dict__)
-            except (ConnectWiseError, RemoteError) as exc:
-                self._log.warning("poll.failed", error=str(exc))
-            self._wake.clear()
-            if self._pending:
-                continue  # kicked while this pass ran: refresh those now
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(
-                waiters, timeout=max(0.0, next_poll - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-            for w in waiters:
-                w.cancel()

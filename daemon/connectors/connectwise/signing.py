@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -38,19 +38,39 @@ class KeyFetchError(ConnectWiseError):
     """The signing key could not be fetched (answered 503 so ConnectWise retries)."""
 
 
-def signature(signing_key: Secret, body: bytes) -> bytes:
-    """The expected signature of ``body`` (base64 bytes)."""
+SIGNATURE_HEADER = "x-content-signature"
+
+
+def sign(signing_key: Secret, body: bytes) -> str:
+    """The ``x-content-signature`` value ConnectWise sends with ``body``."""
     key = hashlib.sha256(signing_key.reveal().encode("utf-8")).digest()
-    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode("ascii")
 
 
-def signature_matches(signing_key: Secret, body: bytes, header: str) -> bool:
-    """Constant-time comparison of ``header`` with the signature of the raw body."""
+def verify(signing_key: Secret, body: bytes, header: str | None) -> None:
+    """Constant-time check of an ``x-content-signature`` over the raw body;
+    :class:`SignatureError` unless it matches."""
+    if not header:
+        raise SignatureError(f"{SIGNATURE_HEADER} header is missing")
     try:
-        given = base64.b64encode(base64.b64decode(header.strip(), validate=True))
+        given = base64.b64decode(header.strip(), validate=True)
     except (binascii.Error, ValueError):
-        return False
-    return hmac.compare_digest(signature(signing_key, body), given)
+        given = b""
+    if not hmac.compare_digest(base64.b64decode(sign(signing_key, body)), given):
+        raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
+
+
+class CallbackSigner:
+    """A ConnectWise signing key as a :class:`~daemon.connectors.contract.Signer`."""
+
+    def __init__(self, signing_key: Secret) -> None:
+        self._key = signing_key
+
+    def sign(self, body: bytes, timestamp: str = "") -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(self._key, body)}
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        verify(self._key, body, headers.get(SIGNATURE_HEADER))
 
 
 def check_key_url(key_url: object, site_url: str) -> URL:

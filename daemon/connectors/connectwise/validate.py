@@ -24,7 +24,7 @@ from daemon.connectors.connectwise.permissions import (
     LEVEL_NAMES,
 )
 from daemon.connectors.connectwise.settings import ApiKeys, ConnectWiseSettings
-from daemon.connectors.remote import RemoteError
+from daemon.connectors.contract import RemoteError
 
 
 @dataclass(frozen=True)

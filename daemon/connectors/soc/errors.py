@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from multidict import CIMultiDictProxy
 
+from daemon.connectors import contract
+
 
 class SocError(Exception):
     """Base of every SOC-side error."""
@@ -35,8 +37,10 @@ class SocIntakeError(SocError):
     reason = "refused"
 
 
-class SocApiError(SocError):
+class SocApiError(SocError, contract.RemoteApiError):
     """The SOC desk answered with an error status."""
+
+    side = "soc"
 
     def __init__(
         self,
@@ -54,7 +58,7 @@ class SocApiError(SocError):
         self.details = details
 
 
-class SocBadRequestError(SocApiError):
+class SocBadRequestError(SocApiError, contract.RemoteInvalidError):
     """400: the request was malformed."""
 
 
@@ -62,31 +66,31 @@ class SocIdempotencyError(SocBadRequestError):
     """400 ``IdempotentRequestError``: the idempotency key was reused with other parameters."""
 
 
-class SocAuthError(SocApiError):
+class SocAuthError(SocApiError, contract.RemoteAuthError):
     """401: the email/token pair was refused."""
 
 
-class SocForbiddenError(SocApiError):
+class SocForbiddenError(SocApiError, contract.RemoteAuthError):
     """403: the API user lacks the role for this call."""
 
 
-class SocNotFoundError(SocApiError):
+class SocNotFoundError(SocApiError, contract.RemoteNotFoundError):
     """404 ``RecordNotFound``."""
 
 
-class SocConflictError(SocApiError):
+class SocConflictError(SocApiError, contract.RemoteConflictError):
     """409: ``UpdateConflict`` (safe_update saw a newer ticket) or ``DatabaseConflict``."""
 
 
-class SocValidationError(SocApiError):
+class SocValidationError(SocApiError, contract.RemoteInvalidError):
     """422 ``RecordInvalid``: ``details`` maps fields to their problems."""
 
 
-class SocRateLimitedError(SocApiError):
+class SocRateLimitedError(SocApiError, contract.RemoteRateLimitedError):
     """429 still answered after every retry."""
 
 
-class SocServerError(SocApiError):
+class SocServerError(SocApiError, contract.RemoteServerError):
     """5xx still answered after every retry."""
 
 
@@ -96,6 +100,7 @@ _BY_STATUS: dict[int, type[SocApiError]] = {
     403: SocForbiddenError,
     404: SocNotFoundError,
     409: SocConflictError,
+    410: SocNotFoundError,
     422: SocValidationError,
     429: SocRateLimitedError,
 }

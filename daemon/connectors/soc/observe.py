@@ -15,22 +15,23 @@ Streams, types and fields follow the project's conventions: stream
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from daemon.connectors import desk
 from eventstore import NewEvent, derived_event_id
+from projections import kinds
 
-TICKET_OBSERVED = "soc.ticket.observed"
-COMMENT_OBSERVED = "soc.comment.observed"
 SOURCE = "soc"
 
 
-def ticket_stream(ticket_id: int) -> str:
-    return f"soc:ticket:{ticket_id}"
+def stream_for(ticket_id: int) -> str:
+    return desk.stream_for("soc", ticket_id)
 
 
-def ticket_ref(ticket_id: int) -> str:
-    return f"soc:{ticket_id}"
+def ticket_key(ticket_id: int) -> str:
+    return desk.ticket_key("soc", ticket_id)
 
 
 def opt_int(value: Any) -> int | None:
@@ -65,23 +66,11 @@ def ticket_data(
     }
 
 
-def ticket_event(
-    *, tenant: str, data: dict[str, Any], event_id: str, occurred_at: str | None
-) -> NewEvent:
-    tid = int(data["id"])
-    return NewEvent(
-        stream=ticket_stream(tid),
-        type=TICKET_OBSERVED,
-        data=data,
-        tenant=tenant,
-        ticket=ticket_ref(tid),
-        event_id=event_id,
-        source=SOURCE,
-        occurred_at=occurred_at,
-    )
+#: A ``soc.ticket.observed`` event carrying ``data`` (see :func:`ticket_data`).
+ticket_event = functools.partial(desk.ticket_observation, "soc", kinds.SOC_TICKET_OBSERVED, SOURCE)
 
 
-def comment_event_id(comment_id: int) -> str:
+def note_event_id(comment_id: int) -> str:
     return derived_event_id("soc", "comment", str(comment_id))
 
 
@@ -89,9 +78,9 @@ def webhook_event_id(delivery_id: str) -> str:
     return derived_event_id("soc", "webhook", delivery_id)
 
 
-def comment_event(
+def note_event(
     *,
-    tenant: str,
+    tenant: str | None,
     ticket_id: int,
     comment_id: int,
     body: str | None,
@@ -101,22 +90,17 @@ def comment_event(
     created_at: str | None,
     via: str,
 ) -> NewEvent:
-    return NewEvent(
-        stream=ticket_stream(ticket_id),
-        type=COMMENT_OBSERVED,
-        data={
-            "ticket_id": ticket_id,
-            "comment_id": comment_id,
-            "body": body,
-            "public": public,
-            "author_id": author_id,
-            "author_is_staff": author_is_staff,
-            "created_at": created_at,
-            "via": via,
-        },
-        tenant=tenant,
-        ticket=ticket_ref(ticket_id),
-        event_id=comment_event_id(comment_id),
-        source=SOURCE,
-        occurred_at=created_at,
-    )
+    data = {
+        "ticket_id": ticket_id,
+        "comment_id": comment_id,
+        "body": body,
+        "public": public,
+        "author_id": author_id,
+        "author_is_staff": author_is_staff,
+        "created_at": created_at,
+        "via": via,
+    }
+    return desk.observation(
+        "soc", kinds.SOC_COMMENT_OBSERVED, ticket_id, data, tenant=tenant,
+        event_id=note_event_id(comment_id), source=SOURCE, occurred_at=created_at,
+    )  # fmt: skip

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from daemon.connectors.soc.errors import SocIntakeError
@@ -114,3 +115,35 @@ def verify(
             "'socbridge webhooks install' again to store its new secret)"
         )
     return when
+
+
+class WebhookSigner:
+    """A webhook signing secret as a :class:`~daemon.connectors.contract.Signer`: the
+    headers the desk sends, and the intake's check of them within the time window."""
+
+    def __init__(
+        self,
+        secret: Secret,
+        *,
+        tolerance_seconds: float = 300.0,
+        max_future_seconds: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._secret = secret
+        self._tolerance = tolerance_seconds
+        self._max_future = max_future_seconds
+        self._clock = clock
+
+    def sign(self, body: bytes, timestamp: str) -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(self._secret, timestamp, body), TIMESTAMP_HEADER: timestamp}
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        verify(
+            self._secret,
+            headers.get(SIGNATURE_HEADER),
+            headers.get(TIMESTAMP_HEADER),
+            body,
+            now=self._clock(),
+            tolerance_seconds=self._tolerance,
+            max_future_seconds=self._max_future,
+        )

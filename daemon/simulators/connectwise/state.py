@@ -14,11 +14,11 @@ import copy
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from daemon.simulators.connectwise import fixture
 from daemon.simulators.connectwise.fixture import Member, Role
+from eventstore import utc_now
 
 Json = dict[str, Any]
 ChangeListener = Callable[[str, int, "Json | None", str, bool], None]
@@ -62,14 +62,15 @@ def not_found(kind: str, ident: object) -> SimError:
     return SimError(404, "NotFound", f"{kind} {ident} not found")
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def cw_timestamp() -> str:
+    """Now, as ConnectWise writes ``_info`` times: UTC, whole seconds."""
+    return utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SimState:
     """Everything the simulated ConnectWise instance knows."""
 
-    def __init__(self, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(self, clock: Callable[[], str] = cw_timestamp) -> None:
         self.clock = clock
         self.roles: dict[int, Role] = fixture.roles()
         self.members: dict[int, Member] = fixture.members()

@@ -14,7 +14,8 @@ from typing import Any
 
 from daemon.cli.audit import run_audit
 from daemon.connectors.remote import RetryPolicy
-from daemon.connectors.soc.poller import POLLER_STREAM as SOC_POLLER_STREAM
+from daemon.connectors.soc.desk import SocDesk
+from daemon.connectors.soc.poller import WATERMARK_STREAM as SOC_POLLER_STREAM
 from daemon.simulators.connectwise.faults import ApiFault
 from daemon.simulators.harness import Bridge
 from projections import kinds
@@ -65,7 +66,9 @@ async def lost_reply_then_fix(bridge: Bridge) -> None:
     )
     # The daemon tries once (no client retry, one outbox attempt): a lost reply gives up.
     bridge.outbox.max_attempts = 1
-    bridge.outbox.soc.remote.retry = RetryPolicy(max_attempts=1)
+    soc = bridge.outbox.desks["soc"]
+    assert isinstance(soc, SocDesk)
+    soc.client.remote.retry = RetryPolicy(max_attempts=1)
     bridge.rehearsal.soc.faults.update({"error_after_commit_next": 1})
     cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
     link_id = f"cw:{cw['id']}"
@@ -74,7 +77,7 @@ async def lost_reply_then_fix(bridge: Bridge) -> None:
     await bridge.technician.set(cw["id"], priority=URGENT)
     await bridge.until(lambda: _pending(bridge, link_id, "soc.update_ticket"), "the wait")
     bridge.outbox.max_attempts = 12
-    bridge.outbox.soc.remote.retry = RetryPolicy()
+    soc.client.remote.retry = RetryPolicy()
 
     doc = await audited(bridge)
     assert {"command-abandoned", "linked-one-side"} <= kinds_found(doc)

@@ -22,7 +22,7 @@ async def test_lane_heads_kept_while_commands_pile_up_match_a_full_walk(tmp_path
         await log.linked()
         engine = log.live.engine
         assert engine is not None
-        box = Outbox(log.store, engine, None, None)  # type: ignore[arg-type]
+        box = Outbox(log.store, engine, {})
         assert dict(box._lane_heads()) == walked(box)
         kept = box._lane_heads()
         # A second ticket, and changes on both sides while nothing is delivered.

@@ -61,7 +61,9 @@ async def test_sighup_applies_a_tenant_change_live_and_records_the_new_hash(
         # A reconciliation poll read acme's ticket from the export and skipped it (the desk
         # holds no other ticket of an organization that does not sync).
         await live.log_line(
-            lambda line: line["event"] == "soc.poll.done" and line["skipped_not_tenant"] >= 1,
+            lambda line: (
+                line["event"] == "poll.done" and line["desk"] == "soc" and line["ignored"] >= 1
+            ),
             "a reconciliation poll past acme's ticket",
             seen,
         )

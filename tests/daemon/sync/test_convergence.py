@@ -9,7 +9,7 @@ in between, or land on the remote and are killed before their outcome is
 recorded. Real timing cannot be steered, so this test plays the daemon's
 schedule as a model around the real pieces: ``decide`` and ``apply`` driven the
 way ``SyncEngine._step`` drives them, the outbox's lanes and its accept check
-(``accepted``, ``current_values``), the poller's rule that a read showing what the last
+(``accepted``, each desk's ``field_values``), the poller's rule that a read showing what the last
 observation showed records nothing, and two remote tickets with one-second
 source times. Hypothesis picks the schedule; when everything has settled, the
 two tickets must agree, and a field that only one side changed must hold that
@@ -29,7 +29,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.outbox.deliver import accepted, current_values
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
+from daemon.connectors.soc.desk import SocDesk
+from daemon.outbox.deliver import accepted
 from daemon.sync.decide import cw_status, decide, soc_status
 from daemon.sync.engine import INPUTS
 from eventstore import NewEvent, RecordedEvent, derived_event_id
@@ -235,7 +237,8 @@ class Daemon:
             shape = ({"status": {"name": ticket.fields["status"]},
                       "priority": {"name": ticket.fields["priority"]}}
                      if target == "cw" else ticket.fields)  # fmt: skip
-            now = current_values(target, shape, params)
+            norm = params.get("normalize") or {}
+            now = (ConnectWiseDesk if target == "cw" else SocDesk).field_values(shape, norm)
             changed = {n: now[n] for n, ok in accepted(c).items() if now[n] not in ok}
             if changed:
                 # Not overwritten: abandoned, and intake reads the ticket again.

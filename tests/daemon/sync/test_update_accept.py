@@ -17,7 +17,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 
-from daemon.outbox.deliver import current_values
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
+from daemon.connectors.soc.desk import SocDesk
 from eventstore import RecordedEvent
 from projections import kinds
 from tests.support.history import Log, edited, edits
@@ -35,9 +36,9 @@ def shown(event: RecordedEvent) -> tuple[str, dict[str, str]] | None:
     data = event.data
     if event.type == kinds.CW_TICKET_OBSERVED:
         ticket = {"status": {"name": data["status"]}, "priority": {"name": data["priority"]}}
-        return "cw", current_values("cw", ticket, {"normalize": CW_NORMALIZE})
+        return "cw", dict(ConnectWiseDesk.field_values(ticket, CW_NORMALIZE))
     if event.type == kinds.SOC_TICKET_OBSERVED:
-        return "soc", current_values("soc", data, {})
+        return "soc", dict(SocDesk.field_values(data))
     return None
 
 

@@ -13,11 +13,12 @@ from aiohttp import web
 
 from daemon.connectors.connectwise import install
 from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.intake import ROUTE_PATH, make_callback_handler
+from daemon.connectors.connectwise.intake import ROUTE as ROUTE_PATH
 from daemon.connectors.connectwise.poller import ConnectWisePoller
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.simulators.connectwise import SimServer, fixture
 from eventstore import EventStore
+from tests.support.connectwise import callback_intake
 
 TENANTS = {250: "acme", 251: "globex"}
 
@@ -39,10 +40,10 @@ async def test_faulty_callbacks_plus_polling_lose_and_double_nothing(
     # the poller, which needs settings with the public URL: build in that order.
     holder: dict[str, ConnectWisePoller] = {}
     settings0: ConnectWiseSettings = make_settings()
-    handler = make_callback_handler(
-        store, settings0, TENANTS, None, http, on_accepted=lambda tid: holder["p"].kick(tid)
+    intake = callback_intake(
+        store, settings0, TENANTS, http, kick=lambda tid, tenant: holder["p"].kick(tid, tenant)
     )
-    app.router.add_post(ROUTE_PATH, handler)
+    app.router.add_post(ROUTE_PATH, intake.handle)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -66,9 +67,9 @@ async def test_faulty_callbacks_plus_polling_lose_and_double_nothing(
         await sim.callbacks.drain()
         dropped = [d for d in sim.callbacks.deliveries if d.error == "dropped"]
         assert dropped, "the seed must drop some callbacks for this test to mean anything"
-        metrics = handler.__self__.metrics.counts  # type: ignore[attr-defined]
+        metrics = intake.counts
         assert metrics["duplicate"] > 0, "the seed must duplicate some callbacks too"
-        await poller.run_once()
+        await poller.poll_once()
     finally:
         await runner.cleanup()
 

@@ -14,12 +14,14 @@ import pytest
 from aiohttp import web
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
-from daemon.connectors.connectwise.intake import ROUTE_PATH, CallbackIntake, make_callback_handler
+from daemon.connectors.connectwise.intake import ROUTE as ROUTE_PATH
+from daemon.connectors.connectwise.intake import CallbackIntake
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.connectwise.signing import SigningKeyCache
 from daemon.simulators.connectwise import SimServer, fixture
 from daemon.simulators.connectwise.callbacks import sign
 from eventstore import EventStore
+from tests.support.connectwise import callback_intake
 
 TENANTS = {250: "acme", 251: "globex"}
 
@@ -45,16 +47,16 @@ async def serve_intake(
     http: aiohttp.ClientSession,
     key_cache: SigningKeyCache | None = None,
 ) -> AsyncIterator[Daemon]:
-    handler = make_callback_handler(store, settings, TENANTS, key_cache, http)
+    intake = callback_intake(store, settings, TENANTS, http, key_cache)
     app = web.Application()
-    app.router.add_post(ROUTE_PATH, handler)
+    app.router.add_post(ROUTE_PATH, intake.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield Daemon(f"http://127.0.0.1:{port}{ROUTE_PATH}", handler.__self__, store)  # type: ignore[attr-defined]
+        yield Daemon(f"http://127.0.0.1:{port}{ROUTE_PATH}", intake, store)
     finally:
         await runner.cleanup()
 
@@ -92,7 +94,7 @@ async def test_signed_callbacks_become_observations(
     assert events[1].data["status"] == "Send to SOC" and events[1].tenant == "acme"
     assert events[1].ticket == f"cw:{t['id']}" and events[1].source == "connectwise"
     assert [e.data["own_write"] for e in events] == [False, False, True]  # note written by us
-    assert daemon.intake.metrics.counts["accepted"] == 3
+    assert daemon.intake.counts["accepted"] == 3
 
 
 async def test_duplicate_message_is_recorded_once(
@@ -105,7 +107,7 @@ async def test_duplicate_message_is_recorded_once(
     await sim.callbacks.drain()
     assert len([d for d in sim.callbacks.deliveries if d.status == 200]) == 2
     assert len(await ticket_events(daemon.store, t["id"])) == 1
-    assert daemon.intake.metrics.counts["duplicate"] == 1
+    assert daemon.intake.counts["duplicate"] == 1
 
 
 async def test_redelivery_after_a_restart_or_with_another_body_is_a_duplicate_written_once(
@@ -124,7 +126,7 @@ async def test_redelivery_after_a_restart_or_with_another_body_is_a_duplicate_wr
         accepted_id = doc["event_id"]
         status, doc = await post(http, first, body, sign(sim.state.signing_key, body))
         assert (status, doc["status"], doc["event_id"]) == (200, "duplicate", accepted_id)
-        assert dict(first.intake.metrics.counts) == {"accepted": 1, "duplicate": 1}
+        assert dict(first.intake.counts) == {"accepted": 1, "duplicate": 1}
     async with serve_intake(store, settings, http) as restarted:
         for raw in (body, changed, body):
             status, doc = await post(http, restarted, raw, sign(sim.state.signing_key, raw))
@@ -133,7 +135,7 @@ async def test_redelivery_after_a_restart_or_with_another_body_is_a_duplicate_wr
         fresh = orjson.dumps(envelope(sim, MessageId="m-new"))
         status, doc = await post(http, restarted, fresh, sign(sim.state.signing_key, fresh))
         assert (status, doc["status"]) == (200, "accepted")
-        assert dict(restarted.intake.metrics.counts) == {"duplicate": 3, "accepted": 1}
+        assert dict(restarted.intake.counts) == {"duplicate": 3, "accepted": 1}
     events = await ticket_events(store, 77)
     assert [e.data["message_id"] for e in events] == ["m-once", "m-new"]
     assert events[0].data["summary"] == "x"  # the first observation stands
@@ -143,8 +145,7 @@ async def test_known_ticket_of_a_tenant_whose_sync_is_off_is_ignored_until_it_is
     sim: SimServer, store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
 ) -> None:
     tenants = dict(TENANTS)  # a live mapping: only tenants whose sync is on (R9)
-    handler = make_callback_handler(store, settings, tenants, None, http)
-    runner, daemon = await _serve(handler, store)
+    runner, daemon = await _serve(callback_intake(store, settings, tenants, http), store)
     outcomes = []
     try:
         for message, on in (("m-on", True), ("m-off", False), ("m-on-again", True)):
@@ -174,7 +175,7 @@ async def test_other_customers_tickets_are_ignored_with_200(
     await sim.callbacks.drain()
     assert [d.status for d in sim.callbacks.deliveries] == [200]  # no retries provoked
     assert await ticket_events(daemon.store, t["id"]) == []
-    assert daemon.intake.metrics.counts["ignored.not_a_tenant"] == 1
+    assert daemon.intake.counts["ignored.not_a_tenant"] == 1
 
 
 async def test_ticket_moved_to_other_company_keeps_being_recorded(
@@ -259,7 +260,7 @@ async def test_refusals_are_clear_4xx_and_append_nothing_to_tickets(
     assert await ticket_events(daemon.store, 77) == []
     rejected = await daemon.store.read_stream("intake:rejected")
     assert [e.data["reason"] for e in rejected] == [reason]
-    assert daemon.intake.metrics.counts[f"rejected.{reason}"] == 1
+    assert daemon.intake.counts[f"rejected.{reason}"] == 1
 
 
 async def test_unsafe_key_url_is_never_fetched(
@@ -329,8 +330,8 @@ async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_wri
     sim: SimServer, settings: ConnectWiseSettings, store: EventStore, http: aiohttp.ClientSession
 ) -> None:
     woken: list[int] = []
-    handler = make_callback_handler(store, settings, TENANTS, None, http, on_accepted=woken.append)
-    runner, daemon = await _serve(handler, store)
+    intake = callback_intake(store, settings, TENANTS, http, kick=lambda t, _: woken.append(t))
+    runner, daemon = await _serve(intake, store)
     try:
         for message, member in (("m-human", "jsmith"), ("m-own", settings.api_member)):
             body = orjson.dumps(envelope(sim, MessageId=message, MemberId=member))
@@ -343,14 +344,12 @@ async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_wri
     assert woken == [77]
 
 
-async def _serve(handler: Any, store: EventStore) -> tuple[web.AppRunner, Daemon]:
-    """The callback handler alone on a loopback port, and a Daemon view of it."""
+async def _serve(intake: CallbackIntake, store: EventStore) -> tuple[web.AppRunner, Daemon]:
+    """The callback intake alone on a loopback port, and a Daemon view of it."""
     app = web.Application()
-    app.router.add_post(ROUTE_PATH, handler)
+    app.router.add_post(ROUTE_PATH, intake.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    daemon = Daemon(
-        f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", handler.__self__, store
-    )
+    daemon = Daemon(f"http://127.0.0.1:{runner.addresses[0][1]}{ROUTE_PATH}", intake, store)
     return runner, daemon

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.outbox.fetch import fetch_ticket
@@ -39,8 +40,8 @@ async def test_poll_appends_what_callbacks_missed_and_advances_watermark(
     other = await tech.create_ticket(on_board(260, "Not ours"))
     await tech.create_ticket({"summary": "Help desk", "company": {"id": 250}, "board": {"id": 1}})
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
-    report = await poller.run_once()
-    assert (report.seen, report.tickets_appended, report.notes_appended, report.ignored) == (
+    report = await poller.poll_once()
+    assert (report.seen, report.tickets_recorded, report.notes_recorded, report.ignored) == (
         2, 1, 1, 1,
     )  # fmt: skip
     events = await store.read_stream(f"cw:ticket:{a['id']}")
@@ -49,13 +50,13 @@ async def test_poll_appends_what_callbacks_missed_and_advances_watermark(
     assert await store.read_stream(f"cw:ticket:{other['id']}") == []
     assert await poller.watermark() == sim.state.tickets[other["id"]]["_info"]["lastUpdated"]
 
-    again = await poller.run_once()
-    assert (again.tickets_appended, again.notes_appended) == (0, 0)
+    again = await poller.poll_once()
+    assert (again.tickets_recorded, again.notes_recorded) == (0, 0)
 
     await tech.update_ticket(a["id"], {"status": {"id": fixture.STATUS_IDS["Send to SOC"]}})
     await tech.create_note(a["id"], "more detail", "Discussion")
-    third = await ConnectWisePoller(store, cw, settings, TENANTS).run_once()  # fresh: durable wm
-    assert (third.tickets_appended, third.notes_appended) == (1, 1)
+    third = await ConnectWisePoller(store, cw, settings, TENANTS).poll_once()  # fresh: durable wm
+    assert (third.tickets_recorded, third.notes_recorded) == (1, 1)
     last = (await store.read_stream(f"cw:ticket:{a['id']}"))[-2]
     assert last.data["status"] == "Send to SOC"
     assert len(await store.read_stream(WATERMARK_STREAM)) >= 1
@@ -71,14 +72,14 @@ async def test_watermark_excludes_older_and_does_not_repeat_equal(
     sim.state.clock = lambda: "2026-03-01T10:00:00Z"
     at_mark = await tech.create_ticket(on_board(250, "At the watermark"))
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
-    await poller.run_once()
+    await poller.poll_once()
     assert await poller.watermark() == "2026-03-01T10:00:00Z"
     sim.state.clock = lambda: "2026-03-01T11:00:00Z"
     new = await tech.create_ticket(on_board(251, "New"))
-    report = await poller.run_once()
+    report = await poller.poll_once()
     # lastUpdated >= [10:00]: the older ticket is not listed, the one at the
     # watermark is listed again but not appended again.
-    assert (report.seen, report.tickets_appended) == (2, 1)
+    assert (report.seen, report.tickets_recorded) == (2, 1)
     assert (await store.read_stream(f"cw:ticket:{new['id']}"))[0].tenant == "globex"
     assert len(await store.read_stream(f"cw:ticket:{at_mark['id']}")) == 1
     assert len(await store.read_stream(f"cw:ticket:{older['id']}")) == 1
@@ -117,7 +118,7 @@ async def test_first_poll_looks_back_only_so_far(
     recent = await tech.create_ticket(on_board(250, "Yesterday"))
     settings = make_settings(poll_initial_lookback_hours=48)
     now = lambda: datetime(2026, 3, 6, 9, 0, tzinfo=UTC)  # noqa: E731
-    report = await ConnectWisePoller(store, cw, settings, TENANTS, now=now).run_once()
+    report = await ConnectWisePoller(store, cw, settings, TENANTS, now=now).poll_once()
     assert report.seen == 1
     assert await store.read_stream(f"cw:ticket:{ancient['id']}") == []
     assert len(await store.read_stream(f"cw:ticket:{recent['id']}")) == 1
@@ -151,13 +152,13 @@ async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
     monkeypatch.setattr(store, "read_stream", spy)
     report = await poller.refresh(t["id"])
     # Nothing new: the unchanged ticket and the note recorded long ago are not appended again.
-    assert (report.tickets_appended, report.notes_appended) == (0, 0)
+    assert (report.tickets_recorded, report.notes_recorded) == (0, 0)
     assert reads == [22 - 4 + 1]
 
     await tech.create_note(t["id"], "more detail", "Discussion")
     await tech.update_ticket(t["id"], {"status": {"id": fixture.STATUS_IDS["Send to SOC"]}})
     again = await poller.refresh(t["id"])
-    assert (again.tickets_appended, again.notes_appended) == (1, 1)
+    assert (again.tickets_recorded, again.notes_recorded) == (1, 1)
 
     # A stream whose last ticket observation is further back is read further back.
     notes_only = [
@@ -166,7 +167,7 @@ async def test_refresh_of_a_busy_ticket_reads_the_end_of_its_stream_only(
     ]
     await store.append(notes_only)
     reads.clear()
-    assert (await poller.refresh(t["id"])).tickets_appended == 0
+    assert (await poller.refresh(t["id"])).tickets_recorded == 0
     assert len(reads) == 2 and reads[1] < reads[0]
 
 
@@ -178,7 +179,7 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
     passes = []
     first_pass_done = asyncio.Event()
-    full_pass = poller.run_once
+    full_pass = poller.poll_once
 
     async def counted() -> object:
         passes.append(1)
@@ -187,7 +188,7 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
         finally:
             first_pass_done.set()
 
-    poller.run_once = counted  # type: ignore[method-assign]
+    poller.poll_once = counted  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     # The first full pass, at start, must have listed the board before the tickets
@@ -236,10 +237,10 @@ async def test_a_ticket_back_to_an_earlier_state_within_one_second_is_recorded_a
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
     was = t["priority"]["id"]
     low = 4  # "Priority 4 - Schedule Maintenance" (fixture.priorities)
-    seen = [(await poller.refresh(t["id"])).tickets_appended]
+    seen = [(await poller.refresh(t["id"])).tickets_recorded]
     for priority in (low, was):
         await tech.update_ticket(t["id"], {"priority": {"id": priority}})
-        seen.append((await poller.refresh(t["id"])).tickets_appended)
+        seen.append((await poller.refresh(t["id"])).tickets_recorded)
     assert seen == [1, 1, 1]
     observed = [e for e in await store.read_stream(f"cw:ticket:{t['id']}")
                 if e.type == "connectwise.ticket.observed"]  # fmt: skip
@@ -248,8 +249,8 @@ async def test_a_ticket_back_to_an_earlier_state_within_one_second_is_recorded_a
     ]  # fmt: skip
     assert len({e.data["updated_at"] for e in observed}) == 1
     # The same read again (a crash before the watermark, say) writes nothing.
-    assert (await poller.refresh(t["id"])).tickets_appended == 0
-    assert (await poller.run_once()).tickets_appended == 0
+    assert (await poller.refresh(t["id"])).tickets_recorded == 0
+    assert (await poller.poll_once()).tickets_recorded == 0
 
 
 async def test_a_fetched_ticket_unchanged_since_is_not_recorded_again_by_the_poll(
@@ -263,11 +264,11 @@ async def test_a_fetched_ticket_unchanged_since_is_not_recorded_again_by_the_pol
     command = PendingCommand("c-1", "cw.fetch_ticket", "l-1", "acme",
                              {"api_member": settings.api_member}, issued_at=1)  # fmt: skip
     link = Link("l-1", "acme", "cw", requested_at=1, cw_id=t["id"])
-    fetched = await fetch_ticket(store, command, link, cw, None)  # type: ignore[arg-type]
+    fetched = await fetch_ticket(store, command, link, {"cw": ConnectWiseDesk(cw)})
     assert fetched["fresh"] is True
     before = await store.last_position()
     for _ in range(3):
-        assert (await poller.refresh(t["id"])).tickets_appended == 0
-        assert (await poller.run_once()).tickets_appended == 0
+        assert (await poller.refresh(t["id"])).tickets_recorded == 0
+        assert (await poller.poll_once()).tickets_recorded == 0
     stream = await store.read_stream(f"cw:ticket:{t['id']}")
     assert max(e.position for e in stream) <= before

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from daemon.connectors.remote import RemoteUnavailableError, RetryAfterTooLongError
+from daemon.connectors.contract import RemoteUnavailableError, RetryAfterTooLongError
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.errors import (
     SocAuthError,

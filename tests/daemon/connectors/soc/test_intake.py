@@ -13,15 +13,17 @@ import orjson
 import pytest
 from aiohttp import web
 
+from daemon.connectors.intake import REJECTED_STREAM
 from daemon.connectors.soc import install
 from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.intake import REJECTED_STREAM, WEBHOOK_ROUTE, make_webhook_handler
+from daemon.connectors.soc.intake import ROUTE as WEBHOOK_ROUTE
+from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.settings import SocSettings
 from daemon.connectors.soc.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from daemon.service.secrets import Secret, load_secret
 from daemon.simulators.soc import SocSimulator
-from eventstore import EventStore
-from tests.support.soc import TENANTS, utc_now
+from eventstore import EventStore, utc_now
+from tests.support.soc import TENANTS
 
 # NOTES §3.3 Example B (a real ticket.created delivery), organization set to ACME's.
 EXAMPLE_B: dict[str, Any] = {
@@ -180,12 +182,12 @@ async def test_redelivery_to_a_restarted_daemon_is_a_duplicate_and_wakes_nothing
     created: list[tuple[int, str]] = []
 
     async def deliver(body: bytes) -> tuple[tuple[int, str], dict[str, int]]:
-        handler = make_webhook_handler(
+        intake = WebhookIntake(
             store, settings, TENANTS, utc_now, secret=lambda: secret,
-            on_created=lambda t, tenant: created.append((t, tenant)),
+            kick=lambda t, tenant: created.append((t, tenant or "")),
         )  # fmt: skip
         app = web.Application()
-        app.router.add_post(WEBHOOK_ROUTE, handler)
+        app.router.add_post(WEBHOOK_ROUTE, intake.handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -194,7 +196,7 @@ async def test_redelivery_to_a_restarted_daemon_is_a_duplicate_and_wakes_nothing
             status, doc = await post(http, url, body, secret)
         finally:
             await runner.cleanup()
-        return (status, doc["status"]), dict(handler.counts)  # type: ignore[attr-defined]
+        return (status, doc["status"]), dict(intake.counts)
 
     body = orjson.dumps(EXAMPLE_B)
     assert await deliver(body) == ((200, "accepted"), {"accepted": 1})
@@ -280,7 +282,7 @@ async def test_missing_signing_secret_is_503_and_records_nothing(
     settings: SocSettings, store: EventStore, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     app = web.Application()
-    app.router.add_post(WEBHOOK_ROUTE, make_webhook_handler(store, settings, TENANTS, utc_now))
+    app.router.add_post(WEBHOOK_ROUTE, WebhookIntake(store, settings, TENANTS, utc_now).handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -295,16 +297,3 @@ async def test_missing_signing_secret_is_503_and_records_nothing(
         await runner.cleanup()
     assert status == 503 and "webhooks install" in doc["message"]
     assert await all_events(store) == []
-
-
-def test_tenant_map_keeps_only_sync_enabled_tenants() -> None:
-    from daemon.connectors.soc.intake import tenants_by_organization
-    from daemon.service.config import TenantSettings
-
-    tenants = [
-        TenantSettings(name="acme", soc_organization_id=9001, cw_company_id=250),
-        TenantSettings(
-            name="globex", soc_organization_id=9002, cw_company_id=251, sync_enabled=False
-        ),
-    ]
-    assert tenants_by_organization(tenants) == {9001: "acme"}

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 from daemon.connectors.soc import install
 from daemon.connectors.soc.client import SocClient
-from daemon.connectors.soc.poller import POLLER_STREAM, WATERMARK_TYPE, SocPoller
+from daemon.connectors.soc.poller import WATERMARK_STREAM, SocPoller
 from daemon.connectors.soc.settings import SocSettings
 from daemon.service.secrets import Secret, load_secret
 from daemon.simulators.soc import SocSimulator
 from eventstore import EventStore
+from projections import kinds
 from tests.support.soc import TENANTS
 
 
@@ -32,7 +33,7 @@ async def test_poll_catches_dropped_webhooks(
     assert await store.read_stream(f"soc:ticket:{t['id']}") == []
 
     report = await poller(store, client, settings).poll_once()
-    assert (report.tickets_observed, report.comments_observed) == (1, 2)
+    assert (report.tickets_recorded, report.notes_recorded) == (1, 2)
     events = await store.read_stream(f"soc:ticket:{t['id']}")
     assert [e.type for e in events] == [
         "soc.ticket.observed", "soc.comment.observed", "soc.comment.observed",
@@ -47,25 +48,25 @@ async def test_cursor_is_durable_and_a_repeat_poll_writes_nothing(
 ) -> None:
     t = await client.create_ticket(subject="A", body="a", organization_id=9001)
     first = await poller(store, client, settings).poll_once()
-    assert first.tickets_observed == 1
-    marks = await store.read_stream(POLLER_STREAM)
-    assert [m.type for m in marks] == [WATERMARK_TYPE]
-    assert marks[-1].data["cursor"] == first.cursor
+    assert first.tickets_recorded == 1
+    marks = await store.read_stream(WATERMARK_STREAM)
+    assert [m.type for m in marks] == [kinds.WATERMARK_ADVANCED]
+    assert marks[-1].data["cursor"] == first.watermark
     before = await store.last_position()
 
     # A new poller (as after a restart) resumes from the stored cursor.
     again = await poller(store, client, settings).poll_once()
-    assert (again.pages, again.tickets_seen) == (1, 0)
+    assert (again.pages, again.seen) == (1, 0)
     assert await store.last_position() == before
 
     await client.set_priority(t["id"], "urgent")
     later = await poller(store, client, settings).poll_once()
-    assert (later.tickets_seen, later.tickets_observed, later.comments_observed) == (1, 1, 0)
+    assert (later.seen, later.tickets_recorded, later.notes_recorded) == (1, 1, 0)
     events = await store.read_stream(f"soc:ticket:{t['id']}")
     assert [e.data.get("priority") for e in events if e.type == "soc.ticket.observed"] == [
         None, "urgent",
     ]  # fmt: skip
-    assert len(await store.read_stream(POLLER_STREAM)) == 2
+    assert len(await store.read_stream(WATERMARK_STREAM)) == 2
 
 
 async def test_first_poll_starts_from_the_lookback_not_the_beginning(
@@ -75,7 +76,7 @@ async def test_first_poll_starts_from_the_lookback_not_the_beginning(
     sim.state.tickets[old["id"]].changed_at = datetime(2020, 1, 1, tzinfo=UTC)
     new = await client.create_ticket(subject="New", body="n", organization_id=9001)
     report = await poller(store, client, settings).poll_once()
-    assert report.tickets_seen == 1
+    assert report.seen == 1
     assert await store.read_stream(f"soc:ticket:{old['id']}") == []
     assert len(await store.read_stream(f"soc:ticket:{new['id']}")) == 2
 
@@ -85,8 +86,8 @@ async def test_tickets_of_other_organizations_are_skipped(
 ) -> None:
     await client.create_ticket(subject="Initech", body="x", organization_id=9003)
     report = await poller(store, client, settings).poll_once()
-    assert (report.tickets_seen, report.skipped_not_tenant, report.tickets_observed) == (1, 1, 0)
-    assert [e.stream for e in await store.read_batch(0, 100)] == [POLLER_STREAM]
+    assert (report.seen, report.ignored, report.tickets_recorded) == (1, 1, 0)
+    assert [e.stream for e in await store.read_batch(0, 100)] == [WATERMARK_STREAM]
 
 
 async def test_comment_seen_by_webhook_and_poll_is_observed_once(
@@ -115,4 +116,4 @@ async def test_poll_survives_a_rate_limited_desk(
     await client.create_ticket(subject="RL", body="x", organization_id=9001)
     sim.faults.update({"rate_limit_next": 3, "retry_after": 0})
     report = await poller(store, client, settings).poll_once()
-    assert report.tickets_observed == 1 and sim.faults.api_faults_injected == 3
+    assert report.tickets_recorded == 1 and sim.faults.api_faults_injected == 3

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.connectwise.observe import note_event
 from daemon.outbox.deliver import deliver
 from daemon.outbox.fetch import fetch_notes
@@ -25,11 +26,11 @@ async def test_a_note_recorded_before_its_tickets_create_is_mirrored_after_it(
         await log.add(dataclasses.replace(opened, data={**opened.data, "external_id": None}))
         create = log.command("cw.create_ticket")
         link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
-        landed = await deliver(create, link, cw, None, maybe_sent=False)  # type: ignore[arg-type]
+        landed = await deliver(create, link, {"cw": ConnectWiseDesk(cw)}, maybe_sent=False)
         # socbridge dies before recording it; a technician writes a note on the new ticket.
         note = await tech.create_note(landed["id"], "Called the customer back", "Discussion")
         await log.add(note_event(note, landed["id"], "acme", api_member=fixture.API_MEMBER))
-        found = await deliver(create, link, cw, None, maybe_sent=True)  # type: ignore[arg-type]
+        found = await deliver(create, link, {"cw": ConnectWiseDesk(cw)}, maybe_sent=True)
         assert found == {"id": landed["id"], "found_by_marker": True}
         await log.deliver_command(create, found)
         [reread] = [c for c in log.outbox if c.kind == "cw.fetch_notes"]
@@ -38,7 +39,7 @@ async def test_a_note_recorded_before_its_tickets_create_is_mirrored_after_it(
             reread, params={**reread.params, "api_member": fixture.API_MEMBER}
         )
         link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
-        result = await fetch_notes(log.store, reread, link, cw, None)  # type: ignore[arg-type]
+        result = await fetch_notes(log.store, reread, link, {"cw": ConnectWiseDesk(cw)})
         await log.deliver_command(reread, result)
         events = await log.events()
     finally:

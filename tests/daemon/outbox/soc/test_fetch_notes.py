@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.connectors.soc import observe
 from daemon.connectors.soc.client import SocClient
+from daemon.connectors.soc.desk import SocDesk
 from daemon.outbox.deliver import deliver
 from daemon.outbox.fetch import fetch_notes
 from daemon.simulators.soc import SocSimulator
@@ -24,7 +25,7 @@ from tests.support.history import Log, cw_seen
 
 def seen_comment(ticket_id: int, comment: dict[str, Any]) -> Any:
     """The reply as the SOC poller records it."""
-    return observe.comment_event(
+    return observe.note_event(
         tenant="acme", ticket_id=ticket_id, comment_id=int(comment["id"]),
         body=comment.get("body"), public=True, author_id=None, author_is_staff=None,
         created_at=comment.get("created_at"), via="poll",
@@ -39,19 +40,19 @@ async def test_a_reply_recorded_before_its_tickets_create_is_mirrored_after_it(
         await log.add(cw_seen(1, "2026-11-29T10:00:00Z"))  # routed: the SOC ticket is decided
         create = log.command("soc.create_ticket")
         link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
-        landed = await deliver(create, link, None, client, maybe_sent=False)  # type: ignore[arg-type]
+        landed = await deliver(create, link, {"soc": SocDesk(client)}, maybe_sent=False)
         # ... and socbridge dies before recording it. The analyst replies on the new ticket.
         await client.add_comment(landed["id"], "Isolated the host, see attached", public=True)
         reply = next(c for c in await client.list_comments(landed["id"])
                      if "Isolated the host" in (c.get("body") or ""))  # fmt: skip
         await log.add(seen_comment(landed["id"], reply))
         # Restarted, the outbox sends the create again: it finds the ticket by its marker.
-        found = await deliver(create, link, None, client, maybe_sent=True)  # type: ignore[arg-type]
+        found = await deliver(create, link, {"soc": SocDesk(client)}, maybe_sent=True)
         assert found == {"id": landed["id"], "found_by_marker": True}
         await log.deliver_command(create, found)
         [reread] = [c for c in log.outbox if c.kind == "soc.fetch_notes"]
         link = log.live.engine.state.links[create.link_id]  # type: ignore[union-attr]
-        result = await fetch_notes(log.store, reread, link, None, client)  # type: ignore[arg-type]
+        result = await fetch_notes(log.store, reread, link, {"soc": SocDesk(client)})
         await log.deliver_command(reread, result)
         events = await log.events()
     finally:

@@ -236,7 +236,8 @@ async def test_callback_entry_update_keeps_identity_and_revalidates(
 async def test_latency_fault_makes_the_client_time_out_then_recover(
     sim: SimServer, cw: ConnectWiseClient
 ) -> None:
-    from daemon.connectors.remote import Limits, RemoteUnavailableError, RetryPolicy
+    from daemon.connectors.contract import RemoteUnavailableError
+    from daemon.connectors.remote import Limits, RetryPolicy
 
     cw.remote.limits = Limits(rate_per_second=100, max_concurrency=2, timeout=0.1)
     cw.remote.retry = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
