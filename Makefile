@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test test-fast demo lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Everything, benchmark smoke runs included.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install
 	$(BIN)/socbridge demo
 
+# Format, lint, types (mypy --strict over all three packages) and the import contracts.
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -43,7 +43,7 @@ EXERCISED: dict[str, tuple[str, str]] = {
     "events": ("tests/daemon/cli/test_events.py", '"events"'),
     "replay": ("tests/daemon/cli/test_replay.py", '"replay"'),
     "audit": ("tests/daemon/cli/test_audit.py", '"audit"'),
-    "bench": ("tests/daemon/cli/test_store.py", '"bench",'),
+    "bench": ("tests/daemon/cli/test_bench.py", '"bench",'),
 }
 
 

@@ -18,6 +18,8 @@ import pytest
 from daemon.bench import history
 
 LARGE = 2000
+# A benchmark smoke run: `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 
 def _digest(path: Path) -> str:

@@ -2,8 +2,8 @@
 
 A smoke test: it runs the quick pipeline and history parts (pipeline through the
 daemon process, replay and restart on a generated history) in a subprocess and
-checks the figures are there and sane; the event-log part has its own smoke test
-in ``test_store_cli.py``. It asserts no timing target: those are
+checks the figures are there and sane, as the event-log part's smoke test does.
+They assert no timing target: those are
 printed by the benchmark (``pipeline_targets``), and a shared CI machine's
 figures say little.
 """
@@ -18,7 +18,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.cli import run_socbridge
 from tests.support.paths import REPO
+
+# Benchmark smoke runs: `make test` runs them, `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 PIPELINE_AND_HISTORY = (
     "ingest_per_s",
@@ -69,3 +73,41 @@ def test_bench_quick_json_has_every_figure_positive_and_finite(tmp_path: Path) -
         "rss flat (1M <= 1.2 x 100k)", "ready_s < 2",
     }  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> None:
+    result = run_socbridge(
+        "bench",
+        "--quick",
+        "--json",
+        "--events",
+        "2000",
+        "--sequential",
+        "50",
+        "--only",
+        "store",
+        "--dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    figures = orjson.loads(lines[0])
+    for key in (
+        "append_sequential_eps",
+        "append_concurrent_eps",
+        "replay_eps",
+        "sqlite_limit_batched_eps",
+        "sqlite_limit_read_eps",
+        "peer_eventsourcing_append_eps",
+        "peer_eventsourcing_replay_eps",
+    ):
+        assert figures[key] > 0, key
+    assert figures["events"] >= 2000
+    # Each ratio is the figure over the peer's in the same run, the ceiling's included.
+    peer = figures["peer_eventsourcing_append_eps"]
+    for ratio, key in (
+        ("concurrent_vs_peer_append", "append_concurrent_eps"),
+        ("sqlite_limit_vs_peer_append", "sqlite_limit_batched_eps"),
+    ):
+        assert figures[ratio] == round(figures[key] / peer, 2), ratio

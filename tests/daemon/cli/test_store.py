@@ -5,44 +5,13 @@ installed entry point in a subprocess where that is what is being shown."""
 from __future__ import annotations
 
 import asyncio
-import io
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-from daemon.cli.main import main
 from eventstore import EventStore, NewEvent
-from tests.support.paths import REPO
-
-
-def socbridge(
-    *args: str, stdin: bytes | None = None, entry: bool = False
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``socbridge ARGS``: in a subprocess with ``entry``, else through ``main`` here,
-    with stdin, stdout and stderr as bytes as a subprocess would see them."""
-    if entry:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", *args],
-            cwd=REPO,
-            input=stdin,
-            capture_output=True,
-            timeout=60,
-        )
-    streams = [io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2)]
-    saved = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
-    sys.stdout, sys.stderr = streams
-    try:
-        code = main(list(args))
-    finally:
-        for stream in streams:
-            stream.flush()
-        sys.stdin, sys.stdout, sys.stderr = saved
-    out, err = (stream.buffer.getvalue() for stream in streams)  # type: ignore[attr-defined]
-    return subprocess.CompletedProcess(list(args), code, out, err)
+from tests.support.cli import run_socbridge
 
 
 def make_log(path: Path, n: int = 12) -> None:
@@ -59,10 +28,10 @@ def make_log(path: Path, n: int = 12) -> None:
 def test_verify_reports_an_intact_log(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     make_log(db)
-    result = socbridge("verify", "--db", str(db), entry=True)
+    result = run_socbridge("verify", "--db", str(db), entry=True)
     assert result.returncode == 0
     assert b"intact, 12 events" in result.stdout
-    result = socbridge("verify", "--db", str(db), "--json")
+    result = run_socbridge("verify", "--db", str(db), "--json")
     report = orjson.loads(result.stdout)
     assert report["ok"] is True and report["checked"] == 12
 
@@ -74,7 +43,7 @@ def test_verify_names_the_tampered_position_and_exits_1(tmp_path: Path) -> None:
     raw.execute("DROP TRIGGER events_refuse_update")
     raw.execute("""UPDATE events SET data = '{"i":1000}' WHERE position = 9""")
     raw.close()
-    result = socbridge("verify", "--db", str(db))
+    result = run_socbridge("verify", "--db", str(db))
     assert result.returncode == 1
     assert b"BROKEN at position 9" in result.stdout
 
@@ -86,7 +55,7 @@ def test_verify_through_a_config_file(tmp_path: Path) -> None:
     write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0)
     db = tmp_path / "events.db"  # write_config puts the log beside the config
     make_log(db)
-    result = socbridge("verify", "--config", str(config))
+    result = run_socbridge("verify", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert str(db).encode() in result.stdout
 
@@ -94,7 +63,7 @@ def test_verify_through_a_config_file(tmp_path: Path) -> None:
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "socbridge.toml"
     config.write_text('[store]\npath = "x.db"\nsynchronus = "FULL"\n')  # misspelt key
-    result = socbridge("verify", "--config", str(config))
+    result = run_socbridge("verify", "--config", str(config))
     assert result.returncode == 2
     assert b"store.synchronus" in result.stderr and b"unknown key" in result.stderr
 
@@ -102,7 +71,7 @@ def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
 def test_unusable_database_exits_3_with_what_to_do(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     db.write_bytes(b"garbage" * 1000)
-    result = socbridge("verify", "--db", str(db))
+    result = run_socbridge("verify", "--db", str(db))
     assert result.returncode == 3
     assert b"not a valid SQLite database" in result.stderr
     assert b"Traceback" not in result.stderr
@@ -112,62 +81,26 @@ def test_export_then_import_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     make_log(db, 30)
     dump = tmp_path / "backup.ndjson"
-    result = socbridge("export", "--db", str(db), "--output", str(dump))
+    result = run_socbridge("export", "--db", str(db), "--output", str(dump))
     assert result.returncode == 0 and b"exported 30 events" in result.stderr
-    piped = socbridge("export", "--db", str(db))
+    piped = run_socbridge("export", "--db", str(db))
     assert piped.stdout == dump.read_bytes()
     restored = tmp_path / "restored.db"
-    result = socbridge("import", "--db", str(restored), str(dump))
+    result = run_socbridge("import", "--db", str(restored), str(dump))
     assert result.returncode == 0 and b"imported 30 events" in result.stdout
-    assert socbridge("export", "--db", str(restored)).stdout == dump.read_bytes()
-    assert socbridge("verify", "--db", str(restored)).returncode == 0
+    assert run_socbridge("export", "--db", str(restored)).stdout == dump.read_bytes()
+    assert run_socbridge("verify", "--db", str(restored)).returncode == 0
 
 
 def test_refused_import_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     make_log(db, 5)
-    lines = socbridge("export", "--db", str(db)).stdout.splitlines()
+    lines = run_socbridge("export", "--db", str(db)).stdout.splitlines()
     del lines[2]
     restored = tmp_path / "restored.db"
-    result = socbridge("import", "--db", str(restored), "-", stdin=b"\n".join(lines) + b"\n")
+    result = run_socbridge("import", "--db", str(restored), "-", stdin=b"\n".join(lines) + b"\n")
     assert result.returncode == 1
     assert b"line 3" in result.stderr and b"nothing was written" in result.stderr
-    assert socbridge("verify", "--db", str(restored), "--json").stdout.count(b'"checked":0') == 1
-
-
-def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> None:
-    result = socbridge(
-        "bench",
-        "--quick",
-        "--json",
-        "--events",
-        "2000",
-        "--sequential",
-        "50",
-        "--only",
-        "store",
-        "--dir",
-        str(tmp_path),
+    assert (
+        run_socbridge("verify", "--db", str(restored), "--json").stdout.count(b'"checked":0') == 1
     )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    figures = orjson.loads(lines[0])
-    for key in (
-        "append_sequential_eps",
-        "append_concurrent_eps",
-        "replay_eps",
-        "sqlite_limit_batched_eps",
-        "sqlite_limit_read_eps",
-        "peer_eventsourcing_append_eps",
-        "peer_eventsourcing_replay_eps",
-    ):
-        assert figures[key] > 0, key
-    assert figures["events"] >= 2000
-    # Each ratio is the figure over the peer's in the same run, the ceiling's included.
-    peer = figures["peer_eventsourcing_append_eps"]
-    for ratio, key in (
-        ("concurrent_vs_peer_append", "append_concurrent_eps"),
-        ("sqlite_limit_vs_peer_append", "sqlite_limit_batched_eps"),
-    ):
-        assert figures[ratio] == round(figures[key] / peer, 2), ratio
