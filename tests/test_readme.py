@@ -1,50 +1,154 @@
-"""Every command the README shows is exercised: by a test that runs it, or by ``make demo``.
+"""Every command the README shows is run by a named test.
 
-The table below names, for each command path, the file that runs it and the text that proves
-it does (the argv as that file writes it). A command added to the README without a test, or a
-test that stops running it, fails here.
+The table below names, for each command path, the test that runs it (``file::test``)
+and the argv as that test writes it, in its own body or in a helper of its module
+it calls. A command added to the README without a test, a test renamed or deleted,
+or a test that stops running the command, fails here.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 
 from daemon.cli.main import build_parser
 from tests.support.paths import REPO
 
-#: command path -> (file that runs it, evidence in that file)
+#: command path -> (the test that runs it, evidence in that test or a helper it calls)
 EXERCISED: dict[str, tuple[str, str]] = {
-    "run": ("tests/support/process.py", '"daemon", "run", "--config"'),
-    "config check": ("tests/daemon/cli/test_config.py", '"config", "check", "--config"'),
-    "config reference": ("tests/daemon/cli/test_config.py", '"config", "reference"'),
-    "sim all": ("tests/daemon/simulators/test_rehearsal.py", '"daemon", "sim", "all", "--port"'),
+    "run": (
+        "tests/daemon/service/test_service.py::"
+        "test_ready_then_sigterm_exits_0_over_tls_with_simulators_delivering",
+        '"daemon", "run", "--config"',
+    ),
+    "config check": (
+        "tests/daemon/cli/test_config.py::test_check_accepts_a_good_file_and_never_prints_a_secret",
+        '"config", "check", "--config"',
+    ),
+    "config reference": (
+        "tests/daemon/cli/test_config.py::"
+        "test_reference_command_prints_the_reference_from_the_installed_entry_point",
+        '"config", "reference"',
+    ),
+    "sim all": (
+        "tests/daemon/simulators/test_rehearsal.py::test_sim_all_sheet_and_run_bring_a_bridge_up",
+        '"daemon", "sim", "all", "--port"',
+    ),
     "sim connectwise": (
-        "tests/daemon/simulators/connectwise/test_simulator.py",
+        "tests/daemon/simulators/connectwise/test_simulator.py::"
+        "test_sim_cli_serves_and_writes_private_keys",
         '"sim", "connectwise"',
     ),
-    "sim soc": ("tests/daemon/connectors/soc/test_install.py", '"sim", "soc"'),
-    "demo": ("Makefile", "$(BIN)/socbridge demo"),
-    "validate": ("tests/daemon/cli/test_validate.py", '"validate", "--config"'),
-    "callbacks install": ("tests/daemon/cli/test_validate.py", '"callbacks", "install"'),
-    "callbacks remove": ("tests/daemon/cli/test_validate.py", '"callbacks", "remove"'),
-    "callbacks status": ("tests/daemon/cli/test_validate.py", '"callbacks", "status"'),
-    "webhooks install": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "install"'),
-    "webhooks remove": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "remove"'),
-    "webhooks status": ("tests/daemon/connectors/soc/test_install.py", '"webhooks", "status"'),
-    "remove": ("tests/daemon/cli/test_surface.py", '"remove", "--config"'),
-    "tenants list": ("tests/daemon/cli/test_tenants.py", '"tenants", "list", "--config"'),
-    "tenants enable": ("tests/daemon/cli/test_tenants.py", '"tenants", "enable"'),
-    "tenants disable": ("tests/daemon/cli/test_tenants.py", '"tenants", "disable", "acme"'),
-    "sync-test": ("tests/daemon/operations/test_sync_test.py", '"sync-test", "--config"'),
-    "verify": ("tests/daemon/cli/test_store.py", '"verify", "--db"'),
-    "export": ("tests/daemon/cli/test_store.py", '"export", "--db"'),
-    "import": ("tests/daemon/cli/test_store.py", '"import", "--db"'),
-    "events": ("tests/daemon/cli/test_events.py", '"events"'),
-    "replay": ("tests/daemon/cli/test_replay.py", '"replay"'),
-    "audit": ("tests/daemon/cli/test_audit.py", '"audit"'),
-    "bench": ("tests/daemon/cli/test_bench.py", '"bench",'),
+    "sim soc": (
+        "tests/daemon/connectors/soc/test_install.py::test_sim_soc_command_serves_the_desk",
+        '"sim", "soc"',
+    ),
+    "demo": (
+        "tests/daemon/cli/test_demo.py::test_the_demo_plays_every_step_and_keeps_its_log",
+        '"daemon", "demo"',
+    ),
+    "validate": (
+        "tests/daemon/cli/test_validate.py::test_validate_through_the_entry_point",
+        '"validate", "--config"',
+    ),
+    "callbacks install": (
+        "tests/daemon/cli/test_validate.py::test_validate_and_callbacks_commands",
+        '"callbacks", "install"',
+    ),
+    "callbacks remove": (
+        "tests/daemon/cli/test_validate.py::test_validate_and_callbacks_commands",
+        '"callbacks", "remove"',
+    ),
+    "callbacks status": (
+        "tests/daemon/cli/test_validate.py::test_validate_and_callbacks_commands",
+        '"callbacks", "status"',
+    ),
+    "webhooks install": (
+        "tests/daemon/connectors/soc/test_install.py::test_webhooks_command_runs_from_the_config_file",
+        '"webhooks", "install"',
+    ),
+    "webhooks remove": (
+        "tests/daemon/connectors/soc/test_install.py::test_webhooks_command_runs_from_the_config_file",
+        '"webhooks", "remove"',
+    ),
+    "webhooks status": (
+        "tests/daemon/connectors/soc/test_install.py::test_webhooks_command_runs_from_the_config_file",
+        '"webhooks", "status"',
+    ),
+    "remove": (
+        "tests/daemon/cli/test_surface.py::test_remote_commands_print_one_json_object",
+        '"remove", "--config"',
+    ),
+    "tenants list": (
+        "tests/daemon/cli/test_tenants.py::"
+        "test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_changes",
+        '"tenants", "list", "--config"',
+    ),
+    "tenants enable": (
+        "tests/daemon/cli/test_tenants.py::"
+        "test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_changes",
+        '"tenants", "enable"',
+    ),
+    "tenants disable": (
+        "tests/daemon/cli/test_tenants.py::"
+        "test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_changes",
+        '"tenants", "disable", "acme"',
+    ),
+    "sync-test": (
+        "tests/daemon/operations/test_sync_test.py::"
+        "test_preflight_fails_clearly_when_the_daemon_is_not_running",
+        '"sync-test", "--config"',
+    ),
+    "verify": (
+        "tests/daemon/cli/test_store.py::test_verify_reports_an_intact_log",
+        '"verify", "--db"',
+    ),
+    "export": (
+        "tests/daemon/cli/test_store.py::test_export_then_import_round_trip",
+        '"export", "--db"',
+    ),
+    "import": (
+        "tests/daemon/cli/test_store.py::test_export_then_import_round_trip",
+        '"import", "--db"',
+    ),
+    "events": (
+        "tests/daemon/cli/test_events.py::test_bad_filters_are_refused_with_exit_2",
+        '"events"',
+    ),
+    "replay": (
+        "tests/daemon/cli/test_replay.py::test_replaying_the_same_log_twice_prints_the_same_bytes",
+        '"replay"',
+    ),
+    "audit": (
+        "tests/daemon/cli/test_audit.py::test_the_commands_work_from_a_real_config_and_print_no_secret",
+        '"audit"',
+    ),
+    "bench": (
+        "tests/daemon/cli/test_bench.py::test_bench_quick_prints_one_json_line_with_every_figure",
+        '"bench",',
+    ),
 }
+
+
+def _runs(node_id: str) -> str:
+    """The source of a test and of the module's functions it calls by name (its helpers)."""
+    path, name = node_id.split("::")
+    source = (REPO / path).read_text(encoding="utf-8")
+    functions = {
+        node.name: node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    test = functions.get(name)
+    assert test is not None, f"{node_id}: no such test"
+    called = {
+        n.func.id
+        for n in ast.walk(test)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions
+    }
+    parts = [ast.get_source_segment(source, functions[f]) or "" for f in (name, *sorted(called))]
+    return " ".join(" ".join(part.split()) for part in parts)
 
 
 def _subcommands() -> dict[str, set[str]]:
@@ -84,10 +188,9 @@ def test_every_readme_command_is_run_by_a_test_or_the_demo() -> None:
     assert not missing, f"README commands no test exercises (add them to EXERCISED): {missing}"
 
 
-def test_the_named_files_really_run_those_commands() -> None:
-    for command, (path, evidence) in EXERCISED.items():
-        text = (REPO / path).read_text(encoding="utf-8")
-        assert evidence in text, f"{path} does not run 'socbridge {command}' ({evidence!r})"
+def test_the_named_tests_really_run_those_commands() -> None:
+    for command, (node_id, evidence) in EXERCISED.items():
+        assert evidence in _runs(node_id), f"{node_id} does not run 'socbridge {command}'"
 
 
 def test_the_readme_shows_every_command_there_is() -> None:

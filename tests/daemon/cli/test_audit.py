@@ -25,18 +25,21 @@ LOW = "Priority 4 - Schedule Maintenance"
 
 
 async def drifted(bridge: Bridge) -> tuple[int, int]:
-    """A linked pair; then, with callbacks dropped, its ConnectWise priority changes directly
-    in the simulator (no callback, no lastUpdated move: neither intake nor polling sees it)."""
+    """A linked pair, settled; then, the daemon stopped, its ConnectWise priority changes
+    directly in the simulator (no callback, no lastUpdated move). Only a live read sees it:
+    a running daemon's next poll would re-list the ticket at its watermark second and
+    record the change before the audit looks, so the daemon stays stopped until the test
+    starts it again."""
     cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
     soc = await soc_ticket_for(bridge, cw["id"])
     await bridge.settled()
+    await bridge.stop_daemon()
     assert bridge.rehearsal is not None
-    bridge.rehearsal.cw.faults.update({"drop_callbacks": 1_000_000})
     bridge.rehearsal.cw.state.tickets[cw["id"]]["_ref_priority"] = 4  # Priority 4
     return cw["id"], soc["id"]
 
 
-async def test_remote_detects_a_change_made_while_callbacks_were_dropped(
+async def test_remote_detects_a_change_the_log_never_saw(
     bridge: Bridge,
 ) -> None:
     assert bridge.config is not None
@@ -61,11 +64,12 @@ async def test_fix_appends_repairs_that_the_outbox_delivers_and_both_sides_conve
     assert bridge.config is not None
     db = bridge.config.store.path
     cw_id, soc_id = await drifted(bridge)
-    before = await bridge.store.last_position()
+    before = (await run_audit(db, bridge.config, args()))["verify"]["checked"]
     doc = await run_audit(db, bridge.config, args(remote=True, fix=True))
     types = [r["type"] for r in doc["repairs"]]
     assert types == [kinds.REPAIR_DECIDED, kinds.COMMAND_ISSUED]
     assert all(r["position"] > before for r in doc["repairs"])  # appended, nothing rewritten
+    await bridge.start_daemon()  # its outbox delivers the repair
 
     async def converged() -> bool:
         return bool((await bridge.analyst.ticket(soc_id))["priority"] == "low")
@@ -111,11 +115,7 @@ async def test_the_commands_work_from_a_real_config_and_print_no_secret(
     code = await asyncio.to_thread(main, ["audit", "--config", config, "--remote"])
     out = capsys.readouterr().out
     assert code == 1 and "remote-drift" in out and "1 need attention" in out
-    # A poll pass re-lists the ticket at its watermark second and may record the drift
-    # meanwhile; a preview counts an input whose decisions are not logged yet as changed.
-    # Preview a log at rest: settled (every input decided), then the daemon stopped.
-    await bridge.settled()
-    await bridge.stop_daemon()
+    # The log is at rest (settled, the daemon stopped): every input is decided.
     code = await asyncio.to_thread(main, ["replay", "--config", config, "--policy", "status=cw"])
     out += capsys.readouterr().out
     assert code == 0 and "policy preview (status=cw): 0 of" in out

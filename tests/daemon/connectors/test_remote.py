@@ -16,12 +16,10 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from structlog.testing import capture_logs
 
+from daemon.connectors.contract import RemoteError, RemoteUnavailableError, RetryAfterTooLongError
 from daemon.connectors.remote import (
     Limits,
     RemoteClient,
-    RemoteError,
-    RemoteUnavailableError,
-    RetryAfterTooLongError,
     RetryPolicy,
     is_loopback_host,
     parse_retry_after,
@@ -240,7 +238,7 @@ async def test_unreachable_raises_without_secrets(
     serve: Callable[[Handler], Awaitable[str]],
 ) -> None:
     async def h(req: web.Request) -> web.Response:
-        return web.Response()
+        return web.Response(body=b"alive")
 
     base = await serve(h)
     # Find a port nobody listens on by binding and closing one.
@@ -261,7 +259,10 @@ async def test_unreachable_raises_without_secrets(
     assert SECRET_VALUE not in repr(c)
     assert len(logs) == FAST.max_attempts - 1
     assert all(SECRET_VALUE not in repr(entry) for entry in logs)
-    assert base  # the live server stays unaffected
+    # A dead remote fails only its own requests: the live one still answers.
+    async with client(base) as live:
+        answered = await live.request("GET", "x")
+    assert (answered.status, answered.body) == (200, b"alive")
 
 
 async def test_concurrency_cap(serve: Callable[[Handler], Awaitable[str]]) -> None:

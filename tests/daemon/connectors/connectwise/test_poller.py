@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
+from daemon.connectors.contract import PollReport
 from daemon.outbox.fetch import fetch_ticket
 from daemon.simulators.connectwise import SimServer, fixture
 from eventstore import EventStore, NewEvent
@@ -177,18 +179,18 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
 ) -> None:  # fmt: skip
     settings = make_settings(poll_interval_seconds=3600)
     poller = ConnectWisePoller(store, cw, settings, TENANTS)
-    passes = []
+    passes: list[PollReport] = []
     first_pass_done = asyncio.Event()
-    full_pass = poller.poll_once
+    poller.on_pass(lambda report: (passes.append(report), first_pass_done.set()))
+    refreshed: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
+    refresh = poller.refresh
 
-    async def counted() -> object:
-        passes.append(1)
-        try:
-            return await full_pass()
-        finally:
-            first_pass_done.set()
+    async def noted(ticket_id: int, tenant: str | None = None) -> PollReport:
+        report = await refresh(ticket_id, tenant)
+        refreshed[ticket_id].set()
+        return report
 
-    poller.poll_once = counted  # type: ignore[method-assign]
+    poller.refresh = noted  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     # The first full pass, at start, must have listed the board before the tickets
@@ -197,16 +199,16 @@ async def test_a_kick_refreshes_the_kicked_ticket_only_the_full_pass_waits_its_i
     unkicked = await tech.create_ticket(on_board(250, "Only the full pass finds me"))
     kicked = await tech.create_ticket(on_board(250, "Kick me"))
     poller.kick(kicked["id"])
-
-    async def observed() -> None:
-        while not await store.read_stream(f"cw:ticket:{kicked['id']}"):
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(observed(), timeout=5)
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(refreshed[kicked["id"]].wait(), timeout=5)
+    # A later kick is read only once the loop has moved past the first one: had that
+    # kick set off a full pass, the pass would have run before this refresh.
+    sentinel = await tech.create_ticket(on_board(250, "Kick me too"))
+    poller.kick(sentinel["id"])
+    await asyncio.wait_for(refreshed[sentinel["id"]].wait(), timeout=5)
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     # One callback costs the kicked ticket's reads, not a pass over the whole board.
+    assert await store.read_stream(f"cw:ticket:{kicked['id']}") != []
     assert await store.read_stream(f"cw:ticket:{unkicked['id']}") == []
     assert len(passes) == 1
 
