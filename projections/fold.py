@@ -15,6 +15,8 @@ from typing import Any
 from eventstore import RecordedEvent
 from projections import kinds
 from projections.state import (
+    ECHO,
+    PENDING,
     AbandonedCommand,
     BridgeState,
     ExpectedWrite,
@@ -36,6 +38,10 @@ def apply(state: BridgeState, event: RecordedEvent) -> BridgeState:
     handler = _HANDLERS.get(event.type)
     if handler is not None:
         handler(state, event, event.data)
+        # Every event that changes a link names it (decisions, commands and outcomes alike).
+        link_id = event.data.get("link_id")
+        if link_id is not None:
+            state.touched.add(link_id)
     state.position = event.position
     return state
 
@@ -133,9 +139,7 @@ def _echo(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> Non
         return
     if d["kind"] != "field":
         note = d.get("mirror_of")
-        link.notes.setdefault(
-            d["note_key"], NoteMirror("mirrored", partner=note) if note else NoteMirror("echo")
-        )
+        link.notes.setdefault(d["note_key"], NoteMirror("mirrored", partner=note) if note else ECHO)
         return
     if d.get("repeat"):
         return  # the known value seen again: it confirms no write still in flight
@@ -174,7 +178,7 @@ def _ignored(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> 
 
 
 def _note_decided(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
-    state.links[d["link_id"]].notes[d["note_key"]] = NoteMirror("pending")
+    state.links[d["link_id"]].notes[d["note_key"]] = PENDING
 
 
 def _note_skipped(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
@@ -226,7 +230,7 @@ def _delivered(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -
                 # Delivered: this write and every earlier one to this side have landed.
                 s.landed_through(i)
             else:
-                # A state saved before writes were known by command id: by value. (When
+                # Writes loaded from rows that carry no command ids: by value. (When
                 # the id is gone, an echo has settled this write already, and a later
                 # write of the same value is still in flight.)
                 j = s.expects(value)

@@ -110,6 +110,8 @@ class ProjectionStore:
         # One save at a time: each diffs against what the previous one wrote.
         self._saving = asyncio.Lock()
         self._log = structlog.get_logger("socbridge.projections")
+        #: Whether the rows' bytes are known (a load or a save read or wrote them).
+        self._loaded = False
 
     async def load(self) -> BridgeState:
         """The saved state (empty at position 0 when nothing was saved yet)."""
@@ -134,6 +136,7 @@ class ProjectionStore:
 
         position, links, outbox, meta = await self.store.read_connection_call(read)
         # What the rows hold, as bytes: each save writes only the rows that differ.
+        self._loaded = True
         self._saved_links = dict(links)
         self._saved_outbox = dict(outbox)
         self._saved_meta = dict(meta)
@@ -165,8 +168,22 @@ class ProjectionStore:
             return await self._save(state)
 
     async def _save(self, state: BridgeState) -> int:
+        # Only the links folded into since the last save can differ from their rows (all of
+        # them before the first save, when nothing says what the rows hold).
+        touched = set(state.touched) if self._loaded else set(state.links)
+        state.touched.clear()
+        try:
+            return await self._write(state, touched)
+        except BaseException:
+            state.touched |= touched  # not saved: still to be written next time
+            raise
+
+    async def _write(self, state: BridgeState, touched: set[str]) -> int:
         link_rows = []
-        for link_id, link in state.links.items():
+        for link_id in touched:
+            link = state.links.get(link_id)
+            if link is None:
+                continue
             body = _dump(encode_link(link))
             if self._saved_links.get(link_id) != body:
                 link_rows.append((link_id, link.tenant, link.state, body))
@@ -211,6 +228,7 @@ class ProjectionStore:
             del self._saved_outbox[command_id]
         for key, body in meta_rows:
             self._saved_meta[key] = body
+        self._loaded = True
         return len(link_rows) + len(outbox_rows) + len(gone) + len(meta_rows)
 
 

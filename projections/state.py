@@ -89,7 +89,7 @@ class ExpectedWrite:
 
     ``command_id`` names the update that writes it; ``None`` for what a ticket socbridge
     creates is expected to hold (its create's delivery settles that), and for writes
-    recorded by a checkpoint older than command ids.
+    loaded from saved rows that carry no command ids.
     """
 
     value: str
@@ -211,11 +211,18 @@ class NoteMirror:
 
     @classmethod
     def from_json(cls, text: str) -> NoteMirror:
-        if text in ("pending", "echo"):
-            return cls(cast(NoteState, text))
+        if text == "pending":
+            return PENDING
+        if text == "echo":
+            return ECHO
         if text.startswith("skipped:"):
             return cls("skipped", reason=text.removeprefix("skipped:"))
         return cls("mirrored", partner=text)
+
+
+#: The two note states without a partner, shared: a link holds one per note.
+PENDING = NoteMirror("pending")
+ECHO = NoteMirror("echo")
 
 
 @dataclass(slots=True)
@@ -326,6 +333,9 @@ class BridgeState:
     conflicts: int = 0
     removed: bool = False
     config_hash: str | None = None
+    #: Links folded into since the projection rows were last saved (not part of the state:
+    #: it tells a save which rows may have changed, so it encodes only those).
+    touched: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def link_for(self, side: Side, ticket_id: int | str) -> Link | None:
         index = self.by_cw if side == "cw" else self.by_soc
@@ -467,25 +477,54 @@ def decode_meta(state: BridgeState, key: str, value: Json) -> None:
         raise ModelError(f"unknown projection meta key {key!r}")
 
 
+#: Per desk, the row keys of its record in a field: value, changed_at, expected values,
+#: their command ids, seen_at, known_at, ours, wrote.
+_SIDE_KEYS = {
+    side: (side, f"{side}_at", f"expect_{side}", f"expect_{side}_ids", f"{side}_seen",
+           f"{side}_pos", f"{side}_ours", f"wrote_{side}")
+    for side in SIDES
+}  # fmt: skip
+
+
 def decode_side(side: Side, f: Mapping[str, Json]) -> SideState:
-    values = [_text(v, f"expect_{side}") for v in _list(f.get(f"expect_{side}"), "expect")]
-    ids_raw = f.get(f"expect_{side}_ids")
-    ids = [_opt_text(v, "expect ids") for v in _list(ids_raw, "expect ids")] if ids_raw else []
-    if len(ids) != len(values):
-        # A checkpoint saved before writes were known by command id: by value only.
-        ids = [None] * len(values)
-    wrote = f.get(f"wrote_{side}")
-    ours = f.get(f"{side}_ours")
-    seen = f.get(f"{side}_seen")
-    pos = f.get(f"{side}_pos")
+    # Every link's fields are decoded at each start: checked inline, not call by call.
+    k_value, k_at, k_expect, k_ids, k_seen, k_pos, k_ours, k_wrote = _SIDE_KEYS[side]
+    value, at, seen, pos, ours = (
+        f.get(k_value),
+        f.get(k_at),
+        f.get(k_seen),
+        f.get(k_pos),
+        f.get(k_ours),
+    )
+    expect, ids, wrote = f.get(k_expect), f.get(k_ids), f.get(k_wrote)
+    if not (
+        (value is None or type(value) is str)
+        and (at is None or type(at) is str)
+        and (seen is None or type(seen) is str)
+        and (pos is None or type(pos) is int)
+        and (ours is None or type(ours) is bool)
+        and type(expect) is list
+        and all(type(v) is str for v in expect)
+        and (wrote is None or (type(wrote) is list and all(type(v) is str for v in wrote)))
+        and (not ids or (type(ids) is list and all(v is None or type(v) is str for v in ids)))
+    ):
+        raise ModelError(f"the {side} record of a field holds a value of the wrong type")
+    # Checked above: the casts only tell the type checker what the check established.
+    values = cast(list[str], expect)
+    command_ids = (
+        cast(list[str | None], ids) if ids and len(cast(list[Json], ids)) == len(values) else None
+    )
+    if command_ids is None:
+        # Rows that carry no command id per write: the writes are known by value only.
+        command_ids = [None] * len(values)
     return SideState(
-        value=_opt_text(f.get(side), side),
-        changed_at=_opt_text(f.get(f"{side}_at"), f"{side}_at"),
-        seen_at=None if seen is None else _text(seen, f"{side}_seen"),
-        known_at=None if pos is None else _int(pos, f"{side}_pos"),
-        ours=None if ours is None else _bool(ours, f"{side}_ours"),
-        expected=[ExpectedWrite(v, i) for v, i in zip(values, ids, strict=True)],
-        wrote=None if wrote is None else [_text(v, "wrote") for v in _list(wrote, "wrote")],
+        value,
+        at,
+        seen,
+        pos,
+        ours,
+        [ExpectedWrite(v, i) for v, i in zip(values, command_ids, strict=True)],
+        cast(list[str] | None, wrote),
     )
 
 

@@ -18,6 +18,7 @@ from daemon.sync.decide import decide
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
+from projections.state import PendingCommand
 from tests.support.rules import CW_PRIORITIES, RULES
 
 
@@ -37,7 +38,7 @@ def soc_seen(ident: int, at: str, *, status: str = "open", priority: str = "norm
                     ticket=f"soc:{ident}", source="soc", occurred_at=at)  # fmt: skip
 
 
-def outcome(command: dict[str, Any], type_: str, **data: Any) -> NewEvent:
+def outcome(command: PendingCommand, type_: str, **data: Any) -> NewEvent:
     suffix = type_.rsplit(".", 1)[1] + str(data.get("attempt", ""))
     return NewEvent(
         f"outbox:{command.link_id}", type_,
@@ -67,11 +68,11 @@ class Log:
         await self.store.close()
 
     @property
-    def outbox(self) -> list[dict[str, Any]]:
+    def outbox(self) -> list[PendingCommand]:
         assert self.live.engine is not None
         return sorted(self.live.engine.state.outbox.values(), key=lambda c: c.issued_at)
 
-    def command(self, kind: str) -> dict[str, Any]:
+    def command(self, kind: str) -> PendingCommand:
         return next(c for c in self.outbox if c.kind == kind)
 
     async def add(self, *events: NewEvent) -> None:
@@ -83,7 +84,7 @@ class Log:
         await self.deliver_command(self.command(kind), result)
 
     async def deliver_command(
-        self, command: dict[str, Any], result: dict[str, Any] | None = None
+        self, command: PendingCommand, result: dict[str, Any] | None = None
     ) -> None:
         await self.add(outcome(command, kinds.COMMAND_DELIVERED, result=result or {}, attempt=1))
 
