@@ -249,6 +249,20 @@ class SyncTest:
 
     # ------------------------------------------------------------------ running
 
+    @property
+    def cw(self) -> ConnectWiseClient:
+        """The ConnectWise client (connected by the preflight step)."""
+        if self._cw is None:
+            raise RuntimeError("the ConnectWise client is not connected yet")
+        return self._cw
+
+    @property
+    def soc(self) -> SocClient:
+        """The SOC client (connected by the preflight step)."""
+        if self._soc is None:
+            raise RuntimeError("the SOC client is not connected yet")
+        return self._soc
+
     async def run(self) -> Report:
         began = time.monotonic()
         store = await EventStore.open(
@@ -551,7 +565,7 @@ class SyncTest:
             linked = self._linked(link_id)
             if linked is None:
                 return None
-            return await self._cw.get_ticket(int(linked.data["cw_id"]))  # type: ignore[union-attr]
+            return await self.cw.get_ticket(int(linked.data["cw_id"]))
 
         what = f"a ConnectWise ticket for SOC ticket {soc_id}"
         ticket = await self._until(created, what, [link_id])
@@ -599,7 +613,7 @@ class SyncTest:
         async def mirrored() -> Json | None:
             if reason := self._gave_up(link_id, "cw.add_note", note_key):
                 raise StepFailed(reason)
-            for note in await self._cw.list_notes(cw_id):  # type: ignore[union-attr]
+            for note in await self.cw.list_notes(cw_id):
                 if text in str(note.get("text")):
                     return note
             return None
@@ -650,7 +664,7 @@ class SyncTest:
                     )
             if reason := self._gave_up(link_id, "soc.add_comment", note_key):
                 raise StepFailed(reason)
-            for comment in await self._soc.list_comments(soc_id):  # type: ignore[union-attr]
+            for comment in await self.soc.list_comments(soc_id):
                 if text in str(comment.get("body")):
                     return comment
             return None
@@ -692,7 +706,7 @@ class SyncTest:
             linked = self._linked(link_id)
             if linked is None:
                 return None
-            return await self._soc.get_ticket(int(linked.data["soc_id"]))  # type: ignore[union-attr]
+            return await self.soc.get_ticket(int(linked.data["soc_id"]))
 
         what = f"a SOC ticket for ConnectWise ticket {cw_id} (status {cw.routing_status})"
         soc = await self._until(created, what, [link_id])
@@ -726,7 +740,7 @@ class SyncTest:
         async def done() -> bool:
             if reason := self._gave_up(link_id, "cw.update_ticket"):
                 raise StepFailed(reason)
-            ticket = await self._cw.get_ticket(cw_id)  # type: ignore[union-attr]
+            ticket = await self.cw.get_ticket(cw_id)
             return (ticket.get("status") or {}).get("name") == solved
 
         await self._until(done, f"ConnectWise ticket {cw_id} in {solved}", [link_id, f"cw:{cw_id}"])
@@ -742,7 +756,7 @@ class SyncTest:
         async def done() -> bool:
             if reason := self._gave_up(link_id, "soc.update_ticket"):
                 raise StepFailed(reason)
-            ticket = await self._soc.get_ticket(soc_id)  # type: ignore[union-attr]
+            ticket = await self.soc.get_ticket(soc_id)
             return ticket.get("status") in ("solved", "closed")
 
         await self._until(done, f"SOC ticket {soc_id} solved", [link_id, f"soc:{soc_id}"])

@@ -1,8 +1,9 @@
 """Async ConnectWise Manage REST 3.0 client on top of :mod:`daemon.connectors.remote`.
 
-It discovers the codebase (``GET {site}/login/companyinfo/{companyId}``, NOTES.md
-§1), builds ``{site}/{codebase}apis/3.0``, and sends every request with Basic
-auth ``companyId+publicKey:privateKey``, the ``clientId`` header and a pinned
+It discovers the codebase (``GET {site}/login/companyinfo/{companyId}``,
+../shared/reference/connectwise/NOTES.md §1, cited below as NOTES §x), builds
+``{site}/{codebase}apis/3.0``, and sends every request with Basic auth
+``companyId+publicKey:privateKey``, the ``clientId`` header and a pinned
 ``Accept: application/vnd.connectwise.com+json; version=...``. Rate limit,
 concurrency cap and retries come from :class:`daemon.connectors.remote.RemoteClient`;
 error bodies become :mod:`daemon.connectors.connectwise.errors` exceptions.
@@ -50,7 +51,7 @@ def note_section(note: Mapping[str, Any]) -> NoteSection | None:
 def patch_operations(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[Json]:
     """JSON-Patch ``replace`` operations for the fields of ``wanted`` that differ
     from ``current``. Reference fields compare by id (``{"id": N}`` is enough
-    to write one, NOTES.md §3.1)."""
+    to write one, NOTES §3.1)."""
     ops: list[Json] = []
     for key, value in wanted.items():
         old = current.get(key)
@@ -180,6 +181,21 @@ class ConnectWiseClient:
     async def delete(self, path: str) -> None:
         await self.remote.request("DELETE", path)
 
+    async def record(self, method: str, path: str, body: Any = None, **kw: Any) -> Json:
+        """One record (a JSON object) from ``method`` on ``path``; a
+        :class:`~daemon.connectors.connectwise.errors.ConnectWiseError` for any other body."""
+        if method == "GET":
+            doc = await self.get(path)
+        elif method == "POST":
+            doc = await self.post(path, body, **kw)
+        else:
+            doc = await self.patch(path, body)
+        if not isinstance(doc, dict):
+            raise ConnectWiseError(
+                f"ConnectWise {method} {path} answered {type(doc).__name__}, not a record"
+            )
+        return doc
+
     async def iter_list(
         self,
         path: str,
@@ -230,13 +246,13 @@ class ConnectWiseClient:
 
     async def company_info_system(self) -> Json:
         """``GET /system/info``: version and cloud flags (connectivity check)."""
-        return await self.get("system/info")  # type: ignore[no-any-return]
+        return await self.record("GET", "system/info")
 
     async def get_ticket(self, ticket_id: int) -> Json:
-        return await self.get(f"service/tickets/{int(ticket_id)}")  # type: ignore[no-any-return]
+        return await self.record("GET", f"service/tickets/{int(ticket_id)}")
 
     async def create_ticket(self, body: Mapping[str, Any]) -> Json:
-        return await self.post("service/tickets", dict(body))  # type: ignore[no-any-return]
+        return await self.record("POST", "service/tickets", dict(body))
 
     async def update_ticket(
         self, ticket_id: int, changes: Mapping[str, Any], current: Mapping[str, Any] | None = None
@@ -246,7 +262,7 @@ class ConnectWiseClient:
         ops = patch_operations(current or {}, changes)
         if not ops:
             return None
-        return await self.patch(f"service/tickets/{int(ticket_id)}", ops)  # type: ignore[no-any-return]
+        return await self.record("PATCH", f"service/tickets/{int(ticket_id)}", ops)
 
     def iter_tickets(self, **kw: Any) -> AsyncIterator[Json]:
         return self.iter_list("service/tickets", **kw)
@@ -265,7 +281,7 @@ class ConnectWiseClient:
         body: Json = {"text": text, **{flag: name == section for name, flag in NOTE_FLAGS.items()}}
         if internal:
             body["internalFlag"] = True
-        return await self.post(f"service/tickets/{int(ticket_id)}/notes", body)  # type: ignore[no-any-return]
+        return await self.record("POST", f"service/tickets/{int(ticket_id)}/notes", body)
 
     async def boards(self) -> list[Json]:
         return await self.list_all("service/boards", order_by="id asc")
@@ -286,7 +302,7 @@ class ConnectWiseClient:
         return await self.list_all("system/members", conditions=conditions, order_by="id asc")
 
     async def security_role(self, role_id: int) -> Json:
-        return await self.get(f"system/securityroles/{int(role_id)}")  # type: ignore[no-any-return]
+        return await self.record("GET", f"system/securityroles/{int(role_id)}")
 
     async def security_role_settings(self, role_id: int) -> list[Json]:
         return await self.list_all(f"system/securityroles/{int(role_id)}/settings")
@@ -296,7 +312,7 @@ class ConnectWiseClient:
 
     async def create_callback(self, entry: Mapping[str, Any]) -> Json:
         # Safe to retry: a duplicate comes back as ObjectExists, not a second entry.
-        return await self.post("system/callbacks", dict(entry), idempotent=True)  # type: ignore[no-any-return]
+        return await self.record("POST", "system/callbacks", dict(entry), idempotent=True)
 
     async def delete_callback(self, callback_id: int) -> None:
         await self.delete(f"system/callbacks/{int(callback_id)}")
