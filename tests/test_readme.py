@@ -1,8 +1,8 @@
-"""Every command the README shows is run by a named test.
+"""Every command the documentation shows is run by a named test, and every command is shown.
 
 The table below names, for each command path, the test that runs it (``file::test``)
 and the argv as that test writes it, in its own body or in a helper of its module
-it calls. A command added to the README without a test, a test renamed or deleted,
+it calls. A command added to the docs without a test, a test renamed or deleted,
 or a test that stops running the command, fails here.
 """
 
@@ -167,10 +167,16 @@ def _subcommands() -> dict[str, set[str]]:
     return found
 
 
+#: Where the documentation shows commands: the README, and every command in operations.md.
+DOCUMENTED = ("README.md", "docs/operations.md")
+
+
 def readme_commands() -> set[str]:
-    """Every ``socbridge COMMAND [SUB]`` the README shows (``a|b|c`` alternatives expanded)."""
+    """Every ``socbridge COMMAND [SUB]`` the user documentation shows (``a|b|c`` alternatives
+    expanded)."""
     commands = _subcommands()
-    text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\|", "|")
+    text = " ".join((REPO / path).read_text(encoding="utf-8") for path in DOCUMENTED)
+    text = text.replace("\\|", "|")
     paths: set[str] = set()
     for match in re.finditer(r"socbridge ([a-z][a-z-]*)(?: ([a-z|]+))?", text):
         command, rest = match.group(1), match.group(2) or ""
@@ -185,7 +191,7 @@ def readme_commands() -> set[str]:
 
 def test_every_readme_command_is_run_by_a_test_or_the_demo() -> None:
     missing = sorted(readme_commands() - set(EXERCISED))
-    assert not missing, f"README commands no test exercises (add them to EXERCISED): {missing}"
+    assert not missing, f"documented commands no test exercises (add them to EXERCISED): {missing}"
 
 
 def test_the_named_tests_really_run_those_commands() -> None:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "check: validate FILE as the daemon would (every key, R4, tenants) and open each\n"
             "secret file it names (must exist, be non-empty, and be readable by nobody but\n"
             "its owner). No remote is contacted; secrets are never printed.\n"
-            "reference: print every configuration key as Markdown (the README's reference).\n\n"
+            "reference: print every configuration key as Markdown (docs/configuration.md).\n\n"
             "exit codes: 0 valid, 1 a secret file is missing or unsafe, 2 the file is invalid"
         ),
         epilog=(

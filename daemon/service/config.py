@@ -226,7 +226,10 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         kind = error["type"]
         if kind == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling against the README"
+            msg = (
+                "unknown key; remove it or check its spelling "
+                "('socbridge config reference' lists every key)"
+            )
         elif kind == "missing":
             msg = "required key is missing; add it"
         else:

@@ -1,10 +1,10 @@
 """The configuration reference, generated from the pydantic models that validate the file.
 
-The README's "Configuration reference" is this module's output between two
+The reference in ``docs/configuration.md`` is this module's output between two
 marker comments, and a test fails when the two differ, so the documentation
 cannot drift from what ``load_config`` accepts. Regenerate it with::
 
-    .venv/bin/python -m daemon.service.config_reference README.md
+    .venv/bin/python -m daemon.service.config_reference docs/configuration.md
 """
 
 from __future__ import annotations
@@ -148,7 +148,10 @@ def splice(document: str, reference: str) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m daemon.service.config_reference README.md", file=sys.stderr)
+        print(
+            "usage: python -m daemon.service.config_reference docs/configuration.md",
+            file=sys.stderr,
+        )
         return 2
     path = Path(argv[0])
     path.write_text(splice(path.read_text(encoding="utf-8"), render()), encoding="utf-8")

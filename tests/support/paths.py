@@ -5,3 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: The vendor references beside the repository (``../shared/reference/`` from its root), as
+#: every checkout has them: a developer's and CI's alike.
+REFERENCE = REPO.parent / "shared" / "reference"

@@ -1,4 +1,4 @@
-"""``socbridge config check|reference`` and the README's generated configuration reference."""
+"""``socbridge config check|reference``, and the generated reference in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def rehearsal_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_readme_reference_is_the_generated_one() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_documented_reference_is_the_generated_one() -> None:
+    readme = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert START in readme and END in readme
     assert splice(readme, render()) == readme, (
-        "README's configuration reference is stale; run: "
-        ".venv/bin/python -m daemon.service.config_reference README.md"
+        "docs/configuration.md's reference is stale; run: "
+        ".venv/bin/python -m daemon.service.config_reference docs/configuration.md"
     )
 
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.simulators.connectwise import SimServer, fixture
+from tests.support.paths import REFERENCE
 
 jsonschema = pytest.importorskip("jsonschema")
 
-SPEC = Path(
-    os.environ.get(
-        "SOCBRIDGE_CW_SPEC", "/work/shared/reference/connectwise/cwm-subset.openapi.json"
-    )
-)
+SPEC = REFERENCE / "connectwise" / "cwm-subset.openapi.json"
 
 
 def to_json_schema(node: Any) -> Any:
@@ -45,8 +41,10 @@ def to_json_schema(node: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    if not SPEC.exists():
-        pytest.skip(f"reference spec {SPEC} not available")
+    # Checked, not skipped, wherever the references sit beside the checkout (CI's do): a
+    # missing spec outside CI is named in the summary rather than passed over in silence.
+    if not SPEC.exists() and not os.environ.get("CI"):
+        pytest.skip(f"the reference spec is not beside this checkout: {SPEC}")
     return json.loads(SPEC.read_text())
 
 
