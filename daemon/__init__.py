@@ -1,0 +1,1 @@
+"""The socbridge daemon and its tools: service, desk connectors, sync, outbox, CLI, simulators."""

@@ -42,10 +42,10 @@ END;
 """
 
 #: Version 2 replaces the per-event ticket index with a map from each
-#: (tenant, ticket) to the streams holding its events, kept by a trigger. The
-#: per-event index put one more randomly placed B-tree leaf into every commit
-#: (a 32-event group commit to 32 streams wrote about 91 WAL pages; without
-#: it, 52). The map gains a row only when a ticket first appears in a stream,
+#: (tenant, ticket) to the streams holding its events, kept by a trigger. A
+#: per-event index puts one more randomly placed B-tree leaf into every commit
+#: (about one more WAL page per event for a group commit spread over many
+#: streams). The map gains a row only when a ticket first appears in a stream,
 #: so a steady-state append only probes it, and reading a ticket becomes a
 #: seek per stream on the (stream, stream_version) index. A NULL tenant is
 #: keyed as '' (the map may over-approximate; reads filter by the exact

@@ -666,10 +666,8 @@ class EventStore:
         needs the GIL to start, and decoding holds it for one long ``orjson``
         call; so before decoding, this waits (briefly, at most
         :data:`READ_AHEAD_HANDOFF_S`) until the reader has picked up the next
-        batch. Without that wait the reader started only once decoding ended,
-        and the two ran one after the other: on 100k events the read went from
-        about 43,000 to about 84,000 events per second (``/tmp`` micro-run,
-        median of four).
+        batch. Without that wait the reader would start only once decoding
+        ended, and the two would run one after the other instead of overlapping.
         """
         last = _MAX_POSITION if until is None else until
         fetch: _Fetch | None = self._fetch_batch(from_position, last, batch_size)
@@ -687,9 +685,8 @@ class EventStore:
                 if events:
                     yield events
                 # Drop this batch before decoding the next: the allocator then reuses
-                # its memory, warm in the cache, instead of taking fresh pages (decoding
-                # measured 10.2 us per event with the last batch still held, 6.3 us
-                # with it freed first, /tmp micro-run). The caller should let go too.
+                # its memory, warm in the cache, instead of taking fresh pages, which
+                # makes decoding markedly faster. The caller should let go too.
                 del events
                 if not more:
                     return

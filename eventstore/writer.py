@@ -42,11 +42,10 @@ INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 #: replaced by the ``data`` text (stored as canonical JSON already, so it is
 #: spliced in as is, never re-parsed) and the quoted hash. Reading one BLOB
 #: per row and decoding it with one ``orjson.loads`` replaces fifteen column
-#: conversions in the sqlite3 module plus a separate decode of ``data``; on a
-#: loaded 2-core host it measured between 7% slower and 36% faster per row
-#: (median of four interleaved micro-runs about +13%): a modest gain, because
-#: decoding ``data`` itself is most of the cost. ``recorded_at`` is the last
-#: element, never an array, so ``rtrim`` removes exactly the closing bracket.
+#: conversions in the sqlite3 module plus a separate decode of ``data``: a
+#: modest gain per row, because decoding ``data`` itself is most of the cost.
+#: ``recorded_at`` is the last element, never an array, so ``rtrim`` removes
+#: exactly the closing bracket.
 _PACKED_TEXT = (
     "rtrim(json_array(position, event_id, stream, stream_version, type, schema_version, "
     "tenant, ticket, causation_id, correlation_id, source, occurred_at, recorded_at), ']') "
@@ -166,10 +165,9 @@ def gc_paused() -> Iterator[None]:
     allocations, and each pass moves the batch still being built up a
     generation; older passes then walk it again, and a full pass walks every
     object the process holds. Decoded JSON cannot form a reference cycle, so
-    those passes find nothing to free. Measured on 100k events
-    (``/tmp`` micro-run, CPU time, median of five): 2.56 s with the collector
-    on, 1.63 s with it paused. The collector is switched back on at once (only
-    if it was on), so the process collects as usual between batches.
+    those passes find nothing to free, and pausing the collector saves their
+    whole cost. It is switched back on at once (only if it was on), so the
+    process collects as usual between batches.
     """
     if not gc.isenabled():
         yield

@@ -15,8 +15,8 @@ that has been running for a while: the state the fold keeps is per link (plus
 the note keys each link accumulates), not per event. Events are appended in
 large batches (one transaction each) to generate quickly.
 
-Writing a 1M-event log takes most of the benchmark's time (20-30 minutes on a
-busy 2-core host), so :class:`KeptHistory` can keep the logs it wrote in a
+Writing a 1M-event log takes most of the benchmark's time (tens of minutes on
+a small, busy host), so :class:`KeptHistory` can keep the logs it wrote in a
 folder of the operator's choosing (``socbridge bench --keep-history DIR``) and
 start later runs from copies of them: the same files, page for page, measured
 the same way (replay of each log in a child process, then the restart on the

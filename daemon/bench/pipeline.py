@@ -88,8 +88,8 @@ def child_env(folder: Path) -> dict[str, str]:
     """The environment for the processes measured: bytecode cached in ``folder``.
 
     A deployed socbridge has its modules compiled (pip writes the ``.pyc`` files
-    at install). With ``PYTHONDONTWRITEBYTECODE`` set (as on this development
-    machine) every start would compile socbridge's source again, which no
+    at install). With ``PYTHONDONTWRITEBYTECODE`` set (as on some development
+    machines) every start would compile socbridge's source again, which no
     installed daemon does; so the children may write their bytecode, but only
     under ``folder`` (the benchmark's temp folder), never into the checkout.
     """
@@ -421,7 +421,7 @@ async def run_pipeline(folder: Path, sizes: Sizes) -> dict[str, Any]:
             await daemon.start()
             await peer.start()
             # Not a measured figure (ready_s is): the first start compiles socbridge into the
-            # run's empty bytecode cache, which took over 60 s on a host with load 12.
+            # run's empty bytecode cache, which can take minutes on a loaded host.
             await _until_ok(session, f"{rehearsal.daemon_url}/readyz", daemon, 300)
             tech = Technician(session, rehearsal.cw.url)
             links = await make_links(rehearsal, tech, sizes.links * 2, session, daemon)

@@ -34,7 +34,7 @@ from daemon.bench import store as store_bench
 from daemon.cli.main import EXIT_OK
 
 PARTS = ("store", "pipeline", "history")
-#: Targets (issue 7): printed next to the figures, never used to change them.
+#: The project's performance targets: printed next to the figures, never used to change them.
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "ingest_vs_plain >= 0.3": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.3),
     "sync_p99_ms < 500": ("pipeline", lambda f: f["sync_p99_ms"] < 500),

@@ -26,7 +26,7 @@ position the append returns answers it for free:
 A redelivery that races its original (sent before the original was answered)
 may be counted ``accepted`` as well; both are answered 200 with the same event
 id and the log holds it once, exactly as with a read-then-append check, which
-had the same race.
+has the same race.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ async def recent(store: EventStore, stream: str, type_: str) -> tuple[list[Recor
     they are the whole stream.
 
     A busy ticket's stream grows with every delivery: reading all of it on every
-    refresh made each one cost more than the one before.
+    refresh would make each one cost more than the one before.
     """
     last = await store.last_in_stream(stream)
     if last is None:

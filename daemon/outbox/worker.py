@@ -99,9 +99,9 @@ class Outbox:
         head; an outcome may end one, and the heads are computed again at the next look.
 
         Every command sync issues wakes the outbox. Under a storm of changes thousands
-        of commands wait behind the API rate caps, and finding the heads by walking all
-        of them at every wake took half the daemon's CPU and held sync's decisions
-        back by seconds (py-spy, 1600 callbacks on 16 links).
+        of commands wait behind the API rate caps; finding the heads by walking all of
+        them at every wake would cost more than the deliveries, and the time it takes
+        on the event loop would hold sync's decisions back.
         """
         if self._heads is None or self._heads_of is not self.engine.state:
             return

@@ -40,8 +40,8 @@ def peer_address(request: web.Request) -> IPv4Address | IPv6Address | None:
 
 @lru_cache(maxsize=4096)
 def _parse_peer(host: str) -> IPv4Address | IPv6Address | None:
-    """Parse a peer host once: the same few peers call every second, and in a
-    profile of the ingest benchmark this parse was half the guard's own cost."""
+    """Parse a peer host once: the same few peers call every second, and parsing
+    the address again on every request would be a large share of the guard's cost."""
     try:
         address = ip_address(host)
     except ValueError:

@@ -245,7 +245,7 @@ class SyncEngine:
     async def _save_when_idle(self) -> None:
         """Save once no event has been folded for ``checkpoint_idle_s``. While events keep
         coming, ``checkpoint_every`` bounds what a restart folds again: a save is a write
-        transaction of its own, and each one made the appends queued behind it wait."""
+        transaction of its own, and each one makes the appends queued behind it wait."""
         loop = asyncio.get_running_loop()
         while True:
             idle_at = self._last_step + self.checkpoint_idle_s

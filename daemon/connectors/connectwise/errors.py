@@ -1,15 +1,16 @@
 """Typed errors of the ConnectWise side, and the parser that makes them.
 
 ConnectWise answers errors with a JSON body ``{"code", "message", "errors":
-[{"code", "message", "resource", "field"}]}`` (NOTES.md §5). :func:`parse_error`
-turns a non-2xx response into the matching subclass of
-:class:`ConnectWiseApiError`, keeping the code and the field errors, so callers
-catch what they mean: 400 :class:`BadRequestError` (and
-:class:`ObjectExistsError` when a field error says ``ObjectExists``), 401
-:class:`AuthenticationError`, 403 :class:`PermissionDeniedError`, 404
-:class:`NotFoundError`, 409 :class:`ConflictError`, 429
-:class:`RateLimitedError`, 5xx :class:`ServerError`. Messages never carry
-credentials: only the status, ConnectWise's own code and message, and a hint.
+[{"code", "message", "resource", "field"}]}``
+(../shared/reference/connectwise/NOTES.md §5). :func:`parse_error` turns a
+non-2xx response into the matching subclass of :class:`ConnectWiseApiError`,
+keeping the code and the field errors, so callers catch what they mean: 400
+:class:`BadRequestError` (and :class:`ObjectExistsError` when a field error
+says ``ObjectExists``), 401 :class:`AuthenticationError`, 403
+:class:`PermissionDeniedError`, 404 :class:`NotFoundError`, 409
+:class:`ConflictError`, 429 :class:`RateLimitedError`, 5xx
+:class:`ServerError`. Messages never carry credentials: only the status,
+ConnectWise's own code and message, and a hint.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """``socbridge callbacks install|remove|status``: the ticket callback registration (R11, R16).
 
 socbridge registers one ``ticket`` callback at ``board`` level on the
-integration board (NOTES.md §4 levels) pointing at ``public_callback_url``.
-Installation is idempotent: an identical entry is left alone, entries with
-socbridge's URL but another board or level (the board was changed) are
-replaced, and a concurrent duplicate (``ObjectExists``, §5) counts as
-installed. Removal deletes every entry with socbridge's URL, and succeeds when
-there is none. ``isSelfSuppressedFlag`` stays false on purpose: socbridge's own
-writes must come back so the log shows them (sync recognises them as echoes).
+integration board (the levels of ../shared/reference/connectwise/NOTES.md §4)
+pointing at ``public_callback_url``. Installation is idempotent: an identical
+entry is left alone, entries with socbridge's URL but another board or level
+(the board was changed) are replaced, and a concurrent duplicate
+(``ObjectExists``, NOTES §5) counts as installed. Removal deletes every entry
+with socbridge's URL, and succeeds when there is none. ``isSelfSuppressedFlag``
+stays false on purpose: socbridge's own writes must come back so the log shows
+them (sync recognises them as echoes).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """Reconciliation polling: catch what ConnectWise callbacks missed.
 
 Every ``poll_interval_seconds`` the poller lists the integration board's
-tickets with ``lastUpdated >= [watermark]`` (NOTES.md §2; ``>=`` rather than
-``>`` because ``lastUpdated`` has one-second resolution and two writes can
-share a second), appends a ``connectwise.ticket.observed`` (``via: "poll"``)
-for each one whose content differs from the last observation, and a
-``connectwise.note.observed`` for each of its notes (idempotent per note
-version). The watermark is the largest ``lastUpdated`` seen, ConnectWise's own
-clock (so host clock skew does not matter), kept durably as a
-``poller.watermark.advanced`` event in stream ``poller:connectwise``. The
-very first poll looks back ``poll_initial_lookback_hours`` (host clock), so a
-long-lived board's history is not imported wholesale.
+tickets with ``lastUpdated >= [watermark]``
+(../shared/reference/connectwise/NOTES.md §2; ``>=`` rather than ``>`` because
+``lastUpdated`` has one-second resolution and two writes can share a second),
+appends a ``connectwise.ticket.observed`` (``via: "poll"``) for each one whose
+content differs from the last observation, and a ``connectwise.note.observed``
+for each of its notes (idempotent per note version). The watermark is the
+largest ``lastUpdated`` seen, ConnectWise's own clock (so host clock skew does
+not matter), kept durably as a ``poller.watermark.advanced`` event in stream
+``poller:connectwise``. The very first poll looks back
+``poll_initial_lookback_hours`` (host clock), so a long-lived board's history
+is not imported wholesale.
 
 :meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
 early refresh of one ticket: intake may not call the API on the request path,

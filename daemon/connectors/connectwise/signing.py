@@ -1,15 +1,16 @@
-"""Verifying ConnectWise callback signatures (NOTES.md §4) and caching signing keys.
+"""Verifying ConnectWise callback signatures and caching signing keys.
 
-The documented way, as two independent implementations agree: the
-``x-content-signature`` header is ``base64(HMAC-SHA256(SHA256(signing_key),
-raw_body))``, where the signing key is fetched from the payload's
-``Metadata.key_url`` (``{"signing_key": "..."}``). The key_url comes from the
-request and is attacker-controlled, so :func:`check_key_url` refuses any URL
-whose origin (scheme, host, port) is not the configured ConnectWise site
-*before* anything is fetched; the fetch follows no redirects and uses no proxy.
-Keys are cached per key_url for a TTL; a signature that fails against a cached
-key triggers at most one re-fetch per key_url per ``min_refetch`` seconds (key
-rotation), so forged requests cannot make socbridge hammer ConnectWise.
+The documented way (../shared/reference/connectwise/NOTES.md §4), as two
+independent implementations agree: the ``x-content-signature`` header is
+``base64(HMAC-SHA256(SHA256(signing_key), raw_body))``, where the signing key
+is fetched from the payload's ``Metadata.key_url`` (``{"signing_key":
+"..."}``). The key_url comes from the request and is attacker-controlled, so
+:func:`check_key_url` refuses any URL whose origin (scheme, host, port) is not
+the configured ConnectWise site *before* anything is fetched; the fetch follows
+no redirects and uses no proxy. Keys are cached per key_url for a TTL; a
+signature that fails against a cached key triggers at most one re-fetch per
+key_url per ``min_refetch`` seconds (key rotation), so forged requests cannot
+make socbridge hammer ConnectWise.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Async client for the SOC desk (Zendesk Support API v2 shape) on :mod:`daemon.connectors.remote`.
 
 Auth is an API token, ``Authorization: Basic base64("{email}/token:{token}")``
-(NOTES §1), revealed only into each request's headers. Base URL
-``{url}/api/v2``; paths carry the ``.json`` suffix the docs and clients use.
-Rate limit, concurrency cap and retries (429 with ``Retry-After``, 5xx and
-timeouts with jittered backoff) are :class:`daemon.connectors.remote.RemoteClient`'s;
-error bodies become :mod:`daemon.connectors.soc.errors` exceptions.
+(../shared/reference/zendesk/NOTES.md §1, cited below as NOTES §x), revealed
+only into each request's headers. Base URL ``{url}/api/v2``; paths carry the
+``.json`` suffix the docs and clients use. Rate limit, concurrency cap and
+retries (429 with ``Retry-After``, 5xx and timeouts with jittered backoff) are
+:class:`daemon.connectors.remote.RemoteClient`'s; error bodies become
+:mod:`daemon.connectors.soc.errors` exceptions.
 
 Writes that are not naturally idempotent are guarded: ticket creation sends
 an ``Idempotency-Key`` (§2.6) when the caller gives one, and is not retried

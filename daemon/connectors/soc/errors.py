@@ -2,11 +2,11 @@
 installation and configuration problems.
 
 API errors carry the HTTP status and the Zendesk error code and description
-from the body (NOTES §4.1), never the request's credentials. Callers catch
-what they mean: :class:`SocNotFoundError`, :class:`SocConflictError` (a
-``safe_update`` collision), :class:`SocValidationError` (422
-``RecordInvalid``), :class:`SocRateLimitedError` (429 after retries ran out),
-and so on.
+from the body (../shared/reference/zendesk/NOTES.md §4.1, cited below as NOTES
+§x), never the request's credentials. Callers catch what they mean:
+:class:`SocNotFoundError`, :class:`SocConflictError` (a ``safe_update``
+collision), :class:`SocValidationError` (422 ``RecordInvalid``),
+:class:`SocRateLimitedError` (429 after retries ran out), and so on.
 """
 
 from __future__ import annotations

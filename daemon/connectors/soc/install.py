@@ -1,13 +1,14 @@
 """Webhook installation on the SOC desk: install, remove, status.
 
-``install`` is idempotent: it finds socbridge's webhook by its configured
-name, creates it if missing, or brings its endpoint, subscriptions and status
-back to what socbridge needs; then it fetches the webhook's signing secret
-(NOTES §3.1) and stores it in the configured secret file (mode 0600, written
-atomically), where the intake reads it. ``remove`` deletes the webhook(s) of
-that name and the secret file; the event log is untouched (R16). ``status``
-reports whether the webhook exists, matches, and whether the stored secret is
-the desk's current one, without printing it.
+``install`` is idempotent: it finds socbridge's webhook by its configured name,
+creates it if missing, or brings its endpoint, subscriptions and status back to
+what socbridge needs; then it fetches the webhook's signing secret
+(../shared/reference/zendesk/NOTES.md §3.1, cited below as NOTES §x) and stores
+it in the configured secret file (mode 0600, written atomically), where the
+intake reads it. ``remove`` deletes the webhook(s) of that name and the secret
+file; the event log is untouched (R16). ``status`` reports whether the webhook
+exists, matches, and whether the stored secret is the desk's current one,
+without printing it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Normalised SOC observations: the events intake and polling append.
 
-Webhook ``detail`` objects (string ids, upper-case enums, NOTES §3.3) and API
+Webhook ``detail`` objects (string ids, upper-case enums,
+../shared/reference/zendesk/NOTES.md §3.3, cited below as NOTES §x) and API
 ticket objects (integer ids, lower-case enums, §2.2) are brought to one shape
 so sync never cares how a change arrived. Event ids are derived from natural
 keys so a repeated delivery or a re-read page is written once: a webhook
 observation from the webhook event id, a polled ticket as
-``daemon/connectors/polling.py`` says, a comment from its comment id whichever path saw
-it first.
+``daemon/connectors/polling.py`` says, a comment from its comment id whichever
+path saw it first.
 
 Streams, types and fields follow the project's conventions: stream
 ``soc:ticket:{id}``, ticket ``soc:{id}``, types ``soc.ticket.observed`` and

@@ -1,11 +1,12 @@
 """Zendesk webhook signatures: ``base64(HMAC-SHA256(secret, TIMESTAMP + BODY))``.
 
-The SOC desk signs every webhook delivery with the webhook's signing secret
-and sends the result in ``X-Zendesk-Webhook-Signature`` and the timestamp it
-signed in ``X-Zendesk-Webhook-Signature-Timestamp`` (NOTES §3.1). The key is
-the secret string's UTF-8 bytes, not its base64 decoding; the order is
-timestamp then body (the current docs and every public implementation; the
-older docs' body-then-timestamp vector is a documented discrepancy).
+The SOC desk signs every webhook delivery with the webhook's signing secret and
+sends the result in ``X-Zendesk-Webhook-Signature`` and the timestamp it signed
+in ``X-Zendesk-Webhook-Signature-Timestamp``
+(../shared/reference/zendesk/NOTES.md §3.1). The key is the secret string's
+UTF-8 bytes, not its base64 decoding; the order is timestamp then body (the
+current docs and every public implementation; the older docs'
+body-then-timestamp vector is a documented discrepancy).
 
 :func:`verify` is the intake's check: the timestamp must parse, be no older
 than the tolerance and not lie in the future (beyond a small clock skew), and

@@ -1,15 +1,16 @@
 """Callback delivery of the ConnectWise simulator, signed as the real one is.
 
-Each ticket write is matched against the registered ``ticket`` callback
-entries (level ``owner`` = every ticket, ``board`` / ``status`` / ``ticket`` =
+Each ticket write is matched against the registered ``ticket`` callback entries
+(level ``owner`` = every ticket, ``board`` / ``status`` / ``ticket`` =
 ``objectId`` equal to the ticket's board / status / id), and each match is
-POSTed as the envelope of NOTES.md §4: ``MessageId``, ``FromUrl``,
-``CompanyId``, ``MemberId`` (the writer), ``Action``, ``Type``, ``ID``,
-``CallbackObjectRecId``, ``Entity`` (the ticket as a JSON *string*, ``null`` on
-delete), ``Metadata.key_url``. The ``x-content-signature`` header is
-``base64(HMAC-SHA256(SHA256(signing_key), raw_body))``. Inferred, not
-documented: ``skipCallback`` on a write and ``isSelfSuppressedFlag`` on an
-entry suppress the callback; failed deliveries are retried a few times.
+POSTed as the envelope of ../shared/reference/connectwise/NOTES.md §4:
+``MessageId``, ``FromUrl``, ``CompanyId``, ``MemberId`` (the writer),
+``Action``, ``Type``, ``ID``, ``CallbackObjectRecId``, ``Entity`` (the ticket
+as a JSON *string*, ``null`` on delete), ``Metadata.key_url``. The
+``x-content-signature`` header is ``base64(HMAC-SHA256(SHA256(signing_key),
+raw_body))``. Inferred, not documented: ``skipCallback`` on a write and
+``isSelfSuppressedFlag`` on an entry suppress the callback; failed deliveries
+are retried a few times.
 """
 
 from __future__ import annotations

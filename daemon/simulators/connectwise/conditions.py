@@ -1,12 +1,12 @@
 """The ConnectWise ``conditions`` / ``orderBy`` / ``fields`` grammar, for the simulator.
 
-Covers what clients use in practice (NOTES.md §2): ``field op value`` with
-``= != < <= > >= contains like in`` (and ``not`` before ``like``, ``contains``
-and ``in``), ``and`` / ``or`` (``and`` binds tighter), parentheses, nested
-fields ``a/b``, strings in ``'…'`` or ``"…"``, bare numbers, ``true`` /
-``false`` / ``null``, lists ``(1, 2)`` and datetimes in ``[…]``. Field names and
-keywords are case-insensitive, string comparisons too (inferred from
-ConnectWise's SQL Server collation; not documented). ``lastUpdated`` on any
+Covers what clients use in practice (../shared/reference/connectwise/NOTES.md
+§2): ``field op value`` with ``= != < <= > >= contains like in`` (and ``not``
+before ``like``, ``contains`` and ``in``), ``and`` / ``or`` (``and`` binds
+tighter), parentheses, nested fields ``a/b``, strings in ``'…'`` or ``"…"``,
+bare numbers, ``true`` / ``false`` / ``null``, lists ``(1, 2)`` and datetimes in
+``[…]``. Field names and keywords are case-insensitive, string comparisons too
+(inferred from ConnectWise's SQL Server collation; not documented). ``lastUpdated`` on any
 record means ``_info/lastUpdated`` ("All objects react to the LastUpdated
 query", §2). A malformed expression raises :class:`ConditionError`, which the
 simulator answers as a 400.

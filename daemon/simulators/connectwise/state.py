@@ -1,11 +1,12 @@
 """The ConnectWise simulator's in-memory state and the rules its writes obey.
 
 Records are stored with references by id and rendered with names on the way
-out (``{"id", "name", "_info"}``, NOTES.md §3.1). Writes validate the way
-ConnectWise reports it: a :class:`SimError` carries the status and the exact
-error body shape of NOTES.md §5 (``code``, ``message``, ``errors[]`` with
-``code``, ``message``, ``resource``, ``field``). Every ticket write notifies the
-listeners (the callback dispatcher) with the writer's member identifier.
+out (``{"id", "name", "_info"}``, ../shared/reference/connectwise/NOTES.md
+§3.1, cited below as NOTES §x). Writes validate the way ConnectWise reports
+it: a :class:`SimError` carries the status and the exact error body shape of
+NOTES §5 (``code``, ``message``, ``errors[]`` with ``code``, ``message``,
+``resource``, ``field``). Every ticket write notifies the listeners (the
+callback dispatcher) with the writer's member identifier.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The SOC simulator's HTTP surface: a Zendesk-Support-API-v2-shaped aiohttp app.
 
 Routes answer with the real envelopes (``{"ticket": ...}``, ``{"tickets":
-[...]}`` with offset or cursor paging, NOTES §4.3), accept paths with and
-without the ``.json`` suffix (§1; zenpy always sends it), authenticate
-``email/token:TOKEN`` Basic auth (§1), and refuse end users (403) and
-non-admins on admin-only endpoints (incremental export, webhooks). Faults are
-injected before authentication. ``/_sim/...`` is the unauthenticated admin
-surface (faults, delivery log); bind the simulator to loopback.
+[...]}`` with offset or cursor paging, ../shared/reference/zendesk/NOTES.md
+§4.3, cited below as NOTES §x), accept paths with and without the ``.json``
+suffix (§1; zenpy always sends it), authenticate ``email/token:TOKEN`` Basic
+auth (§1), and refuse end users (403) and non-admins on admin-only endpoints
+(incremental export, webhooks). Faults are injected before authentication.
+``/_sim/...`` is the unauthenticated admin surface (faults, delivery log); bind
+the simulator to loopback.
 """
 
 from __future__ import annotations

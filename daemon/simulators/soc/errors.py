@@ -1,10 +1,10 @@
 """Error responses of the SOC simulator, exactly as the reference gives them.
 
-Bodies follow ``shared/reference/zendesk/NOTES.md`` §4.1: 404
-``RecordNotFound`` (OAS, verbatim), 422 ``RecordInvalid`` with per-field
-details, 409 ``UpdateConflict`` (§2.5), 400 ``IdempotentRequestError``
-(§2.6). Bodies the reference does not give (401, 403, malformed JSON) are
-inferred and marked so where they are built.
+Bodies follow §4.1 of ../shared/reference/zendesk/NOTES.md (cited below as
+NOTES §x): 404 ``RecordNotFound`` (OAS, verbatim), 422 ``RecordInvalid`` with
+per-field details, 409 ``UpdateConflict`` (§2.5), 400
+``IdempotentRequestError`` (§2.6). Bodies the reference does not give (401,
+403, malformed JSON) are inferred and marked so where they are built.
 """
 
 from __future__ import annotations

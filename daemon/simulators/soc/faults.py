@@ -1,12 +1,13 @@
 """Fault knobs of the SOC simulator: make the desk misbehave on purpose.
 
 API faults apply to every ``/api/v2`` request before authentication: added
-latency, 429 with ``Retry-After`` (NOTES §4.2), and 5xx; or after the request
-took effect (a 5xx replacing the reply: the client cannot know it worked). Webhook faults apply
+latency, 429 with ``Retry-After`` (../shared/reference/zendesk/NOTES.md §4.2,
+cited below as NOTES §x), and 5xx; or after the request took effect (a 5xx
+replacing the reply: the client cannot know it worked). Webhook faults apply
 per delivery: dropped, duplicated, or reordered (the later change delivered
 first). Each fault can be armed for the next N requests/deliveries
-(deterministic, for tests) or as a ratio (random, seeded, for rehearsals).
-A real per-minute request limit can also be set, as the plans in §4.2 have.
+(deterministic, for tests) or as a ratio (random, seeded, for rehearsals). A
+real per-minute request limit can also be set, as the plans in §4.2 have.
 
 Knobs are set from CLI flags at start and changed live through the admin
 endpoint ``GET``/``PATCH /_sim/faults`` (JSON body with any of the fields of

@@ -4,10 +4,11 @@ users, webhooks, and the rules a Zendesk-shaped desk enforces.
 Pure state plus rules, no HTTP: :class:`DeskState` methods take the calling
 user and the decoded request body and either return the response document or
 raise :class:`SimError` carrying the exact status and error body the real API
-gives (see ``shared/reference/zendesk/NOTES.md`` §2 and §4.1). Every ticket
-change is reported to the registered listeners as a :class:`TicketChange`,
-which the webhook dispatcher turns into signed deliveries, so changes made
-through the API produce webhooks just as the real desk does.
+gives (see §2 and §4.1 of ../shared/reference/zendesk/NOTES.md, cited below as
+NOTES §x). Every ticket change is reported to the registered listeners as a
+:class:`TicketChange`, which the webhook dispatcher turns into signed
+deliveries, so changes made through the API produce webhooks just as the real
+desk does.
 """
 
 from __future__ import annotations

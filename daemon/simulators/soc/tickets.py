@@ -1,13 +1,13 @@
 """Ticket and comment records of the SOC simulator, and the rules for changing them.
 
 Shapes follow the OAS ``TicketObject`` / ``TicketCommentObject`` /
-``AuditObject`` (NOTES §2.2-§2.4). Rules: ``closed`` is final (422 on any
-update), ``solved`` can be reopened, a ticket's ``description`` is its first
-comment (set by ``comment``, or by ``description`` when no comment is sent),
-create and update both write an audit and answer with it, a comment's
-``public`` defaults to the first comment's value, ``safe_update`` with a stale
-``updated_stamp`` is a 409 (§2.5), and ``updated_at`` moves only when an
-update changes something.
+``AuditObject`` (../shared/reference/zendesk/NOTES.md §2.2-§2.4, cited below as
+NOTES §x). Rules: ``closed`` is final (422 on any update), ``solved`` can be
+reopened, a ticket's ``description`` is its first comment (set by ``comment``,
+or by ``description`` when no comment is sent), create and update both write an
+audit and answer with it, a comment's ``public`` defaults to the first
+comment's value, ``safe_update`` with a stale ``updated_stamp`` is a 409
+(§2.5), and ``updated_at`` moves only when an update changes something.
 
 Inferred, not from the reference: ``updated_at`` of one ticket strictly
 increases (bumped by a second when two changes fall in the same second), so a

@@ -1,9 +1,10 @@
 """Webhooks of the SOC simulator: the registry (CRUD, signing secrets) and the
 dispatcher that delivers signed event envelopes for every ticket change.
 
-Webhook objects and rules follow NOTES §3.2 (``id``, ``name``, ``endpoint``,
-``http_method`` POST and ``request_format`` json for event subscriptions,
-``status``, ``subscriptions``); the signing secret endpoint is
+Webhook objects and rules follow ../shared/reference/zendesk/NOTES.md §3.2
+(cited below as NOTES §x; ``id``, ``name``, ``endpoint``, ``http_method`` POST
+and ``request_format`` json for event subscriptions, ``status``,
+``subscriptions``); the signing secret endpoint is
 ``GET``/``POST /api/v2/webhooks/{id}/signing_secret`` (§3.1, reset by POST is
 inferred). Deliveries carry the event envelope of §3.3 (string ids, upper-case
 enums, ``zendesk_event_version`` "2022-11-06") and the two signature headers,
