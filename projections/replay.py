@@ -43,6 +43,9 @@ from projections.state import (
     META_KEYS,
     BridgeState,
     Json,
+    decode_command,
+    decode_link,
+    decode_meta,
     encode_command,
     encode_link,
     encode_meta,
@@ -95,14 +98,54 @@ def canonical(type_: str, ticket: str | None, data: Mapping[str, Any]) -> dict[s
 
 
 def state_digest(state: BridgeState) -> str:
-    """A short hash of the whole folded state: equal digests, equal states."""
-    body = orjson.dumps(state.to_json(), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(body).hexdigest()[:16]
+    """A short hash of the whole folded state: equal digests, equal states.
+
+    It hashes the bytes of ``state.to_json()`` dumped with sorted keys, fed record by
+    record: the whole state as one JSON tree would be a second copy of it in memory.
+    """
+    digest = hashlib.sha256()
+    parts = state.to_json_parts()
+    digest.update(b"{")
+    for n, key in enumerate(sorted(parts)):
+        digest.update(b"," if n else b"")
+        digest.update(_sorted_dump(key) + b":")
+        value = parts[key]
+        if key == "links":
+            _digest_map(digest, state.links, encode_link)
+        elif key == "outbox":
+            _digest_map(digest, state.outbox, encode_command)
+        else:
+            digest.update(_sorted_dump(value))
+    digest.update(b"}")
+    return digest.hexdigest()[:16]
+
+
+def _sorted_dump(value: Json) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _digest_map(digest: Any, records: Mapping[str, Any], encode: Callable[[Any], Json]) -> None:
+    """``{"key":record,...}`` as orjson writes it with sorted keys, one record at a time."""
+    digest.update(b"{")
+    for n, key in enumerate(sorted(records)):
+        digest.update(b"," if n else b"")
+        digest.update(_sorted_dump(key) + b":" + _sorted_dump(encode(records[key])))
+    digest.update(b"}")
 
 
 def copy_state(state: BridgeState) -> BridgeState:
-    """A deep copy of ``state`` (through its JSON form)."""
-    return BridgeState.from_json(orjson.loads(orjson.dumps(state.to_json())))
+    """A deep copy of ``state``, record by record through its JSON form: a record's JSON is
+    dropped as soon as it is decoded, so the copy never holds a whole second tree."""
+    loads, dumps = orjson.loads, orjson.dumps
+    copy = BridgeState(position=state.position)
+    copy.links = {k: decode_link(loads(dumps(encode_link(v)))) for k, v in state.links.items()}
+    copy.outbox = {
+        k: decode_command(loads(dumps(encode_command(v)))) for k, v in state.outbox.items()
+    }
+    for key in META_KEYS:
+        decode_meta(copy, key, loads(dumps(encode_meta(state, key))))
+    copy.derive_indexes()
+    return copy
 
 
 @dataclass

@@ -360,12 +360,21 @@ class BridgeState:
 
     def to_json(self) -> JsonObject:
         return {
-            "position": self.position,
+            **self.to_json_parts(),
             "links": {k: encode_link(v) for k, v in self.links.items()},
+            "outbox": {k: encode_command(v) for k, v in self.outbox.items()},
+        }
+
+    def to_json_parts(self) -> JsonObject:
+        """:meth:`to_json` but for ``links`` and ``outbox`` (``None`` there): the parts that
+        are small, for a caller that encodes those two record by record."""
+        return {
+            "position": self.position,
+            "links": None,
             "by_cw": dict(self.by_cw),
             "by_soc": dict(self.by_soc),
             "unlinked": dict(self.unlinked),
-            "outbox": {k: encode_command(v) for k, v in self.outbox.items()},
+            "outbox": None,
             **{key: encode_meta(self, key) for key in META_KEYS},
         }
 

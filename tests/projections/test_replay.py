@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 
 from projections import kinds
@@ -139,3 +141,15 @@ async def test_a_preview_of_a_live_log_leaves_out_inputs_not_decided_yet(tmp_pat
     # Taken for a log at rest, the undecided change would read as changed by the policy.
     at_rest = preview(events, deciding(priority="cw"))
     assert events[-1].position in [d.cause_position for d in at_rest.diffs]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits)
+def test_the_digest_fed_record_by_record_is_the_hash_of_the_whole_state(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        events = asyncio.run(edited(Path(tmp) / "e.db", ops))
+    state = replay(events).state
+    whole = orjson.dumps(state.to_json(), option=orjson.OPT_SORT_KEYS)
+    assert state_digest(state) == hashlib.sha256(whole).hexdigest()[:16]
