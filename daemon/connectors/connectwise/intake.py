@@ -18,8 +18,10 @@ other customers' tickets), tickets on other boards that socbridge never
 recorded, non-ticket callback types, deletes of tickets it never recorded,
 tickets of a tenant whose sync is off (R9). A
 4xx there would make ConnectWise retry something that will never succeed.
-The only remote call on the request path is the documented signing-key fetch;
-its failure is a 503 so ConnectWise retries later.
+The only remote call on the request path is the documented signing-key fetch
+(keys are cached): a key ConnectWise says it does not have is a 401 (a forged
+callback), and only a fetch that fails (network, 5xx) is a 503, so ConnectWise
+retries later.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from daemon.connectors.connectwise.signing import (
     KeyFetchError,
     SignatureError,
     SigningKeyCache,
+    UnknownSigningKeyError,
     check_key_url,
     verify,
 )
@@ -139,7 +142,10 @@ class CallbackIntake(BaseIntake):
             key_url = check_key_url(payload["Metadata"].get("key_url"), self.settings.site_url)
         except SignatureError as exc:
             raise Refusal(403, "unsafe_key_url", str(exc)) from None
-        key = await self.keys.get(key_url)
+        try:
+            key = await self.keys.get(key_url)
+        except UnknownSigningKeyError as exc:
+            raise Refusal(401, "unknown_signing_key", str(exc)) from None
         try:
             if key is not None:
                 verify(key, raw, header)

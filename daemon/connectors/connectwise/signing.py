@@ -39,6 +39,11 @@ class KeyFetchError(ConnectWiseError):
     """The signing key could not be fetched (answered 503 so ConnectWise retries)."""
 
 
+class UnknownSigningKeyError(SignatureError):
+    """ConnectWise says the key_url's key does not exist: the callback is not its own
+    (answered 401; a retry would get the same answer)."""
+
+
 SIGNATURE_HEADER = "x-content-signature"
 
 
@@ -119,6 +124,9 @@ class SigningKeyCache:
         self._timeout = timeout
         self._clock = clock
         self._keys: dict[str, _Entry] = {}
+        #: key_url -> when ConnectWise last said it names no key: refused without asking
+        #: again for ``min_refetch`` seconds, so forged callbacks cannot make us hammer it.
+        self._unknown: dict[str, float] = {}
         self.fetches = 0  # for metrics and tests
 
     def __repr__(self) -> str:
@@ -128,6 +136,11 @@ class SigningKeyCache:
         """The key for ``key_url``; ``refresh`` re-fetches unless it was fetched
         within ``min_refetch`` seconds (then ``None``: nothing new to try)."""
         now = self._clock()
+        refused_at = self._unknown.get(str(key_url))
+        if refused_at is not None and now - refused_at < self._min_refetch:
+            raise UnknownSigningKeyError(
+                f"ConnectWise has no signing key for the callback's key_url on {key_url.host}"
+            )
         entry = self._keys.get(str(key_url))
         if entry is not None:
             age = now - entry.fetched_at
@@ -135,7 +148,12 @@ class SigningKeyCache:
                 return entry.key
             if refresh and age < self._min_refetch:
                 return None
-        key = await self._fetch(key_url)
+        try:
+            key = await self._fetch(key_url)
+        except UnknownSigningKeyError:
+            self._unknown[str(key_url)] = self._clock()
+            raise
+        self._unknown.pop(str(key_url), None)
         self._keys[str(key_url)] = _Entry(key, self._clock())
         return key
 
@@ -155,7 +173,14 @@ class SigningKeyCache:
             raise KeyFetchError(
                 f"cannot fetch the callback signing key from {key_url.host} ({type(exc).__name__})"
             ) from None
+        if status in (404, 410):
+            # ConnectWise answered, and it has no such key: a forged or stale callback.
+            raise UnknownSigningKeyError(
+                f"ConnectWise has no signing key for the callback's key_url on {key_url.host} "
+                f"(HTTP {status})"
+            )
         if status != 200:
+            # Anything else (5xx, 429, a proxy's error) may pass: ConnectWise retries later.
             raise KeyFetchError(
                 f"callback signing key fetch from {key_url.host} gave HTTP {status}"
             )

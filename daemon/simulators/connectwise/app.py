@@ -296,6 +296,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if path.lower().startswith("/login/companyinfo/"):
             return await company_info(request)
         if "/system/callbackkey/index.rails" in path.lower():
+            key_fault = faults.take_api_fault(request.method, path, named_only=True)
+            if key_fault is not None:
+                return reply(request, {"code": "ServerError",
+                                       "message": f"simulated HTTP {key_fault.status}"},
+                             key_fault.status)  # fmt: skip
             return await callback_key(request)
         prefix = next((p for p in API_PREFIXES if path.lower().startswith(p.lower())), None)
         if prefix is None:

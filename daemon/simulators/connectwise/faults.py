@@ -51,8 +51,14 @@ class Faults:
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def take_api_fault(self, method: str, path: str) -> ApiFault | None:
+    def take_api_fault(
+        self, method: str, path: str, *, named_only: bool = False
+    ) -> ApiFault | None:
+        """The next rule that matches, used up by one; with ``named_only``, only rules that
+        name a path (the callback-key route is faulted only when a rule asks for it)."""
         for rule in self.api:
+            if named_only and not rule.path_contains:
+                continue
             if rule.matches(method, path):
                 rule.count -= 1
                 if rule.count <= 0:

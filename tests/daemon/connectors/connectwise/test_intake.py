@@ -20,6 +20,7 @@ from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.connectwise.signing import SigningKeyCache
 from daemon.simulators.connectwise import SimServer, fixture
 from daemon.simulators.connectwise.callbacks import sign
+from daemon.simulators.connectwise.faults import ApiFault
 from eventstore import EventStore
 from tests.support.connectwise import callback_intake
 
@@ -315,15 +316,38 @@ async def test_signing_key_is_cached_and_refetched_once_on_rotation(
         assert keys.fetches == 2
 
 
-async def test_key_fetch_failure_is_503_so_connectwise_retries(
+async def test_a_key_connectwise_does_not_have_is_401_and_not_asked_for_again_at_once(
+    sim: SimServer, store: EventStore, settings: ConnectWiseSettings, http: aiohttp.ClientSession
+) -> None:
+    now = [1000.0]
+    keys = SigningKeyCache(http, ttl=3600, min_refetch=30, clock=lambda: now[0])
+    forged_url = sim.callbacks.key_url.replace(sim.state.callback_key_id, "no-such-key")
+    async with serve_intake(store, settings, http, keys) as daemon:
+        for message in ("m-forged-1", "m-forged-2"):
+            body = orjson.dumps(envelope(sim, MessageId=message, Metadata={"key_url": forged_url}))
+            status, doc = await post(http, daemon, body, sign("guessed", body))
+            # Not a 503: ConnectWise would retry a forged callback forever.
+            assert (status, doc["reason"]) == (401, "unknown_signing_key")
+        assert keys.fetches == 1  # the second was refused without asking ConnectWise again
+        now[0] += 60
+        body = orjson.dumps(envelope(sim, MessageId="m-forged-3", Metadata={"key_url": forged_url}))
+        assert (await post(http, daemon, body, sign("guessed", body)))[0] == 401
+        assert keys.fetches == 2
+        rejected = await daemon.store.read_stream("intake:rejected")
+        assert [e.data["reason"] for e in rejected] == ["unknown_signing_key"] * 3
+
+
+async def test_a_key_fetch_that_fails_on_connectwises_side_is_503_so_it_retries(
     sim: SimServer, daemon: Daemon, http: aiohttp.ClientSession
 ) -> None:
-    sim.state.callback_key_id = "rotated-away"  # the key URL in the payload now 404s
-    body = orjson.dumps(envelope(sim, Metadata={"key_url": sim.callbacks.key_url.replace(
-        "rotated-away", "old")}))  # fmt: skip
+    sim.faults.api.append(ApiFault(503, count=1, path_contains="callbackkey"))
+    body = orjson.dumps(envelope(sim))
     status, _ = await post(http, daemon, body, sign(sim.state.signing_key, body))
     assert status == 503
     assert await daemon.store.read_stream("intake:rejected") == []
+    # Once ConnectWise answers again, the same callback is accepted.
+    status, doc = await post(http, daemon, body, sign(sim.state.signing_key, body))
+    assert (status, doc["status"]) == (200, "accepted")
 
 
 async def test_poller_is_woken_for_human_changes_only_not_for_socbridges_own_writes(
