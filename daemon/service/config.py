@@ -8,8 +8,10 @@ passed down explicitly; nothing deeper reads files or the environment.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import tomllib
+import typing
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, Literal
@@ -224,18 +226,67 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"configuration {path} is invalid:"]
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            msg = (
-                "unknown key; remove it or check its spelling "
-                "('socbridge config reference' lists every key)"
-            )
-        elif kind == "missing":
-            msg = "required key is missing; add it"
-        else:
-            msg = error["msg"]
-        lines.append(f"  {key}: {msg}")
+        lines.append(f"  {key}: {_explain(error)}")
     return "\n".join(lines)
+
+
+#: What a value of each kind must be, by pydantic's error type, in an operator's words.
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text in quotes",
+    "list_type": 'a list, like ["a", "b"]',
+    "dict_type": "a table of keys",
+    "model_type": "a table of keys",
+}
+
+
+def _explain(error: Any) -> str:
+    """One error as a sentence that says what the key wants and how to fix it."""
+    kind, loc = error["type"], tuple(error["loc"])
+    if kind == "extra_forbidden":
+        near = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
+        hint = f"did you mean `{near[0]}`?" if near else "remove it or check its spelling"
+        return f"unknown key; {hint} ('socbridge config reference' lists every key)"
+    if kind == "missing":
+        return "required key is missing; add it"
+    expected = _EXPECTED.get(kind)
+    if expected is not None:
+        if expected == "a number" and str(loc[-1]).endswith("_seconds"):
+            expected = "a number of seconds"
+        return f"expected {expected}, got {error.get('input')!r}"
+    return str(error["msg"])
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model accepts at ``loc`` (a section, or a tenant's table)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an entry of an array of tables: the same model as the array's
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (itself, or a list's or an optional's)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(path: Path, text: str) -> Config:
