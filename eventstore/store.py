@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from eventstore.errors import InvalidEventError, StoreClosedError, StoreError, translate
+from eventstore.errors import (
+    DatabaseUnavailableError,
+    InvalidEventError,
+    StoreClosedError,
+    StoreError,
+    translate,
+)
 from eventstore.events import NewEvent, RecordedEvent
 from eventstore.schema import check_version, migrate
 from eventstore.writer import (
@@ -229,7 +235,11 @@ class EventStore:
     async def _start(self) -> None:
         path = self.path
         if self.readonly and not path.exists():
-            raise translate(sqlite3.OperationalError("unable to open database file"), path)
+            # A reading command never creates a log: say so plainly (a typo, the wrong
+            # --db or --config), rather than guessing at folders and permissions.
+            raise DatabaseUnavailableError(
+                f"event log {path} does not exist; check --db, or the [store] path of --config"
+            )
         if not self.readonly:
             opened: asyncio.Future[None] = self._loop.create_future()
             self._wthread = threading.Thread(

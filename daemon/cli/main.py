@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -90,8 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(func(args))
         else:
             result = func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``socbridge events ... | head``): what it wanted, it has.
+        # Point stdout at /dev/null so the interpreter's last flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     return int(result) if isinstance(result, int) else EXIT_OK
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from daemon.cli.main import EXIT_OK, EXIT_STORE, EXIT_USAGE
 from daemon.service.app import RUNNING, build_app
 from daemon.service.config import Config, ConfigError, ServerSettings, load_config
-from daemon.service.listener import start_sites
+from daemon.service.listener import PortTakenError, bind_listeners, start_bound
 from daemon.service.logs import Redactor, config_secret_refs, configure_logging
 from daemon.service.reload import Reloader
 from daemon.service.sdnotify import Notifier
@@ -56,11 +56,13 @@ async def serve(
 ) -> None:
     """Serve until ``stop``; tell systemd READY once intake, sync and outbox run."""
     log = structlog.get_logger("socbridge")
+    # Bound first: a taken port is refused before the log is opened or anything appended.
+    listeners = bind_listeners(server)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     watchdog = asyncio.create_task(notifier.watchdog_pings(), name="watchdog")
     try:
         await runner.setup()
-        await start_sites(runner, server)
+        await start_bound(runner, listeners)
         await app[RUNNING].wait()
         log.info("daemon.listening", host=server.host, port=server.port, tls=bool(server.tls_cert))
         notifier.notify(READY=1, STATUS="serving")
@@ -78,6 +80,8 @@ async def serve(
             log.warning("daemon.stop_deadline", handed_back="in-flight deliveries")
         watchdog.cancel()
         await asyncio.gather(watchdog, return_exceptions=True)
+        for sock, _ in listeners:
+            sock.close()  # unused when the start failed before serving; closed once anyway
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -106,6 +110,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
         await serve(app, config.server, stop, notifier)
+    except PortTakenError as exc:
+        print(f"socbridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"socbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

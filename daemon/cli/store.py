@@ -123,6 +123,8 @@ def _guarded(action: Callable[[], int], io_hint: str) -> int:
     except StoreError as exc:
         _error(str(exc))
         return EXIT_STORE
+    except BrokenPipeError:
+        raise  # the reader of our output went away: main ends quietly
     except OSError as exc:
         _error(f"{io_hint}: {exc.strerror}")
         return EXIT_USAGE

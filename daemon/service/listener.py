@@ -11,6 +11,8 @@ default; see :mod:`daemon.service.guard`).
 
 from __future__ import annotations
 
+import errno
+import socket
 import ssl
 
 from aiohttp import web
@@ -33,11 +35,58 @@ def listener_ssl(server: ServerSettings) -> ssl.SSLContext | None:
         raise ConfigError(str(exc)) from None
 
 
-async def start_sites(runner: web.AppRunner, server: ServerSettings) -> list[web.TCPSite]:
-    """Start the main (and optional admin) listeners on a set-up runner."""
-    sites = [web.TCPSite(runner, server.host, server.port, ssl_context=listener_ssl(server))]
+class PortTakenError(ConfigError):
+    """A listener's address is in use by another process: a restart cannot fix that."""
+
+
+Listener = tuple[socket.socket, ssl.SSLContext | None]
+
+
+def bind_listeners(server: ServerSettings) -> list[Listener]:
+    """Bind the main (and optional admin) listening sockets, before anything else starts:
+    a port taken by another process is refused (:class:`PortTakenError`) before the log is
+    opened or anything appended."""
+    wanted = [(server.host, server.port, listener_ssl(server))]
     if server.admin_port is not None:
-        sites.append(web.TCPSite(runner, server.admin_host, server.admin_port))
+        wanted.append((server.admin_host, server.admin_port, None))
+    bound: list[Listener] = []
+    try:
+        for host, port, context in wanted:
+            bound.append((_bind(host, port), context))
+    except BaseException:
+        for sock, _ in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortTakenError(
+                f"port {port} on {host} is taken by another process; stop it, or set "
+                "[server] port (and host) to a free one"
+            ) from None
+        raise
+    return sock
+
+
+async def start_bound(runner: web.AppRunner, listeners: list[Listener]) -> list[web.SockSite]:
+    """Serve ``runner`` on sockets :func:`bind_listeners` bound."""
+    sites = [web.SockSite(runner, sock, ssl_context=context) for sock, context in listeners]
     for site in sites:
         await site.start()
     return sites
+
+
+async def start_sites(runner: web.AppRunner, server: ServerSettings) -> list[web.SockSite]:
+    """Bind and start the main (and optional admin) listeners on a set-up runner."""
+    return await start_bound(runner, bind_listeners(server))

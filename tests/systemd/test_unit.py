@@ -30,6 +30,12 @@ def test_unit_loads_every_credential_the_example_config_names() -> None:
     assert "StateDirectory=socbridge" in unit
 
 
+def test_unit_raises_the_open_file_limit_above_the_default_1024() -> None:
+    unit = (SYSTEMD / "socbridge.service").read_text()
+    [limit] = re.findall(r"^LimitNOFILE=(\d+)$", unit, flags=re.M)
+    assert int(limit) >= 65536
+
+
 def test_security_exposure_is_at_most_2() -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:

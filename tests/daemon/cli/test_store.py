@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 
 from eventstore import EventStore, NewEvent
 from tests.support.cli import run_socbridge
@@ -75,6 +76,20 @@ def test_unusable_database_exits_3_with_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert b"not a valid SQLite database" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["verify", "export", "events", "replay", "audit"])
+def test_a_log_that_does_not_exist_is_named_and_nothing_is_created(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "no-such-folder" / "events.db"
+    result = run_socbridge(command, "--db", str(missing))
+    assert result.returncode == 3
+    assert result.stderr.decode().strip() == (
+        f"socbridge: error: event log {missing} does not exist; check --db, or the [store] "
+        "path of --config"
+    )
+    assert not missing.parent.exists()
 
 
 def test_export_then_import_round_trip(tmp_path: Path) -> None:
