@@ -18,6 +18,7 @@ import orjson
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from daemon.service.config import Config, ConfigError, config_hash, load_config
 from daemon.service.config_reference import render
+from daemon.service.listener import listener_ssl
 from daemon.service.secrets import SecretError, load_secret, resolve_secret_path
 
 
@@ -71,6 +72,15 @@ def check(path: Path) -> tuple[int, dict[str, Any]]:
                 continue
             secrets[key] = "problem"
             problems.append(f"{key}: {exc}")
+    tls = "none (plain HTTP)"
+    if config.server.tls_cert is not None:
+        # The same load `run` does at start: files present, readable, a matching pair.
+        try:
+            listener_ssl(config.server)
+            tls = "ok"
+        except ConfigError as exc:
+            tls = "problem"
+            problems.append(str(exc))
     report = {
         "config": str(path),
         "valid": not problems,
@@ -78,6 +88,7 @@ def check(path: Path) -> tuple[int, dict[str, Any]]:
         "store": str(config.store.path),
         "listen": f"{config.server.host}:{config.server.port}",
         "tls": config.server.tls_cert is not None,
+        "tls_files": tls,
         "tenants": [{"name": t.name, "sync_enabled": t.sync_enabled} for t in config.tenants],
         "secrets": secrets,
         "problems": problems,
@@ -115,6 +126,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(f"  store    {report['store']}")
     print(f"  listen   {report['listen']} ({'TLS' if report['tls'] else 'plain HTTP, loopback'})")
     print(f"  tenants  {tenants}")
+    if report["tls"]:
+        print(f"  tls      {report['tls_files']}")
     for key, state in report["secrets"].items():
         print(f"  secret   {key}: {state}")
     for problem in report["problems"]:

@@ -1,6 +1,7 @@
 """The daemon's wiring: one aiohttp application, one ``cleanup_ctx`` per component.
 
 Start order (and, reversed, stop order) is visible here in one place: the
+secrets (read first, so a start that fails on one appends nothing), the
 event log (where the applied config is recorded), the remote clients, the
 sync engine, the outbox, the pollers, and the remote hooks. Routes are
 registered up front (aiohttp freezes the router at start) and look up their
@@ -26,6 +27,7 @@ from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.connectwise.intake import CallbackIntake
 from daemon.connectors.connectwise.poller import ConnectWisePoller
+from daemon.connectors.connectwise.settings import ApiKeys
 from daemon.connectors.connectwise.signing import SigningKeyCache
 from daemon.connectors.contract import Desk, Intake, PollReport
 from daemon.connectors.polling import BasePoller
@@ -39,7 +41,7 @@ from daemon.service.applied import record_applied
 from daemon.service.config import Config, config_hash
 from daemon.service.guard import guard_middleware
 from daemon.service.metrics import CONTENT_TYPE, Metrics
-from daemon.service.secrets import load_secret
+from daemon.service.secrets import Secret, load_secret
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import rules_from_config
 from daemon.sync.tenants import TenantDirectory
@@ -76,8 +78,25 @@ APPLIED = web.AppKey("applied", Applied)
 TENANTS = web.AppKey("tenants", TenantDirectory)
 
 
+@dataclass(frozen=True)
+class Secrets:
+    """The remote credentials, read before the log is opened (see :func:`_secrets_ctx`)."""
+
+    cw_keys: ApiKeys
+    soc_token: Secret
+
+
+SECRETS = web.AppKey("secrets", Secrets)
+
 #: How long a stop waits, at most, for sync to decide what the log already holds.
 DRAIN_ON_STOP_S = 5.0
+
+
+async def _secrets_ctx(app: web.Application) -> AsyncIterator[None]:
+    # First: a start that fails on a missing or unreadable secret appends nothing.
+    config = app[CONFIG]
+    app[SECRETS] = Secrets(config.connectwise.load_keys(), load_secret(config.soc.api_token))
+    yield
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -107,10 +126,11 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     app[SESSION] = session
     try:
-        keys = config.connectwise.load_keys()
-        app[CW_CLIENT] = await ConnectWiseClient.connect(config.connectwise, keys, session)
-        token = load_secret(config.soc.api_token)
-        app[SOC_CLIENT] = SocClient.from_settings(config.soc, token, session=session)
+        secrets = app[SECRETS]
+        app[CW_CLIENT] = await ConnectWiseClient.connect(
+            config.connectwise, secrets.cw_keys, session
+        )
+        app[SOC_CLIENT] = SocClient.from_settings(config.soc, secrets.soc_token, session=session)
         desks: dict[Side, Desk] = {
             "cw": ConnectWiseDesk(app[CW_CLIENT]),
             "soc": SocDesk(app[SOC_CLIENT]),
@@ -325,6 +345,6 @@ def build_app(config: Config, config_path: Path | None = None) -> web.Applicatio
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.extend(
-        [_store_ctx, _applied_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx]
+        [_secrets_ctx, _store_ctx, _applied_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx]
     )
     return app

@@ -17,6 +17,7 @@ from daemon.service.config import Config
 from daemon.service.config_reference import END, START, render, splice
 from daemon.simulators.connectwise import fixture as cwfx
 from daemon.simulators.rehearsal import write_config
+from daemon.simulators.trust import write_rehearsal_tls
 from tests.support.paths import REPO
 
 
@@ -104,3 +105,23 @@ def test_reference_command_prints_the_reference_from_the_installed_entry_point()
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0 and result.stdout == render()
+
+
+def test_check_loads_the_tls_files_as_run_would(tmp_path: Path) -> None:
+    tls = write_rehearsal_tls(tmp_path / "tls", "127.0.0.1")
+    path = tmp_path / "socbridge.toml"
+    write_config(path, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 3, 5.0, tls)
+    good = socbridge("config", "check", "--config", str(path), "--json")
+    assert good.returncode == 0, good.stdout
+    assert json.loads(good.stdout)["tls_files"] == "ok"
+    # A key that is not the certificate's: the pair cannot be served.
+    other = write_rehearsal_tls(tmp_path / "other", "127.0.0.1")
+    tls.key.write_bytes(other.key.read_bytes())
+    mismatched = socbridge("config", "check", "--config", str(path))
+    assert mismatched.returncode == 1
+    assert "tls      problem" in mismatched.stdout
+    assert "server.tls_key" in mismatched.stdout and "key matches" in mismatched.stdout
+    tls.cert.unlink()
+    missing = socbridge("config", "check", "--config", str(path), "--json")
+    assert missing.returncode == 1
+    assert any(str(tls.cert) in p for p in json.loads(missing.stdout)["problems"])

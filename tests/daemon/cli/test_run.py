@@ -56,3 +56,37 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path
         _, err = reader.communicate(timeout=60)
         assert reader.returncode == 0, (command, err)
         assert b"error" not in err and b"Traceback" not in err, (command, err)
+
+
+def test_a_start_that_fails_on_a_secret_appends_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "socbridge.toml"
+    write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 0, 5.0)
+    db = tmp_path / "events.db"
+
+    async def seed() -> int:
+        store = await EventStore.open(db, synchronous="NORMAL")
+        try:
+            await store.append([NewEvent("cw:ticket:1", "t", {})])
+            return await store.last_position()
+        finally:
+            await store.close()
+
+    before = asyncio.run(seed())
+    (tmp_path / "secrets" / "cw_private_key").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("socbridge: error: ") and "cw_private_key" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    async def head() -> int:
+        store = await EventStore.open(db, synchronous="NORMAL")
+        try:
+            return await store.last_position()
+        finally:
+            await store.close()
+
+    # Before the secrets were read first, `admin.config.applied` was recorded here.
+    assert asyncio.run(head()) == before
