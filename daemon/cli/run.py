@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "SIGTERM/SIGINT stop it cleanly; SIGHUP re-reads --config and applies it live\n"
             "(tenants, sync rules, conflict policy, allowlists) or refuses it whole, logging\n"
             "why (invalid, or a key that needs a restart); the running config then stays.\n\n"
-            "exit codes: 0 stopped cleanly, 2 configuration error, 3 event log unusable"
+            "A desk that is down at start does not stop it: it serves, records what arrives,\n"
+            "reports why on /readyz, and syncs once the desk answers.\n\n"
+            "exit codes: 0 stopped cleanly, 2 configuration, secret or taken port,\n"
+            "3 event log unusable"
         ),
         epilog=(
             "examples:\n"

@@ -160,6 +160,54 @@ def _make_limiter(rate: float) -> AsyncLimiter:
     return AsyncLimiter(1, 1.0 / rate)
 
 
+class RemoteHealth:
+    """Whether a remote answers, as its last request found it, for ``/readyz``.
+
+    Unreachable (network, 5xx) and refusing our credentials (401/403) make it
+    unhealthy until a request succeeds again; each change is logged once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.since: datetime | None = None  # unhealthy since
+        self.reason: str | None = None
+        self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
+
+    @property
+    def healthy(self) -> bool:
+        return self.since is None
+
+    def describe(self, label: str) -> str | None:
+        """``'ConnectWise unreachable (…) since 2026-…Z'``, or ``None`` while healthy."""
+        if self.since is None:
+            return None
+        when = self.since.isoformat(timespec="seconds").replace("+00:00", "Z")
+        return f"{label} {self.reason} since {when}"
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self._log.info("remote.up", was=self.reason, down_since=self.since.isoformat())
+            self.since, self.reason = None, None
+
+    def refused(self, status: int) -> None:
+        if status in (401, 403):
+            self._down(f"refuses our credentials (HTTP {status})")
+        elif status >= 500:
+            self._down(f"unavailable (HTTP {status})")
+        else:
+            self.answered()  # a 4xx about one request: the remote itself answers
+
+    def unreachable(self, cause: str) -> None:
+        self._down(f"unreachable ({cause})")
+
+    def _down(self, reason: str) -> None:
+        if self.since is None or reason != self.reason:
+            self._log.error("remote.down", reason=reason)
+        if self.since is None:
+            self.since = datetime.now(UTC)
+        self.reason = reason
+
+
 class RemoteClient:
     """Rate-limited, concurrency-capped, retrying HTTP client for one remote API.
 
@@ -201,6 +249,7 @@ class RemoteClient:
         self._rng = rng or random.Random()
         self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
         self.attempts_made = 0  # total HTTP attempts, for metrics and tests
+        self.health = RemoteHealth(name)
 
     def __repr__(self) -> str:
         return f"RemoteClient(name={self.name!r}, base_url={redact_url(self.base_url)!r})"
@@ -274,15 +323,18 @@ class RemoteClient:
             if isinstance(outcome, RemoteResponse):
                 status = outcome.status
                 if status < 400:
+                    self.health.answered()
                     return outcome
                 retryable = status in RETRYABLE_STATUSES and (
                     retry_ambiguous or status in (429, 503)
                 )
+                self.health.refused(status)
                 if not retryable or attempt >= policy.max_attempts:
                     raise self._error_parser(status, outcome.headers, outcome.body)
                 delay = self._delay_for(outcome, attempt, method, safe_target)
                 reason = f"HTTP {status}"
             else:
+                self.health.unreachable(outcome)
                 if not retry_ambiguous or attempt >= policy.max_attempts:
                     raise RemoteUnavailableError(
                         f"{self.name}: {method} {safe_target} failed after {attempt} "

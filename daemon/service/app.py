@@ -29,7 +29,7 @@ from daemon.connectors.connectwise.intake import CallbackIntake
 from daemon.connectors.connectwise.poller import ConnectWisePoller
 from daemon.connectors.connectwise.settings import ApiKeys
 from daemon.connectors.connectwise.signing import SigningKeyCache
-from daemon.connectors.contract import Desk, Intake, PollReport
+from daemon.connectors.contract import Desk, Intake, PollReport, RemoteError
 from daemon.connectors.polling import BasePoller
 from daemon.connectors.soc import install as soc_install
 from daemon.connectors.soc.client import SocClient
@@ -127,8 +127,9 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = session
     try:
         secrets = app[SECRETS]
+        # A desk down at start is no reason to stop: the look-up is retried before use.
         app[CW_CLIENT] = await ConnectWiseClient.connect(
-            config.connectwise, secrets.cw_keys, session
+            config.connectwise, secrets.cw_keys, session, defer_lookup=True
         )
         app[SOC_CLIENT] = SocClient.from_settings(config.soc, secrets.soc_token, session=session)
         desks: dict[Side, Desk] = {
@@ -245,12 +246,38 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    log = structlog.get_logger("socbridge")
-    if config.server.install_remote_hooks and app[ENGINE].state.removed:
-        log.warning("hooks.not_installed", reason="the integration was removed (socbridge remove)")
-    elif config.server.install_remote_hooks:
+#: Backoff of the background hook install while a remote does not answer: 1 s doubling to 5 min.
+HOOKS_RETRY_FIRST_S, HOOKS_RETRY_MAX_S = 1.0, 300.0
+#: How long the start waits for the first install before serving without it.
+HOOKS_FIRST_TRY_S = 5.0
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {HOOKS_FIRST_TRY_S:g} s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class HookUpkeep:
+    """Installs both desks' hooks in the background, retrying with backoff until both are
+    in place: a remote that is down at start does not stop the daemon from serving."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self.installed = asyncio.Event()
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def install_once(self) -> None:
+        app, config = self._app, self._app[CONFIG]
         # Both sides at once: each install is a few round trips to its own API.
         cw = asyncio.create_task(cw_install.install(app[CW_CLIENT], config.connectwise))
         try:
@@ -260,9 +287,56 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(cw, return_exceptions=True)
             raise
         cw_state = await cw
-        log.info("hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy)
+        structlog.get_logger("socbridge").info(
+            "hooks.installed", connectwise=cw_state.describe(), soc=soc_state.healthy
+        )
+
+    async def _run(self) -> None:
+        log = structlog.get_logger("socbridge")
+        delay = HOOKS_RETRY_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, HOOKS_RETRY_MAX_S)
+            try:
+                await self.install_once()
+            except (RemoteError, OSError, TimeoutError) as exc:
+                reason = _reason(exc)
+                if reason != self.last_error:  # one line per change of reason, not per retry
+                    log.error("hooks.install_failed", reason=reason, retry_in_s=delay)
+                self.last_error = reason
+                continue
+            self.last_error = None
+            self.installed.set()
+            return
+
+
+HOOKS = web.AppKey("hooks", HookUpkeep)
+
+
+async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    log = structlog.get_logger("socbridge")
+    upkeep = HookUpkeep(app)
+    app[HOOKS] = upkeep
+    if config.server.install_remote_hooks and app[ENGINE].state.removed:
+        log.warning("hooks.not_installed", reason="the integration was removed (socbridge remove)")
+        upkeep.installed.set()
+    elif config.server.install_remote_hooks:
+        try:
+            # One bounded try in line, so a healthy start is READY with its hooks in place.
+            await asyncio.wait_for(upkeep.install_once(), HOOKS_FIRST_TRY_S)
+            upkeep.installed.set()
+        except (RemoteError, OSError, TimeoutError) as exc:
+            upkeep.last_error = _reason(exc)
+            log.error("hooks.install_failed", reason=upkeep.last_error, retry="in the background")
+            upkeep.start()
+    else:
+        upkeep.installed.set()
+    # Ready to serve without waiting for the remotes: what arrives is recorded, and
+    # what needs a remote waits in the outbox (and /readyz says why).
     app[RUNNING].set()
     yield
+    await upkeep.stop()
 
 
 def _intake(side: Side) -> Handler:
@@ -281,8 +355,19 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     engine = request.app.get(ENGINE)
     ready = engine is not None and engine.ready.is_set()
+    reasons = [] if ready else ["starting: the sync engine has not caught up with the log"]
+    for label, key in (("ConnectWise", CW_CLIENT), ("SOC desk", SOC_CLIENT)):
+        client = request.app.get(key)
+        described = client.remote.health.describe(label) if client is not None else None
+        if described is not None:
+            reasons.append(described)
+    hooks = request.app.get(HOOKS)
+    if hooks is not None and not hooks.installed.is_set():
+        reasons.append(f"remote hooks not installed yet: {hooks.last_error or 'installing'}")
+    ready = not reasons
     body = {
         "ready": ready,
+        "reasons": reasons,
         "position": engine.state.position if engine else 0,
         "outbox_depth": len(engine.state.outbox) if engine else 0,
     }

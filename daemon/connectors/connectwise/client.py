@@ -16,7 +16,8 @@ with exactly one of the three section flags (§3.3).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -24,10 +25,17 @@ from yarl import URL
 
 from daemon.connectors.connectwise.errors import (
     CodebaseNotFoundError,
+    CodebaseUnreachableError,
     ConnectWiseError,
     parse_error,
 )
 from daemon.connectors.connectwise.settings import ApiKeys, ConnectWiseSettings, NoteSection
+from daemon.connectors.contract import (
+    RemoteError,
+    RemoteRateLimitedError,
+    RemoteServerError,
+    RemoteUnavailableError,
+)
 from daemon.connectors.remote import RemoteClient, RemoteResponse, basic_auth
 
 MAX_PAGE_SIZE = 1000
@@ -90,9 +98,10 @@ async def discover_codebase(
             status = resp.status
             body = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ConnectWiseError(
+        raise CodebaseUnreachableError(
             f"cannot reach {site_url} to look up the codebase ({type(exc).__name__}); "
-            "check site_url and the network"
+            "check site_url and the network",
+            attempts=1,
         ) from None
     if status != 200:
         raise parse_error(status, resp.headers, body)
@@ -113,18 +122,64 @@ async def discover_codebase(
     return codebase.strip("/") + "/"
 
 
+def api_base(site_url: str, codebase: str) -> URL:
+    return URL(f"{site_url}/{codebase}apis/3.0")
+
+
+class Codebase:
+    """The site's codebase, or how to look it up when ConnectWise did not answer at start.
+
+    Shared by a client and its :meth:`ConnectWiseClient.background` twin: the first
+    request that finds it unknown looks it up (one at a time) and points the
+    remote's base URL at it; until then each request raises the look-up's error.
+    """
+
+    def __init__(self, value: str | None, lookup: Callable[[], Awaitable[str]] | None = None):
+        self.value = value
+        self._lookup = lookup
+        self._lock = asyncio.Lock()
+
+    async def resolve(self, remote: RemoteClient, site_url: str) -> None:
+        if self.value is not None or self._lookup is None:
+            return
+        async with self._lock:
+            if self.value is None:
+                value = await self._lookup()
+                remote.base_url = api_base(site_url, value)
+                remote.health.answered()
+                self.value = value
+
+
 class ConnectWiseClient:
     """One ConnectWise Manage instance, as seen by socbridge's API member."""
 
-    def __init__(self, remote: RemoteClient, codebase: str, *, background: bool = False) -> None:
+    def __init__(
+        self,
+        remote: RemoteClient,
+        codebase: str | Codebase,
+        *,
+        background: bool = False,
+        site_url: str = "",
+    ) -> None:
         self.remote = remote
-        self.codebase = codebase
+        self._codebase = codebase if isinstance(codebase, Codebase) else Codebase(codebase)
+        self._site_url = site_url
         self._background = background
+
+    @property
+    def codebase(self) -> str | None:
+        """The codebase (``'v2025_1/'``), or ``None`` while its look-up still fails."""
+        return self._codebase.value
 
     def background(self) -> ConnectWiseClient:
         """This client for background reads (the poller's): they leave room in the rate
         limit for the outbox's requests (see :meth:`RemoteClient.request`)."""
-        return ConnectWiseClient(self.remote, self.codebase, background=True)
+        return ConnectWiseClient(
+            self.remote, self._codebase, background=True, site_url=self._site_url
+        )
+
+    async def _resolved(self) -> None:
+        await self._codebase.resolve(self.remote, self._site_url)
 
     def __repr__(self) -> str:
         return f"ConnectWiseClient({self.remote!r})"
@@ -135,11 +190,30 @@ class ConnectWiseClient:
         settings: ConnectWiseSettings,
         keys: ApiKeys,
         session: aiohttp.ClientSession,
+        *,
+        defer_lookup: bool = False,
     ) -> ConnectWiseClient:
-        """Discover the codebase (unless configured) and build the client."""
-        codebase = settings.codebase or await discover_codebase(
-            session, settings.site_url, settings.company_id, timeout_s=settings.timeout_seconds
-        )
+        """Discover the codebase (unless configured) and build the client.
+
+        With ``defer_lookup`` (the daemon), a look-up that fails for a reason time can
+        fix (network, 5xx, 429) does not fail the start: it is retried before each
+        request until it succeeds, and those requests fail as it did meanwhile.
+        """
+
+        async def lookup() -> str:
+            return await discover_codebase(
+                session, settings.site_url, settings.company_id, timeout_s=settings.timeout_seconds
+            )
+
+        codebase = Codebase(settings.codebase, lookup)
+        deferred: RemoteError | None = None
+        if codebase.value is None:
+            try:
+                codebase.value = await lookup()
+            except (RemoteUnavailableError, RemoteServerError, RemoteRateLimitedError) as exc:
+                if not defer_lookup:
+                    raise
+                deferred = exc
         company, public, private = settings.company_id, keys.public_key, keys.private_key
 
         def auth() -> dict[str, str]:
@@ -147,7 +221,7 @@ class ConnectWiseClient:
 
         remote = RemoteClient(
             name="connectwise",
-            base_url=f"{settings.site_url}/{codebase}apis/3.0",
+            base_url=api_base(settings.site_url, codebase.value or ""),
             error_parser=parse_error,
             auth=auth,
             headers={
@@ -158,7 +232,9 @@ class ConnectWiseClient:
             retry=settings.retry,
             session=session,
         )
-        return cls(remote, codebase)
+        if deferred is not None:
+            remote.health.unreachable(f"codebase look-up: {deferred}")
+        return cls(remote, codebase, site_url=settings.site_url)
 
     async def close(self) -> None:
         await self.remote.close()
@@ -166,19 +242,23 @@ class ConnectWiseClient:
     # ------------------------------------------------------------ primitives
 
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        await self._resolved()
         resp = await self.remote.request("GET", path, params=params, background=self._background)
         return resp.json()
 
     async def post(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
         # A POST that timed out may have created the record: retrying could
         # create it twice, so only the unambiguous failures are retried.
+        await self._resolved()
         resp = await self.remote.request("POST", path, json=body, retry_ambiguous=idempotent)
         return resp.json()
 
     async def patch(self, path: str, ops: list[Json]) -> Any:
+        await self._resolved()
         return (await self.remote.request("PATCH", path, json=ops)).json()
 
     async def delete(self, path: str) -> None:
+        await self._resolved()
         await self.remote.request("DELETE", path)
 
     async def record(self, method: str, path: str, body: Any = None, **kw: Any) -> Json:
@@ -214,6 +294,7 @@ class ConnectWiseClient:
                 params[key] = value
         target: str | URL = path
         page: Mapping[str, str | int] | None = params
+        await self._resolved()
         while True:
             resp: RemoteResponse = await self.remote.request(
                 "GET", target, params=page, background=self._background

@@ -35,6 +35,10 @@ class CodebaseNotFoundError(ConnectWiseError):
     """``/login/companyinfo/{companyId}`` did not know the company (body ``null``)."""
 
 
+class CodebaseUnreachableError(ConnectWiseError, contract.RemoteUnavailableError):
+    """The codebase look-up could not reach the site (network or timeout): time may fix it."""
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One entry of the ``errors`` array of a ConnectWise error body."""

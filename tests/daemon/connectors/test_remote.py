@@ -257,7 +257,10 @@ async def test_unreachable_raises_without_secrets(
     assert ei.value.attempts == FAST.max_attempts
     assert SECRET_VALUE not in str(ei.value)
     assert SECRET_VALUE not in repr(c)
-    assert len(logs) == FAST.max_attempts - 1
+    assert [e["event"] for e in logs].count("remote.retry") == FAST.max_attempts - 1
+    # The remote going away is said once, not once per attempt; its health says since when.
+    assert [e["event"] for e in logs].count("remote.down") == 1
+    assert c.health.describe("Test").startswith("Test unreachable (connection error")
     assert all(SECRET_VALUE not in repr(entry) for entry in logs)
     # A dead remote fails only its own requests: the live one still answers.
     async with client(base) as live:
