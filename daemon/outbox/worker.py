@@ -61,7 +61,7 @@ class Outbox:
         desks: Desks,
         *,
         max_parallel: int = 8,
-        max_attempts: int = 12,
+        max_attempts: int | None = None,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         reobserve: Callable[[Side, int, str | None], None] | None = None,
@@ -268,7 +268,9 @@ class Outbox:
     ) -> None:
         """A delivery attempt the remote failed; ``remote_status`` is its HTTP
         status, or ``network`` when no answer came (what /metrics counts by)."""
-        if attempt >= self.max_attempts:
+        # Transient (network, 5xx, 429, auth until the keys are fixed): retried for as long as
+        # it takes, at most max_delay_s apart. A cap is for tests and tools only.
+        if self.max_attempts is not None and attempt >= self.max_attempts:
             await self._outcome(
                 command,
                 kinds.COMMAND_ABANDONED,
@@ -279,7 +281,8 @@ class Outbox:
                 },
             )
             return
-        delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        # The exponent is capped: 2.0 ** attempt overflows a float after ~1000 attempts.
+        delay = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(attempt - 1, 40))
         delay *= 0.5 + random.random() / 2  # jitter, so a recovered remote is not stampeded
         self._retry_at[command.command_id] = time.monotonic() + delay
         await self._outcome(

@@ -158,7 +158,13 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TENANTS] = TenantDirectory(engine)
     app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
     desks: dict[Side, Desk] = app[DESKS]
-    outbox = Outbox(app[STORE], engine, desks, reobserve=functools.partial(_reobserve, app))
+    outbox = Outbox(
+        app[STORE],
+        engine,
+        desks,
+        max_delay_s=config.outbox.max_backoff_seconds,
+        reobserve=functools.partial(_reobserve, app),
+    )
     app[OUTBOX] = outbox
     sync_task = asyncio.create_task(engine.run(), name="sync")
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")

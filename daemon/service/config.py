@@ -93,6 +93,23 @@ class SyncSettings(BaseModel):
     )
 
 
+class OutboxSettings(BaseModel):
+    """``[outbox]``: how deliveries the remote failed for a time are retried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_backoff_seconds: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=3600.0,
+        description=(
+            "Longest wait between two attempts of a command the remote failed for a reason "
+            "time can fix (network, 5xx, 429): retried for as long as it takes, 1 s "
+            "doubling up to this."
+        ),
+    )
+
+
 class ServerSettings(BaseModel):
     """``[server]``: the inbound listener for callbacks, webhooks and health checks."""
 
@@ -198,6 +215,7 @@ class Config(BaseModel):
     soc: SocSettings
     tenants: tuple[TenantSettings, ...] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     @model_validator(mode="after")
     def _tenants_unique(self) -> Config:

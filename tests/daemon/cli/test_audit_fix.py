@@ -76,7 +76,7 @@ async def lost_reply_then_fix(bridge: Bridge) -> None:
     # Meanwhile the technician raises the priority: its write waits for the partner.
     await bridge.technician.set(cw["id"], priority=URGENT)
     await bridge.until(lambda: _pending(bridge, link_id, "soc.update_ticket"), "the wait")
-    bridge.outbox.max_attempts = 12
+    bridge.outbox.max_attempts = None
     soc.client.remote.retry = RetryPolicy()
 
     doc = await audited(bridge)

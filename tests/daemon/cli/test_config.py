@@ -56,7 +56,17 @@ def _keys(model: type[BaseModel]) -> set[str]:
 
 def test_reference_documents_every_key_with_a_meaning() -> None:
     text = render()
-    sections = {"store", "server", "connectwise", "soc", "tenants", "sync", "webhook", "conflict"}
+    sections = {
+        "store",
+        "server",
+        "connectwise",
+        "soc",
+        "tenants",
+        "sync",
+        "webhook",
+        "conflict",
+        "outbox",
+    }
     for key in _keys(Config) - sections:
         row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
         assert row is not None, f"{key} missing from the reference"
