@@ -94,6 +94,23 @@ class Outbox:
     def depth(self) -> int:
         return len(self.engine.state.outbox)
 
+    def oldest_waiting_s(self, issued_at: Callable[[str], float | None], since: float) -> float:
+        """Age of the oldest pending command that should be going out, in seconds (0 when
+        none): commands held by a tenant switch or a removal are waiting as asked, not
+        stuck. ``issued_at`` gives a command's issue time, when known; ``since`` stands in
+        for the others (issued before this process started)."""
+        state = self.engine.state
+        if state.removed:
+            return 0.0
+        oldest = None
+        for command in state.outbox.values():
+            if not self.engine.tenant_enabled(command.tenant):
+                continue
+            issued = issued_at(command.command_id)
+            at = since if issued is None else issued
+            oldest = at if oldest is None else min(oldest, at)
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
     def _folded(self, event: RecordedEvent) -> None:
         """Keep the lane heads as sync folds: a new command can only become its lane's
         head; an outcome may end one, and the heads are computed again at the next look.

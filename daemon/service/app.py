@@ -367,6 +367,22 @@ async def _readyz(request: web.Request) -> web.Response:
         described = client.remote.health.describe(label) if client is not None else None
         if described is not None:
             reasons.append(described)
+    health = request.app[APPLIED].config.health
+    outbox, store, metrics = request.app.get(OUTBOX), request.app.get(STORE), request.app[METRICS]
+    if outbox is not None:
+        waited = outbox.oldest_waiting_s(metrics.issued_at, metrics.process_started)
+        if waited > health.max_pending_age_seconds:
+            reasons.append(
+                f"a command has waited {waited:.0f} s to go out "
+                f"(over [health] max_pending_age_seconds = {health.max_pending_age_seconds:g})"
+            )
+    if engine is not None and store is not None:
+        lag = await store.last_position() - engine.state.position
+        if lag > health.max_decision_lag_events:
+            reasons.append(
+                f"sync has {lag} events of the log still to decide "
+                f"(over [health] max_decision_lag_events = {health.max_decision_lag_events})"
+            )
     hooks = request.app.get(HOOKS)
     if hooks is not None and not hooks.installed.is_set():
         reasons.append(f"remote hooks not installed yet: {hooks.last_error or 'installing'}")

@@ -110,6 +110,26 @@ class OutboxSettings(BaseModel):
     )
 
 
+class HealthSettings(BaseModel):
+    """``[health]``: when ``/readyz`` reports the daemon not ready."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pending_age_seconds: float = Field(
+        default=600.0,
+        ge=1.0,
+        description=(
+            "Not ready while a command that should be going out has waited longer than this "
+            "(commands held by a tenant switch or a removal do not count)."
+        ),
+    )
+    max_decision_lag_events: int = Field(
+        default=10_000,
+        ge=1,
+        description="Not ready while sync has this many events of the log still to decide.",
+    )
+
+
 class ServerSettings(BaseModel):
     """``[server]``: the inbound listener for callbacks, webhooks and health checks."""
 
@@ -216,6 +236,7 @@ class Config(BaseModel):
     tenants: tuple[TenantSettings, ...] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @model_validator(mode="after")
     def _tenants_unique(self) -> Config:

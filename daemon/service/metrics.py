@@ -81,6 +81,8 @@ class Metrics:
         self.started_at = 0
         #: The log's last position, read at scrape time (for the projection lag).
         self.head = 0
+        #: When this process started: stands in for the issue time of older commands.
+        self.process_started = time.time()
         self._issued: dict[str, float] = {}
         self.state = _StateCollector(self)
         self.registry.register(self.state)

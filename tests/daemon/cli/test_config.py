@@ -66,6 +66,7 @@ def test_reference_documents_every_key_with_a_meaning() -> None:
         "webhook",
         "conflict",
         "outbox",
+        "health",
     }
     for key in _keys(Config) - sections:
         row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.simulators.connectwise.faults import ApiFault
 from daemon.simulators.rehearsal import start_rehearsal
 from tests.support.live import Live
 from tests.support.process import DaemonProcess, eventually
@@ -83,6 +84,38 @@ async def test_a_desk_down_at_start_then_back(tmp_path: Path, down: str) -> None
             assert daemon.starts == 1 and daemon.proc is not None
             assert daemon.proc.returncode is None  # never restarted
             assert "Traceback" not in daemon.log_path.read_text(errors="replace")
+            assert await daemon.stop() == 0
+    finally:
+        await daemon.stop()
+        await rehearsal.stop()
+
+
+async def test_readyz_says_when_a_command_waits_too_long(tmp_path: Path) -> None:
+    rehearsal = await start_rehearsal(
+        "127.0.0.1", 0, tmp_path / "socbridge.toml", None, poll_s=0.5, export_lag=0.1
+    )
+    with rehearsal.config_path.open("a") as config:
+        config.write("\n[health]\nmax_pending_age_seconds = 1\n")
+    daemon = DaemonProcess(rehearsal.config_path, rehearsal.daemon_url, tmp_path / "daemon.log")
+    try:
+        async with aiohttp.ClientSession() as http:
+            live = Live(rehearsal, daemon, http)
+            await daemon.start()
+            assert (await daemon.ready(http))["reasons"] == []
+            rehearsal.cw.faults.api.append(ApiFault(503, 1_000_000))
+            made = await live.analyst.create_ticket("Waits", "ConnectWise answers 503")
+
+            async def stuck() -> Any:
+                body = await daemon.status(http)
+                waited = [r for r in body["reasons"] if r.startswith("a command has waited")]
+                return body if waited else None
+
+            body = await eventually(stuck, "/readyz to name the waiting command", 30)
+            assert body["ready"] is False and body["outbox_depth"] >= 1
+            assert any("max_pending_age_seconds = 1" in r for r in body["reasons"])
+            rehearsal.cw.faults.api.clear()
+            await live.reaches_connectwise(made["id"])
+            assert (await daemon.ready(http, deadline_s=60))["reasons"] == []
             assert await daemon.stop() == 0
     finally:
         await daemon.stop()
