@@ -21,7 +21,12 @@ from aiohttp import web
 from daemon.cli.main import EXIT_OK, EXIT_STORE, EXIT_USAGE
 from daemon.service.app import RUNNING, build_app
 from daemon.service.config import Config, ConfigError, ServerSettings, load_config
-from daemon.service.listener import PortTakenError, bind_listeners, start_bound
+from daemon.service.listener import (
+    AcceptErrorThrottle,
+    PortTakenError,
+    bind_listeners,
+    start_bound,
+)
 from daemon.service.logs import Redactor, config_secret_refs, configure_logging
 from daemon.service.reload import Reloader
 from daemon.service.sdnotify import Notifier
@@ -61,7 +66,12 @@ async def serve(
     log = structlog.get_logger("socbridge")
     # Bound first: a taken port is refused before the log is opened or anything appended.
     listeners = bind_listeners(server)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    asyncio.get_running_loop().set_exception_handler(AcceptErrorThrottle())
+    # aiohttp's keep-alive timer runs from the connection's first byte: a connection that
+    # sends no complete request head in time (idle, or slow on purpose) is closed.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, keepalive_timeout=server.header_timeout_seconds
+    )
     watchdog = asyncio.create_task(notifier.watchdog_pings(), name="watchdog")
     try:
         await runner.setup()

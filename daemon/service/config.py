@@ -186,6 +186,16 @@ class ServerSettings(BaseModel):
         ge=1024,
         description="Largest request body accepted on any route; larger gets 413.",
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description=(
+            "A connection must send a complete request head within this many seconds of "
+            "opening, or of its previous response (keep-alive), or it is closed: idle and "
+            "slow connections cannot hold the listener's file descriptors."
+        ),
+    )
     stop_deadline_seconds: float = Field(
         default=20.0,
         gt=0,

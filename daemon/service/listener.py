@@ -11,10 +11,14 @@ default; see :mod:`daemon.service.guard`).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import ssl
+import time
+from typing import Any
 
+import structlog
 from aiohttp import web
 
 from daemon.service.config import ConfigError, ServerSettings
@@ -90,3 +94,40 @@ async def start_bound(runner: web.AppRunner, listeners: list[Listener]) -> list[
 async def start_sites(runner: web.AppRunner, server: ServerSettings) -> list[web.SockSite]:
     """Bind and start the main (and optional admin) listeners on a set-up runner."""
     return await start_bound(runner, bind_listeners(server))
+
+
+#: asyncio's message for a failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+ACCEPT_FAILED = "socket.accept() out of system resource"
+
+
+class AcceptErrorThrottle:
+    """The event loop's exception handler: failed accepts logged at most once a second.
+
+    When the process runs out of file descriptors, asyncio reports every failed
+    ``accept()`` with a traceback, thousands a second, which fills the journal. This
+    logs one line a second with how many failed since the last; anything else goes to
+    asyncio's default handler.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.failed = 0  # since the last line
+        self._last = -interval_s
+        self._log = structlog.get_logger("socbridge")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not str(context.get("message", "")).startswith(ACCEPT_FAILED):
+            loop.default_exception_handler(context)
+            return
+        self.failed += 1
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        exc = context.get("exception")
+        self._log.error(
+            "listener.accept_failed",
+            reason=f"{type(exc).__name__}: {exc}" if exc else ACCEPT_FAILED,
+            count=self.failed,
+            hint="raise the open-file limit (LimitNOFILE in the unit)",
+        )
+        self.failed, self._last = 0, now
