@@ -42,6 +42,7 @@ from daemon.service.config import Config, config_hash
 from daemon.service.guard import guard_middleware
 from daemon.service.metrics import CONTENT_TYPE, Metrics
 from daemon.service.secrets import Secret, load_secret
+from daemon.service.supervisor import Supervisor
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import rules_from_config
 from daemon.sync.tenants import TenantDirectory
@@ -75,6 +76,8 @@ METRICS = web.AppKey("metrics", Metrics)
 #: Set once intake, sync and outbox all run (systemd READY=1 is sent then).
 RUNNING = web.AppKey("running", asyncio.Event)
 APPLIED = web.AppKey("applied", Applied)
+#: Restarts the outbox and the pollers when they raise (sync is not: see _sync_ctx).
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 TENANTS = web.AppKey("tenants", TenantDirectory)
 
 
@@ -167,13 +170,14 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[OUTBOX] = outbox
     sync_task = asyncio.create_task(engine.run(), name="sync")
-    outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    supervisor = app[SUPERVISOR]
+    supervisor.spawn("outbox", outbox.run)
     yield
     # Intake and pollers have stopped (later contexts unwind first); stop the outbox,
     # then let sync decide what the log already holds, so the checkpoint it saves on
     # the way out is at the log's end. A stop never waits longer than DRAIN_ON_STOP_S:
     # whatever is left is folded and decided again at the next start.
-    await _cancelled(outbox_task)
+    await supervisor.stop("outbox")
     if not sync_task.done():
         try:
             await asyncio.wait_for(engine.drain(), DRAIN_ON_STOP_S)
@@ -241,15 +245,12 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
         poller.on_pass(functools.partial(_reconciled, app[METRICS], side))
     stop = asyncio.Event()
     app[STOP] = stop
-    tasks = [
-        asyncio.create_task(pollers["cw"].run(stop), name="poller-connectwise"),
-        asyncio.create_task(pollers["soc"].run(stop), name="poller-soc"),
-    ]
+    supervisor = app[SUPERVISOR]
+    supervisor.spawn("poller-connectwise", functools.partial(pollers["cw"].run, stop))
+    supervisor.spawn("poller-soc", functools.partial(pollers["soc"].run, stop))
     yield
     stop.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await supervisor.stop("poller-connectwise", "poller-soc")
 
 
 #: Backoff of the background hook install while a remote does not answer: 1 s doubling to 5 min.
@@ -383,6 +384,7 @@ async def _readyz(request: web.Request) -> web.Response:
                 f"sync has {lag} events of the log still to decide "
                 f"(over [health] max_decision_lag_events = {health.max_decision_lag_events})"
             )
+    reasons.extend(request.app[SUPERVISOR].reasons())
     hooks = request.app.get(HOOKS)
     if hooks is not None and not hooks.installed.is_set():
         reasons.append(f"remote hooks not installed yet: {hooks.last_error or 'installing'}")
@@ -444,6 +446,7 @@ def build_app(config: Config, config_path: Path | None = None) -> web.Applicatio
     app[APPLIED] = applied
     app[METRICS] = metrics
     app[RUNNING] = asyncio.Event()
+    app[SUPERVISOR] = Supervisor(metrics.task_restarts)
     metrics.state.source = lambda: _live_state(app)
     app[POLLERS] = {}
     app.router.add_post(CallbackIntake.path, _intake("cw"))

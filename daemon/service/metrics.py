@@ -52,6 +52,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.task_restarts = Counter(
+            "socbridge_task_restarts",
+            "Background tasks restarted after an unexpected exception, by task.",
+            ["task"],
+            registry=self.registry,
+        )
         self.refused = Counter(
             "socbridge_requests_refused_by_guard",
             "Inbound requests refused before their handler (route kind, reason).",

@@ -220,6 +220,11 @@ class Bridge:
             self._runner = None
 
     @property
+    def app(self) -> web.Application:
+        assert self._app is not None
+        return self._app
+
+    @property
     def engine(self) -> SyncEngine:
         assert self._app is not None
         return self._app[ENGINE]
