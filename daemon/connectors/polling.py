@@ -113,6 +113,7 @@ class BasePoller:
         self._log = log
         self._kicked: dict[int, str | None] = {}
         self._wake = asyncio.Event()
+        self._poll_now = False
         self._on_pass: list[Callable[[PollReport], None]] = []
 
     async def poll_once(self) -> PollReport:
@@ -120,6 +121,11 @@ class BasePoller:
 
     async def refresh(self, ticket_id: int, tenant: str | None = None) -> PollReport:
         raise NotImplementedError
+
+    def poll_now(self) -> None:
+        """Run a whole reconciliation pass at once rather than at the next interval."""
+        self._poll_now = True
+        self._wake.set()
 
     def kick(self, ticket_id: int, tenant: str | None = None) -> None:
         self._kicked[int(ticket_id)] = tenant
@@ -156,7 +162,8 @@ class BasePoller:
                 await self.refresh_kicked()
             except Exception as exc:  # retried at the next pass, which reads it too
                 self._log.error("refresh.failed", error=str(exc), error_type=type(exc).__name__)
-            if loop.time() >= next_poll:
+            if loop.time() >= next_poll or self._poll_now:
+                self._poll_now = False
                 next_poll = loop.time() + self.interval
                 try:
                     report = await self.poll_once()

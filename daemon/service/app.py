@@ -43,10 +43,11 @@ from daemon.service.guard import guard_middleware
 from daemon.service.metrics import CONTENT_TYPE, Metrics
 from daemon.service.secrets import Secret, load_secret
 from daemon.service.supervisor import Supervisor
+from daemon.service.writable import RETRY_AFTER_S, LogWritable
 from daemon.sync.engine import SyncEngine
 from daemon.sync.rules import rules_from_config
 from daemon.sync.tenants import TenantDirectory
-from eventstore import EventStore, utc_now
+from eventstore import DatabaseUnavailableError, EventStore, utc_now
 from projections.state import Side
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,6 +79,7 @@ RUNNING = web.AppKey("running", asyncio.Event)
 APPLIED = web.AppKey("applied", Applied)
 #: Restarts the outbox and the pollers when they raise (sync is not: see _sync_ctx).
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+WRITABLE = web.AppKey("writable", LogWritable)
 TENANTS = web.AppKey("tenants", TenantDirectory)
 
 
@@ -157,6 +159,7 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await engine.load()
     # The engine reads and decodes every event anyway: metrics count from there.
     engine.on_event(app[METRICS].observe)
+    engine.on_event(lambda _event: app[WRITABLE].written())
     app[ENGINE] = engine
     app[TENANTS] = TenantDirectory(engine)
     app[TENANTS].on_enabled(lambda tenant: _reread_tenant(app, tenant))
@@ -243,6 +246,8 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     app[POLLERS].update(pollers)
     for side, poller in pollers.items():
         poller.on_pass(functools.partial(_reconciled, app[METRICS], side))
+        # Writing resumed: read both desks now for what changed while it was stopped.
+        app[WRITABLE].on_resume(poller.poll_now)
     stop = asyncio.Event()
     app[STOP] = stop
     supervisor = app[SUPERVISOR]
@@ -250,6 +255,7 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor.spawn("poller-soc", functools.partial(pollers["soc"].run, stop))
     yield
     stop.set()
+    await app[WRITABLE].stop()
     await supervisor.stop("poller-connectwise", "poller-soc")
 
 
@@ -347,10 +353,20 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _intake(side: Side) -> Handler:
-    """The route handler of a desk's intake (mounted before the intake exists)."""
+    """The route handler of a desk's intake (mounted before the intake exists). A log that
+    cannot be written (disk full, I/O error) is answered 503 with Retry-After: the desks
+    retry, and nothing acknowledged is lost."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await request.app[INTAKES][side].handle(request)
+        try:
+            return await request.app[INTAKES][side].handle(request)
+        except DatabaseUnavailableError as exc:
+            request.app[WRITABLE].failed(str(exc))
+            return web.json_response(
+                {"error": "the event log cannot be written now; retry later"},
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
 
     return handle
 
@@ -385,6 +401,9 @@ async def _readyz(request: web.Request) -> web.Response:
                 f"(over [health] max_decision_lag_events = {health.max_decision_lag_events})"
             )
     reasons.extend(request.app[SUPERVISOR].reasons())
+    unwritable = request.app[WRITABLE].describe()
+    if unwritable is not None:
+        reasons.append(unwritable)
     hooks = request.app.get(HOOKS)
     if hooks is not None and not hooks.installed.is_set():
         reasons.append(f"remote hooks not installed yet: {hooks.last_error or 'installing'}")
@@ -447,6 +466,7 @@ def build_app(config: Config, config_path: Path | None = None) -> web.Applicatio
     app[METRICS] = metrics
     app[RUNNING] = asyncio.Event()
     app[SUPERVISOR] = Supervisor(metrics.task_restarts)
+    app[WRITABLE] = LogWritable()
     metrics.state.source = lambda: _live_state(app)
     app[POLLERS] = {}
     app.router.add_post(CallbackIntake.path, _intake("cw"))
