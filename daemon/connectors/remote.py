@@ -38,6 +38,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from daemon.connectors.contract import RemoteError, RemoteUnavailableError, RetryAfterTooLongError
+from daemon.health import Outage
 
 ErrorParser = Callable[[int, "CIMultiDictProxy[str]", bytes], Exception]
 """Turns a non-retryable error response into the client's typed exception."""
@@ -169,25 +170,21 @@ class RemoteHealth:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.since: datetime | None = None  # unhealthy since
-        self.reason: str | None = None
+        self.outage: Outage | None = None
         self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
 
     @property
     def healthy(self) -> bool:
-        return self.since is None
+        return self.outage is None
 
     def describe(self, label: str) -> str | None:
         """``'ConnectWise unreachable (…) since 2026-…Z'``, or ``None`` while healthy."""
-        if self.since is None:
-            return None
-        when = self.since.isoformat(timespec="seconds").replace("+00:00", "Z")
-        return f"{label} {self.reason} since {when}"
+        return None if self.outage is None else self.outage.describe(label)
 
     def answered(self) -> None:
-        if self.since is not None:
-            self._log.info("remote.up", was=self.reason, down_since=self.since.isoformat())
-            self.since, self.reason = None, None
+        if self.outage is not None:
+            was, self.outage = self.outage, None
+            self._log.info("remote.up", was=was.reason, down_since=was.since.isoformat())
 
     def refused(self, status: int) -> None:
         if status in (401, 403):
@@ -201,11 +198,13 @@ class RemoteHealth:
         self._down(f"unreachable ({cause})")
 
     def _down(self, reason: str) -> None:
-        if self.since is None or reason != self.reason:
-            self._log.error("remote.down", reason=reason)
-        if self.since is None:
-            self.since = datetime.now(UTC)
-        self.reason = reason
+        if self.outage is None:
+            self.outage = Outage(reason)
+        elif reason != self.outage.reason:
+            self.outage = Outage(reason, self.outage.since)
+        else:
+            return
+        self._log.error("remote.down", reason=reason)
 
 
 class RemoteClient:

@@ -247,7 +247,7 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     for side, poller in pollers.items():
         poller.on_pass(functools.partial(_reconciled, app[METRICS], side))
         # Writing resumed: read both desks now for what changed while it was stopped.
-        app[WRITABLE].on_resume(poller.poll_now)
+        app[WRITABLE].on_read_desks(poller.poll_now)
     stop = asyncio.Event()
     app[STOP] = stop
     supervisor = app[SUPERVISOR]
@@ -266,8 +266,6 @@ HOOKS_FIRST_TRY_S = 5.0
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return f"no answer within {HOOKS_FIRST_TRY_S:g} s"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -337,10 +335,15 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
     elif config.server.install_remote_hooks:
         try:
             # One bounded try in line, so a healthy start is READY with its hooks in place.
-            await asyncio.wait_for(upkeep.install_once(), HOOKS_FIRST_TRY_S)
+            async with asyncio.timeout(HOOKS_FIRST_TRY_S):
+                await upkeep.install_once()
             upkeep.installed.set()
         except (RemoteError, OSError, TimeoutError) as exc:
-            upkeep.last_error = _reason(exc)
+            # The bound's own timeout says nothing: name the bound.
+            timed_out = isinstance(exc, TimeoutError) and not str(exc)
+            upkeep.last_error = (
+                f"no answer within {HOOKS_FIRST_TRY_S:g} s" if timed_out else _reason(exc)
+            )
             log.error("hooks.install_failed", reason=upkeep.last_error, retry="in the background")
             upkeep.start()
     else:

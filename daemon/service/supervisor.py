@@ -13,20 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import structlog
 from prometheus_client import Counter
 
+from daemon.health import Outage
+
 #: Restart backoff: 1 s doubling to 60 s; back to 1 s after a minute of running.
 FIRST_DELAY_S, MAX_DELAY_S, HEALTHY_AFTER_S = 1.0, 60.0, 60.0
-
-
-@dataclass(frozen=True)
-class Down:
-    since: datetime
-    reason: str
 
 
 class Supervisor:
@@ -36,17 +30,14 @@ class Supervisor:
         self._restarts = restarts
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Tasks that failed and wait for their restart.
-        self.down: dict[str, Down] = {}
+        self.down: dict[str, Outage] = {}
         self._log = structlog.get_logger("socbridge")
 
     def spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         self._tasks[name] = asyncio.create_task(self._keep(name, run), name=name)
 
     def reasons(self) -> list[str]:
-        return [
-            f"task {name} down since {d.since.isoformat(timespec='seconds')}: {d.reason}"
-            for name, d in sorted(self.down.items())
-        ]
+        return [outage.describe(f"task {name}") for name, outage in sorted(self.down.items())]
 
     async def stop(self, *names: str) -> None:
         """Cancel the named tasks (all when none are named) and wait for them to end."""
@@ -66,7 +57,7 @@ class Supervisor:
                 if time.monotonic() - started >= HEALTHY_AFTER_S:
                     delay = FIRST_DELAY_S
                 reason = f"{type(exc).__name__}: {exc}"
-                self.down[name] = Down(datetime.now(UTC), reason)
+                self.down[name] = Outage(f"down ({reason})")
                 self._restarts.labels(name).inc()
                 self._log.error(
                     "task.failed", task=name, reason=reason, restart_in_s=delay, exc_info=exc

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import structlog
+
+from daemon.health import Outage
 
 #: What a refused callback or webhook is told: try again in this many seconds.
 RETRY_AFTER_S = 30
@@ -23,29 +24,30 @@ PROBE_EVERY_S = 5.0
 
 
 class LogWritable:
+    """The log's write state; ``read_desks`` listeners poll both desks (on resume, and every
+    :data:`PROBE_EVERY_S` while writing is stopped)."""
+
     def __init__(self) -> None:
-        self.since: datetime | None = None  # not writable since
-        self.reason: str | None = None
+        self.outage: Outage | None = None
         self.refused = 0
-        self._on_resume: list[Callable[[], None]] = []
+        self._read_desks: list[Callable[[], None]] = []
         self._probe: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("socbridge")
 
-    def on_resume(self, listener: Callable[[], None]) -> None:
-        self._on_resume.append(listener)
+    def on_read_desks(self, listener: Callable[[], None]) -> None:
+        self._read_desks.append(listener)
 
     def failed(self, reason: str) -> None:
         self.refused += 1
-        if self.since is None:
-            self.since, self.reason = datetime.now(UTC), reason
+        if self.outage is None:
+            self.outage = Outage(f"cannot be written ({reason})")
             self._log.error("store.write_stopped", reason=reason, retry_after_s=RETRY_AFTER_S)
             self._probe = asyncio.get_running_loop().create_task(self._probing(), name="probe")
 
     async def _probing(self) -> None:
-        while self.since is not None:
+        while self.outage is not None:
             await asyncio.sleep(PROBE_EVERY_S)
-            for listener in self._on_resume:
-                listener()
+            self._read()
 
     async def stop(self) -> None:
         if self._probe is not None:
@@ -54,20 +56,20 @@ class LogWritable:
 
     def written(self) -> None:
         """An append succeeded: writing has resumed, if it had stopped."""
-        if self.since is None:
+        if self.outage is None:
             return
         self._log.warning(
-            "store.write_resumed", stopped_since=self.since.isoformat(), refused=self.refused
+            "store.write_resumed", stopped_since=self.outage.since.isoformat(), refused=self.refused
         )
-        self.since, self.reason, self.refused = None, None, 0
+        self.outage, self.refused = None, 0
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
-        for listener in self._on_resume:
+        self._read()
+
+    def _read(self) -> None:
+        for listener in self._read_desks:
             listener()
 
     def describe(self) -> str | None:
-        if self.since is None:
-            return None
-        when = self.since.isoformat(timespec="seconds").replace("+00:00", "Z")
-        return f"the event log cannot be written since {when}: {self.reason}"
+        return None if self.outage is None else self.outage.describe("the event log")

@@ -17,7 +17,7 @@ async def _seen_down(bridge: Bridge, task: str) -> list[str]:
     supervisor = bridge.app[SUPERVISOR]
     for _ in range(400):
         reasons = supervisor.reasons()
-        if any(r.startswith(f"task {task} down since") for r in reasons):
+        if any(r.startswith(f"task {task} down (") for r in reasons):
             return reasons
         await asyncio.sleep(0.01)
     raise AssertionError(f"{task} was never seen down")
