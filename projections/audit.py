@@ -116,8 +116,9 @@ class Fix:
     ``action`` is ``reissue`` (send ``command`` again as a new command carrying the
     same marker, which the outbox looks up before writing), ``acknowledge`` (the
     command needs no re-send: nothing left to do, or its fields are re-decided),
-    ``unlink`` (the link's partner ticket is gone) or ``relink`` (``orphan``, two
-    marked tickets the log has no link for, are linked again). ``close`` first records the
+    ``unlink`` (the link's partner ticket is gone), ``relink`` (``orphan``, two
+    marked tickets the log has no link for, are linked again) or ``retry`` (a parked
+    ``command`` is let go again, its lane with it). ``close`` first records the
     still-pending ``command`` as abandoned by the audit; ``settles`` names the other
     abandoned commands this repair answers for.
     """
@@ -170,6 +171,7 @@ class _Walk:
         self.repaired: dict[str, int] = {}
         self.failed: dict[str, tuple[str, float]] = {}
         self.creates: dict[str, PendingCommand] = {}
+        self.skipped: list[RecordedEvent] = []
 
     def step(self, event: RecordedEvent) -> None:
         note = _NOTES.get(event.type)
@@ -238,6 +240,9 @@ class _Walk:
     def command_abandoned(self, event: RecordedEvent) -> None:
         self.abandoned.append(event.data.get("command_id", ""))
 
+    def command_skipped(self, event: RecordedEvent) -> None:
+        self.skipped.append(event)
+
     def command_failed(self, event: RecordedEvent) -> None:
         d = event.data
         self.failed[d["command_id"]] = (event.recorded_at, float(d.get("retry_in_s") or 0))
@@ -262,6 +267,7 @@ _NOTES: dict[str, Callable[[_Walk, RecordedEvent], None]] = {
     kinds.COMMAND_ISSUED: _Walk.issued,
     kinds.COMMAND_ABANDONED: _Walk.command_abandoned,
     kinds.COMMAND_FAILED: _Walk.command_failed,
+    kinds.COMMAND_SKIPPED: _Walk.command_skipped,
     kinds.COMMAND_DELIVERED: _Walk.delivered,
     kinds.REPAIR_DECIDED: _Walk.repair,
 }
@@ -294,12 +300,20 @@ def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditRe
         )
     findings.extend(_divergent(state))
     findings.extend(_commands(state, limits, walk.repaired))
+    findings.extend(_skipped(walk.skipped))
     findings.extend(_one_sided(state, walk.created))
     return AuditReport(state, findings, walk.repaired, walk.failed, walk.creates)
 
 
 def _busy(state: BridgeState, link_id: str) -> bool:
-    return any(True for _ in state.commands_of(link_id))
+    """Whether a pending command may still change what the link's fields hold: notes
+    never do (a field write in flight shows as the field's ``in_flight``)."""
+    return any(not c.is_note for c in state.commands_of(link_id))
+
+
+def parked_lanes(state: BridgeState) -> dict[str, PendingCommand]:
+    """Lane -> the parked command holding it (see :attr:`PendingCommand.lane`)."""
+    return {c.lane: c for c in state.outbox.values() if c.parked is not None}
 
 
 def _divergent(state: BridgeState) -> Iterable[Finding]:
@@ -327,9 +341,22 @@ def _stuck(state: BridgeState, c: PendingCommand, limits: Limits) -> bool:
 
 
 def _commands(state: BridgeState, limits: Limits, repaired: Mapping[str, int]) -> Iterable[Finding]:
+    held = parked_lanes(state)
     for command_id, c in sorted(state.outbox.items()):
         age = state.position - c.issued_at
-        if _stuck(state, c, limits):
+        if c.parked is not None:
+            behind = sum(o.lane == c.lane for o in state.outbox.values()) - 1
+            yield Finding(
+                "command-parked",
+                ATTENTION,
+                c.link_id,
+                f"{c.kind} parked: {c.parked.message}"
+                + (f"; {behind} more of this ticket wait behind it" if behind else "")
+                + f" (socbridge retry {command_id} once fixed, or socbridge skip {command_id})",
+                {"command_id": command_id, "remote_status": c.parked.remote_status,
+                 "parked_at": c.parked.parked_at, "waiting": behind},
+            )  # fmt: skip
+        elif c.lane not in held and _stuck(state, c, limits):
             yield Finding(
                 "command-stuck",
                 ATTENTION,
@@ -355,6 +382,19 @@ def _commands(state: BridgeState, limits: Limits, repaired: Mapping[str, int]) -
             c.link_id,
             f"{c.kind} abandoned: {a.reason}",
             {"command_id": command_id},
+        )
+
+
+def _skipped(skipped: Iterable[RecordedEvent]) -> Iterable[Finding]:
+    for event in skipped:
+        d = event.data
+        yield Finding(
+            "command-skipped",
+            NOTICE,
+            d.get("link_id"),
+            f"{d.get('kind')} skipped by {d.get('operator') or '?'} (#{event.position})"
+            + (f": {d['reason']}" if d.get("reason") else ""),
+            {"command_id": d.get("command_id"), "position": event.position},
         )
 
 
@@ -527,10 +567,23 @@ def plan_fixes(
     state = report.state
     fixes: list[Fix] = []
     done: set[str] = set(report.repaired)
+    held = parked_lanes(state)
+
+    # A parked command goes again, and what waits behind it in its lane after it, in order.
+    for lane, c in sorted(held.items()):
+        assert c.parked is not None
+        fixes.append(Fix(
+            "retry", c.link_id,
+            f"{c.kind} was parked ({c.parked.message}): sent again, and the "
+            "commands of this ticket that waited behind it after it",
+            c,
+        ))  # fmt: skip
+        done.update(o.command_id for o in state.outbox.values() if o.lane == lane)
 
     def stuck_and_idle(c: PendingCommand) -> bool:
         return (
-            _stuck(state, c, limits)
+            c.command_id not in done
+            and _stuck(state, c, limits)
             and not _retrying(report, c.command_id, now)
             and not _held(state, c)
         )

@@ -23,6 +23,7 @@ from projections.state import (
     FieldState,
     Link,
     NoteMirror,
+    Parked,
     PendingCommand,
     SideState,
     as_field_name,
@@ -253,10 +254,36 @@ def _failed(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> N
         command.last_error = d["error"]
 
 
+def _parked(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+    command = state.outbox.get(d["command_id"])
+    if command is not None:
+        command.attempts = d["attempt"]
+        command.last_error = d["reason"]
+        command.parked = Parked(d["remote_status"], d["reason"], event.position)
+
+
+def _retried(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+    command = state.outbox.get(d["command_id"])
+    if command is not None:
+        command.parked = None
+
+
+def _skipped(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+    # Dropped by the operator: not delivered, and not a finding for the audit to repair.
+    command = state.outbox.pop(d["command_id"], None)
+    if command is not None:
+        _never_written(state, command)
+
+
 def _abandoned(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
     command = state.outbox.pop(d["command_id"], None)
     if command is None:
         return
+    _never_written(state, command)
+    state.abandoned[command.command_id] = AbandonedCommand(command, d["reason"], event.position)
+
+
+def _never_written(state: BridgeState, command: PendingCommand) -> None:
     link = state.links.get(command.link_id)
     if link is not None and command.is_update:
         # The value was never written: it will not come back as an echo.
@@ -267,7 +294,6 @@ def _abandoned(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -
                 del s.expected[i]
             # Nor was it written there: an observation showing it is not our echo.
             s.forget_written(value)
-    state.abandoned[command.command_id] = AbandonedCommand(command, d["reason"], event.position)
 
 
 # --------------------------------------------------------------------- admin facts
@@ -308,6 +334,9 @@ _HANDLERS: dict[str, Handler] = {
     kinds.COMMAND_DELIVERED: _delivered,
     kinds.COMMAND_FAILED: _failed,
     kinds.COMMAND_ABANDONED: _abandoned,
+    kinds.COMMAND_PARKED: _parked,
+    kinds.COMMAND_RETRIED: _retried,
+    kinds.COMMAND_SKIPPED: _skipped,
     kinds.TENANT_SYNC_ENABLED: _tenant_switch,
     kinds.TENANT_SYNC_DISABLED: _tenant_switch,
     kinds.INTEGRATION_REMOVED: _removed,

@@ -43,8 +43,11 @@ COMMAND_ISSUED = "outbox.command.issued"
 COMMAND_DELIVERED = "outbox.command.delivered"
 COMMAND_FAILED = "outbox.command.failed"
 COMMAND_ABANDONED = "outbox.command.abandoned"
+#: A definitive refusal (validation, permission, not found): the command waits, and its
+#: lane with it, until an operator retries (``admin.command.retried``) or skips it.
+COMMAND_PARKED = "outbox.command.parked"
 
-OUTCOMES = frozenset({COMMAND_DELIVERED, COMMAND_FAILED, COMMAND_ABANDONED})
+OUTCOMES = frozenset({COMMAND_DELIVERED, COMMAND_FAILED, COMMAND_ABANDONED, COMMAND_PARKED})
 
 # Where a reconciliation poll of a desk stands (its watermark or cursor).
 WATERMARK_ADVANCED = "poller.watermark.advanced"
@@ -54,6 +57,9 @@ CONFIG_APPLIED = "admin.config.applied"
 TENANT_SYNC_ENABLED = "admin.tenant.sync_enabled"
 TENANT_SYNC_DISABLED = "admin.tenant.sync_disabled"
 INTEGRATION_REMOVED = "admin.integration.removed"
+#: Parked commands sent again (``socbridge retry``, ``audit --fix``), or dropped (``skip``).
+COMMAND_RETRIED = "admin.command.retried"
+COMMAND_SKIPPED = "admin.command.skipped"
 SYNC_TEST_STARTED = "admin.sync_test.started"
 SYNC_TEST_STEP_PASSED = "admin.sync_test.step_passed"
 SYNC_TEST_STEP_FAILED = "admin.sync_test.step_failed"

@@ -259,6 +259,15 @@ class Link:
         return self.state in ("requested", "linked")
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Why a command waits for an operator: the remote's definitive refusal."""
+
+    remote_status: str
+    message: str
+    parked_at: int  # log position of the ``outbox.command.parked`` event
+
+
 @dataclass(slots=True)
 class PendingCommand:
     """A command sync (or an audit repair) issued that has no final outcome yet.
@@ -278,6 +287,8 @@ class PendingCommand:
     #: Fields an echo settled before the delivery was recorded: the write may then only
     #: find its own value there, never overwrite what came after.
     settled: list[FieldName] | None = None
+    #: Set while the remote's definitive refusal holds it (and its lane) back.
+    parked: Parked | None = None
 
     @property
     def target(self) -> Side:
@@ -298,6 +309,18 @@ class PendingCommand:
     @property
     def is_fetch(self) -> bool:
         return self.kind.endswith(".fetch_ticket")
+
+    @property
+    def is_note(self) -> bool:
+        return self.action in ("add_note", "add_comment")
+
+    @property
+    def lane(self) -> str:
+        """Commands of one lane are carried out one at a time, oldest first: a link's
+        writes to one side in the order decided; its fetches (reads, which order
+        nothing) in a lane of their own. A write parked on one side holds that side's
+        later writes (their order is the ticket's history), never the other side's."""
+        return f"{self.link_id}#fetch" if self.is_fetch else f"{self.link_id}>{self.target}"
 
     def field_writes(self) -> dict[FieldName, str]:
         """The normalised values an update writes, per field (nothing for other kinds)."""
@@ -449,6 +472,10 @@ def encode_command(c: PendingCommand) -> JsonObject:
     }
     if c.settled is not None:
         out["settled"] = list(c.settled)
+    if c.parked is not None:
+        p = c.parked
+        out["parked"] = {"remote_status": p.remote_status, "message": p.message,
+                         "parked_at": p.parked_at}  # fmt: skip
     return out
 
 
@@ -573,6 +600,7 @@ def decode_link(value: Json) -> Link:
 def decode_command(value: Json) -> PendingCommand:
     d = _object(value, "command")
     settled = d.get("settled")
+    parked = d.get("parked")
     return PendingCommand(
         command_id=_text(d.get("command_id"), "command_id"),
         kind=_text(d.get("kind"), "kind"),
@@ -583,6 +611,16 @@ def decode_command(value: Json) -> PendingCommand:
         attempts=_int(d.get("attempts"), "attempts"),
         last_error=_opt_text(d.get("last_error"), "last_error"),
         settled=None if settled is None else [as_field_name(v) for v in _list(settled, "settled")],
+        parked=None if parked is None else decode_parked(parked),
+    )
+
+
+def decode_parked(value: Json) -> Parked:
+    d = _object(value, "parked")
+    return Parked(
+        remote_status=_text(d.get("remote_status"), "remote_status"),
+        message=_text(d.get("message"), "message"),
+        parked_at=_int(d.get("parked_at"), "parked_at"),
     )
 
 

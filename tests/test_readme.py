@@ -80,6 +80,14 @@ EXERCISED: dict[str, tuple[str, str]] = {
         "tests/daemon/cli/test_surface.py::test_remote_commands_print_one_json_object",
         '"remove", "--config"',
     ),
+    "retry": (
+        "tests/daemon/bridge/test_parked.py::test_retry_and_skip_work_while_the_daemon_runs",
+        '"retry", "--ticket"',
+    ),
+    "skip": (
+        "tests/daemon/bridge/test_parked.py::test_retry_and_skip_work_while_the_daemon_runs",
+        '"skip", first.command_id',
+    ),
     "tenants list": (
         "tests/daemon/cli/test_tenants.py::"
         "test_tenants_cli_lists_switches_and_refuses_unknown_or_repeated_changes",

@@ -30,6 +30,7 @@ from daemon.operations.repair import apply_fixes, apply_repairs
 from daemon.service.config import Config, load_config
 from daemon.sync.rules import rules_from_config
 from eventstore import EventStore, verify
+from projections import kinds
 from projections.audit import (
     Limits,
     Orphan,
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "  abandoned note       sent again, its marker looked up first (never doubled)\n"
             "  abandoned update     not re-sent as it was (it may be stale): acknowledged,\n"
             "                       and a field still divergent is repaired by its policy\n"
+            "  parked command       sent again (a desk refused it for good: fix the cause\n"
+            "                       first); the commands that waited behind it follow\n"
             "  stuck command        one the outbox no longer retries (no retry due within a\n"
             "                       minute) is closed and handled as above; one still being\n"
             "                       retried, or held by a tenant switch, is left alone\n"
@@ -134,12 +137,15 @@ async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) 
     finally:
         await store.close()
     attention = not checked.ok or any(f.severity == "attention" for f in findings)
-    return {
+    doc = {
         "verify": checked.to_dict(),
         "findings": [f.to_dict() for f in findings],
         "repairs": repaired,
         "needs_attention": attention,
     }
+    if args.fix:
+        doc["fixed"] = True
+    return doc
 
 
 def render(doc: dict[str, Any], out: IO[str]) -> None:
@@ -154,16 +160,34 @@ def render(doc: dict[str, Any], out: IO[str]) -> None:
         for f in findings:
             mark = "!" if f["severity"] == "attention" else " "
             out.write(f"{mark} {f['kind']:<{width}}  {f['link_id'] or '-':<10}  {f['detail']}\n")
-    for r in doc["repairs"]:
-        if r["type"] == "sync.repair.decided" and "field" in r:
-            out.write(f"repair #{r['position']}: {r['link_id']} {r['field']} -> {r['target']} "
-                      f"{r['value']!r} ({r['reason']})\n")  # fmt: skip
-        elif r["type"] == "sync.repair.decided":
-            out.write(f"repair #{r['position']}: {r['link_id']} {r['repair']}: {r['reason']}\n")
     attention = sum(f["severity"] == "attention" for f in findings)
-    repairs = sum(r["type"] == "sync.repair.decided" for r in doc["repairs"])
-    tail = f", {repairs} repairs appended" if repairs else ""
-    out.write(f"{len(findings)} findings, {attention} need attention{tail}\n")
+    out.write(f"{len(findings)} findings, {attention} need attention\n")
+    if doc.get("fixed"):
+        _render_fix(doc["repairs"], out)
+
+
+def _render_fix(repairs: list[dict[str, Any]], out: IO[str]) -> None:
+    """What ``--fix`` appended: each decision, then what it set going, in words."""
+    decided = [r for r in repairs if r["type"] == kinds.REPAIR_DECIDED]
+    if not decided:
+        out.write("--fix: nothing to repair; nothing was appended\n")
+        return
+    out.write(f"--fix appended {len(decided)} repairs ({len(repairs)} events):\n")
+    for r in repairs:
+        if r["type"] == kinds.REPAIR_DECIDED and "field" in r:
+            out.write(f"  #{r['position']} {r['link_id']}: write {r['field']} {r['value']!r} "
+                      f"to {r['target']} ({r['reason']})\n")  # fmt: skip
+        elif r["type"] == kinds.REPAIR_DECIDED:
+            out.write(f"  #{r['position']} {r['link_id']}: {r['repair']}: {r['reason']}\n")
+        elif r["type"] == kinds.COMMAND_ISSUED:
+            out.write(f"      #{r['position']} issued {r['kind']}\n")
+        elif r["type"] == kinds.COMMAND_RETRIED:
+            out.write(f"      #{r['position']} let {r['kind']} {r['command_id']} go again\n")
+        elif r["type"] == kinds.COMMAND_ABANDONED:
+            out.write(f"      #{r['position']} closed {r['kind']} {r['command_id']}\n")
+        elif r["type"] in (kinds.UNLINKED, kinds.LINKED):
+            out.write(f"      #{r['position']} {r['type']}\n")
+    out.write("the running daemon's outbox delivers them; run socbridge audit again to confirm\n")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -137,7 +137,10 @@ def _summary(event: RecordedEvent) -> str:
 
 
 def _colour(event: RecordedEvent) -> str:
-    if event.type.endswith(("failed", "abandoned", "rejected")) or "conflict" in event.type:
+    if (
+        event.type.endswith(("failed", "abandoned", "parked", "rejected"))
+        or "conflict" in event.type
+    ):
         return _COLOURS["failed"]
     if event.type.endswith("observed"):
         return _COLOURS["observed"]

@@ -49,6 +49,8 @@ COMMANDS: dict[str, str] = {
     "audit": "daemon.cli.audit",  # audit, --remote, --fix
     "sync-test": "daemon.cli.sync_test",  # R12 sync test
     "tenants": "daemon.cli.tenants",  # tenants list|enable|disable (R9)
+    "retry": "daemon.cli.parked",  # parked commands: retry, skip
+    "skip": "daemon.cli.parked",
 }
 
 

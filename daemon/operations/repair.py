@@ -6,7 +6,8 @@ what is written where) and, caused by it, what it implies: for a field, an
 issue; for a command, the audit's ``outbox.command.abandoned`` closing a
 stuck one and/or the command issued again (same parameters and marker, with
 ``reissue_of``, so the outbox looks the marker up before writing); for a
-link whose partner is gone, ``sync.ticket.unlinked``. The running outbox
+link whose partner is gone, ``sync.ticket.unlinked``; for a parked command,
+the ``admin.command.retried`` that lets it go again. The running outbox
 delivers the commands like any other. Event ids are derived from the repair
 and the log position the audit saw, so running the same ``--fix`` twice on
 the same log appends nothing the second time.
@@ -22,7 +23,7 @@ from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.audit import Fix, Repair
 from projections.fold import apply
-from projections.state import BridgeState
+from projections.state import BridgeState, PendingCommand
 
 AUDIT_SOURCE = "socbridge.audit"
 
@@ -59,6 +60,14 @@ async def apply_repairs(
         issue_update(d, link, repair.target, repair.field, repair.value)
         appended.extend(await store.append(d.events))
     return appended
+
+
+def retried_data(command: PendingCommand, operator: str, reason: str | None) -> dict[str, Any]:
+    """The ``admin.command.retried`` of a parked command: what lets it (and its lane) go."""
+    return {
+        "command_id": command.command_id, "kind": command.kind, "link_id": command.link_id,
+        "operator": operator, "reason": reason,
+    }  # fmt: skip
 
 
 def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
@@ -105,6 +114,9 @@ def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
             "command_id": command_id, "kind": command.kind, "link_id": fix.link_id,
             "reason": f"closed by audit --fix: {fix.reason}",
         }, 1))  # fmt: skip
+    if fix.action == "retry" and command is not None:
+        events.append(event(outbox, kinds.COMMAND_RETRIED, retried_data(
+            command, operator="audit --fix", reason=fix.reason), 6))  # fmt: skip
     if fix.action == "reissue" and command is not None:
         params = {**command.params, "reissue_of": command_id}
         events.append(event(outbox, kinds.COMMAND_ISSUED, {

@@ -391,13 +391,14 @@ class SyncTest:
         )
 
     def _gave_up(self, link_id: str, kind: str, note_key: str | None = None) -> str | None:
-        """Why the daemon gave up a command of ``kind`` for the link, if it did."""
+        """Why the daemon gave up (or parked) a command of ``kind`` for the link, if it did."""
         for e in self._about([link_id], since=self._since):
-            if e.type != kinds.COMMAND_ABANDONED or e.data.get("kind") != kind:
+            stopped = {kinds.COMMAND_ABANDONED: "gave up", kinds.COMMAND_PARKED: "parked"}
+            if e.type not in stopped or e.data.get("kind") != kind:
                 continue
             params = self._issued.get(e.data.get("command_id", ""), {}).get("params", {})
             if note_key is None or params.get("note_key") == note_key:
-                return f"the daemon gave up {kind}: {e.data.get('reason')}"
+                return f"the daemon {stopped[e.type]} {kind}: {e.data.get('reason')}"
         return None
 
     async def _last_word(self, keys: Iterable[str]) -> str:

@@ -7,9 +7,12 @@ land in the order they were decided; different links proceed in parallel up to
 a cap. Fetches (re-reads sync asks for when it cannot order two same-second
 observations) take a lane of their own per link: a read orders nothing. Every
 attempt ends in an outcome event: delivered (with the created id where there
-is one), failed (with the error and when it is retried), or abandoned (a
-permanent refusal, the link was unlinked, or too many attempts). Nothing is
-delivered before sync has caught up with the log after a start.
+is one), failed (a transient fault: network, 5xx, 429, a conflicting update;
+retried with capped backoff for as long as it takes), parked (a definitive
+refusal: validation, permission, not found; it waits, and its lane with it,
+until an operator retries or skips it), or abandoned (the link was unlinked,
+or a test's attempt cap). Nothing is delivered before sync has caught up with
+the log after a start.
 Commands of a tenant whose sync is off, or after the integration was removed,
 are held, not delivered (R9, R16).
 """
@@ -33,15 +36,25 @@ from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.state import PendingCommand, Side
 
-#: Remote statuses that will not change by retrying: the command is abandoned.
-PERMANENT = frozenset({400, 404, 409, 410, 422})
+#: Remote statuses that retrying will not change: the command is parked for an operator.
+#: 401 is not among them: wrong keys fail every command alike, and fixing them (which
+#: readiness reports) lets every retry through; 409 parks only where it is no race.
+DEFINITIVE = frozenset({400, 403, 404, 409, 410, 422})
+
+
+def definitive(command: PendingCommand, status: int) -> bool:
+    """Whether the remote's refusal will stand however often the command is sent.
+
+    A 409 on an update is the remote's optimistic lock losing a race with another
+    writer: the next attempt reads the ticket again, so it is transient.
+    """
+    if status == 409 and command.is_update:
+        return False
+    return status in DEFINITIVE
 
 
 def _lane(command: PendingCommand) -> str:
-    """Commands of one lane are carried out one at a time, oldest first: a link's writes
-    in the order decided; its fetches (reads, which order nothing) in a lane of their own,
-    so a read of one side never waits behind writes held up on the other."""
-    return f"{command.link_id}#fetch" if command.is_fetch else command.link_id
+    return command.lane
 
 
 def _head_order(command: PendingCommand) -> tuple[bool, int]:
@@ -94,6 +107,10 @@ class Outbox:
     def depth(self) -> int:
         return len(self.engine.state.outbox)
 
+    @property
+    def parked(self) -> int:
+        return sum(c.parked is not None for c in self.engine.state.outbox.values())
+
     def oldest_waiting_s(self, issued_at: Callable[[str], float | None], since: float) -> float:
         """Age of the oldest pending command that should be going out, in seconds (0 when
         none): commands held by a tenant switch or a removal are waiting as asked, not
@@ -102,9 +119,12 @@ class Outbox:
         state = self.engine.state
         if state.removed:
             return 0.0
+        # Parked commands, and their lanes, wait for an operator: counted by the parked
+        # gauge and listed by the audit, not a sign that delivery is stuck.
+        held = {_lane(c) for c in state.outbox.values() if c.parked is not None}
         oldest = None
         for command in state.outbox.values():
-            if not self.engine.tenant_enabled(command.tenant):
+            if not self.engine.tenant_enabled(command.tenant) or _lane(command) in held:
                 continue
             issued = issued_at(command.command_id)
             at = since if issued is None else issued
@@ -120,6 +140,8 @@ class Outbox:
         them at every wake would cost more than the deliveries, and the time it takes
         on the event loop would hold sync's decisions back.
         """
+        if event.type == kinds.COMMAND_RETRIED:
+            self._retry_at.pop(event.data["command_id"], None)  # asked for now
         if self._heads is None or self._heads_of is not self.engine.state:
             return
         if event.type == kinds.COMMAND_ISSUED:
@@ -129,7 +151,7 @@ class Outbox:
                 head = self._heads.get(lane)
                 if head is None or _head_order(command) < _head_order(head):
                     self._heads[lane] = command
-        elif event.type in kinds.OUTCOMES:
+        elif event.type in kinds.OUTCOMES or event.type == kinds.COMMAND_SKIPPED:
             self._heads = None
 
     def _lane_heads(self) -> dict[str, PendingCommand]:
@@ -164,6 +186,8 @@ class Outbox:
                 continue
             if command.command_id in self._unfolded:
                 continue  # a retry before sync folds the failure would reuse its number
+            if command.parked is not None:
+                continue  # and its lane with it, until an operator retries or skips it
             if not self.engine.tenant_enabled(command.tenant):
                 continue  # R9: held until the tenant is switched back on
             link = state.links.get(command.link_id)
@@ -256,16 +280,8 @@ class Outbox:
                 self._reobserve(exc.target, exc.ticket_id, command.tenant)
             return
         except RemoteApiError as exc:
-            if exc.status in PERMANENT:
-                await self._outcome(
-                    command,
-                    kinds.COMMAND_ABANDONED,
-                    {
-                        "reason": f"refused by the remote: {exc}",
-                        "attempt": attempt,
-                        "remote_status": str(exc.status),
-                    },
-                )
+            if definitive(command, exc.status):
+                await self._park(command, attempt, exc)
             else:
                 await self._failed(command, attempt, str(exc), str(exc.status))
             return
@@ -279,6 +295,22 @@ class Outbox:
         await self._outcome(
             command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt}
         )
+
+    async def _park(self, command: PendingCommand, attempt: int, exc: RemoteApiError) -> None:
+        self._retry_at.pop(command.command_id, None)
+        reason = f"refused by the remote: {exc}"
+        await self._outcome(
+            command,
+            kinds.COMMAND_PARKED,
+            {"reason": reason, "attempt": attempt, "remote_status": str(exc.status)},
+            suffix=str(attempt),
+        )
+        self._log.error(
+            "outbox.command.parked", command_id=command.command_id, kind=command.kind,
+            link=command.link_id, tenant=command.tenant, remote_status=exc.status,
+            reason=reason,
+            fix="socbridge retry COMMAND_ID once the cause is fixed, or socbridge skip COMMAND_ID",
+        )  # fmt: skip
 
     async def _failed(
         self, command: PendingCommand, attempt: int, error: str, remote_status: str
@@ -335,11 +367,13 @@ class Outbox:
             source=kinds.OUTBOX_SOURCE,
         )
         [recorded] = await self.store.append([event])
-        if type_ != kinds.COMMAND_FAILED:
+        if type_ not in (kinds.COMMAND_FAILED, kinds.COMMAND_PARKED):
             self._done.add(command_id)
             self._heads = None  # its lane's next command is the head now
         elif recorded.position > self.engine.state.position:
             self._unfolded[command_id] = recorded.position
+        if type_ == kinds.COMMAND_PARKED:
+            return  # logged at error by _park, with the reason
         self._log.info(
             type_, command_id=command_id, kind=command.kind, link=command.link_id,
             tenant=command.tenant,

@@ -169,6 +169,12 @@ class _StateCollector(Collector):
         )
         depth.add_metric([], state.get("outbox_depth", 0))
         yield depth
+        parked = GaugeMetricFamily(
+            "socbridge_parked_commands",
+            "Commands a remote refused for good, waiting for socbridge retry or skip.",
+        )
+        parked.add_metric([], state.get("parked", 0))
+        yield parked
         age = GaugeMetricFamily(
             "socbridge_outbox_oldest_age_seconds", "Age of the oldest pending command (0: none)."
         )

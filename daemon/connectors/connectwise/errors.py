@@ -55,6 +55,9 @@ _HINTS = {
     403: "grant the missing permission to the API member's security role",
     404: "check the record id, and the site URL and codebase",
     409: "the record conflicts with another one; re-read it and retry",
+    410: "the record is gone from ConnectWise",
+    422: "the record fails a ConnectWise validation rule (see the field errors); fix the rule "
+    "or the record",
     429: "ConnectWise is rate limiting; lower the request rate",
 }
 
@@ -74,7 +77,12 @@ class ConnectWiseApiError(ConnectWiseError, contract.RemoteApiError):
         detail = "; ".join(
             f"{e.field or e.resource or '?'}: {e.code} {e.message}".strip() for e in errors
         )
-        hint = _HINTS.get(status, "retry later; ConnectWise had a server error")
+        hint = _HINTS.get(
+            status,
+            "ConnectWise refused the request"
+            if status < 500
+            else "retry later; ConnectWise had a server error",
+        )
         text = f"ConnectWise HTTP {status} {code}: {message}"
         if detail:
             text += f" ({detail})"

@@ -310,8 +310,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         fault = faults.take_api_fault(request.method, path)
         if fault is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            body = {"code": "TooManyRequests" if fault.status == 429 else "ServerError",
-                    "message": f"simulated HTTP {fault.status}"}  # fmt: skip
+            body = _fault_body(fault.status)
             return reply(request, body, fault.status, headers)
         member = authenticate(state, request)
         rest = path[len(prefix) :].strip("/")
@@ -379,3 +378,19 @@ def build_app(state: SimState | None = None, faults: Faults | None = None) -> we
 def set_public_url(app: web.Application, url: str | URL) -> None:
     """Tell the simulator where it listens (for key_url and FromUrl)."""
     app[DISPATCHER_KEY].base_url = str(URL(url).origin())
+
+
+def _fault_body(status: int) -> dict[str, Any]:
+    """An armed fault's error body, shaped as ConnectWise's for that status
+    (../shared/reference/connectwise/NOTES.md, error bodies)."""
+    if status == 429:
+        return {"code": "TooManyRequests", "message": "simulated HTTP 429"}
+    if status in (400, 422):
+        return {"code": "InvalidObject", "message": "ticket object is invalid", "errors": [
+            {"code": "InvalidField", "message": f"simulated validation rule (HTTP {status})",
+             "resource": "ticket", "field": "summary"}]}  # fmt: skip
+    if status == 403:
+        return {"code": "Unauthorized", "message": "simulated HTTP 403: insufficient permissions"}
+    if status == 404:
+        return {"code": "NotFound", "message": "simulated HTTP 404: ticket not found"}
+    return {"code": "ServerError", "message": f"simulated HTTP {status}"}

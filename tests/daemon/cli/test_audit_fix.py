@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.cli.audit import run_audit
+from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.remote import RetryPolicy
 from daemon.connectors.soc.desk import SocDesk
 from daemon.connectors.soc.poller import WATERMARK_STREAM as SOC_POLLER_STREAM
@@ -99,24 +100,24 @@ async def lost_reply_then_fix(bridge: Bridge) -> None:
     await clean_again(bridge)
 
 
-async def test_fix_re_creates_a_partner_that_never_landed(bridge: Bridge) -> None:
-    """ConnectWise refused the create outright (422): the re-sent create makes it."""
+async def test_fix_sends_a_parked_create_again(bridge: Bridge) -> None:
+    """ConnectWise refused the create outright (422): it is parked, not given up, and
+    once the rule is fixed the fix sends it again (marker looked up first): it lands once."""
     assert bridge.rehearsal is not None
     bridge.rehearsal.cw.faults.api.append(
         ApiFault(422, 1, method="POST", path_contains="service/tickets")
     )
     soc = await bridge.analyst.create_ticket("Phishing at ACME", "A user clicked a link")
     link_id = f"soc:{soc['id']}"
-    await bridge.until(lambda: logged(bridge, kinds.COMMAND_ABANDONED, link_id), "the refusal")
+    await bridge.until(lambda: logged(bridge, kinds.COMMAND_PARKED, link_id), "the refusal")
 
     doc = await audited(bridge)
-    assert {"command-abandoned", "linked-one-side"} <= kinds_found(doc)
+    assert "command-parked" in kinds_found(doc)
     fixed = await audited(bridge, fix=True)
-    issued = [r["kind"] for r in fixed["repairs"] if r["type"] == kinds.COMMAND_ISSUED]
-    # The create first; whatever waited for the partner (the incident's first comment,
-    # to become a note) after it, in order.
-    assert issued[0] == "cw.create_ticket" and "cw.create_ticket" not in issued[1:]
-    assert all(r["params"]["reissue_of"] for r in fixed["repairs"] if "params" in r)
+    decided = [r for r in fixed["repairs"] if r["type"] == kinds.REPAIR_DECIDED]
+    assert [(r["repair"], r["link_id"]) for r in decided] == [("retry", link_id)]
+    retried = [r["kind"] for r in fixed["repairs"] if r["type"] == kinds.COMMAND_RETRIED]
+    assert retried == ["cw.create_ticket"]
     cw = await cw_ticket_for(bridge, soc["id"])
     await bridge.settled()
     assert len(await bridge.technician.tickets(f"externalXRef = 'socbridge:soc:{soc['id']}'")) == 1
@@ -125,16 +126,23 @@ async def test_fix_re_creates_a_partner_that_never_landed(bridge: Bridge) -> Non
 
 
 async def test_fix_repairs_an_abandoned_update_by_its_policy(bridge: Bridge) -> None:
-    """ConnectWise refused a priority update (400): not re-sent blindly, but the field
-    the sides still disagree on is repaired by its policy (the SOC wins priority)."""
+    """A priority update was given up (an attempt cap, as an older socbridge had): not
+    re-sent blindly, but the field the sides still disagree on is repaired by its policy
+    (the SOC wins priority)."""
     assert bridge.rehearsal is not None
     cw = await bridge.technician.create_ticket("Beaconing from ACME-WS07")
     soc = await soc_ticket_for(bridge, cw["id"])
     await bridge.settled()
     link_id = f"cw:{cw['id']}"
-    bridge.rehearsal.cw.faults.api.append(ApiFault(400, 1, method="PATCH"))
+    bridge.outbox.max_attempts = 1
+    desk = bridge.outbox.desks["cw"]
+    assert isinstance(desk, ConnectWiseDesk)
+    desk.client.remote.retry = RetryPolicy(max_attempts=1)
+    bridge.rehearsal.cw.faults.api.append(ApiFault(503, 1, method="PATCH"))
     await bridge.analyst.set(soc["id"], priority="urgent")
-    await bridge.until(lambda: logged(bridge, kinds.COMMAND_ABANDONED, link_id), "the refusal")
+    await bridge.until(lambda: logged(bridge, kinds.COMMAND_ABANDONED, link_id), "the give-up")
+    bridge.outbox.max_attempts = None
+    desk.client.remote.retry = RetryPolicy()
     await bridge.settled()
 
     doc = await audited(bridge)

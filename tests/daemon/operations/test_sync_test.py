@@ -281,7 +281,7 @@ async def test_a_step_that_fails_is_reported_with_its_reason_and_its_dependents_
     assert steps["preflight"]["status"] == "passed"
     create = steps["create_soc_to_cw"]
     assert create["status"] == "failed"
-    assert "the daemon gave up cw.create_ticket: refused by the remote" in create["reason"]
+    assert "the daemon parked cw.create_ticket: refused by the remote" in create["reason"]
     for name in ("reply_soc_to_cw", "reply_cw_to_soc", "solve_soc_to_cw"):
         assert steps[name]["status"] == "skipped"
         assert steps[name]["reason"] == "needs 'create SOC -> ConnectWise', which failed"
