@@ -60,8 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  # as root on the service host; credential:NAME reads $CREDENTIALS_DIRECTORY/NAME\n"
-            "  sudo env CREDENTIALS_DIRECTORY=/etc/socbridge/credentials socbridge sync-test \\\n"
+            "  # as root on the service host: credential:NAME is /etc/socbridge/credentials/NAME\n"
+            "  sudo /opt/socbridge/venv/bin/socbridge sync-test \\\n"
             "      --config /etc/socbridge/socbridge.toml --tenant acme \\\n"
             "      --recipient soc-desk@msp.example \\\n"
             "      --technician-public-key credential:tech_public_key \\\n"
