@@ -151,13 +151,14 @@ class ServerSettings(BaseModel):
         ),
     )
     tls_key: Path | None = Field(
-        default=None, description="PEM private key of tls_cert (readable by the service only)."
+        default=None,
+        description="PEM private key of tls_cert (mode 0640, root:socbridge: the service's group).",
     )
     allow_plain_http: bool = Field(
         default=False,
         description=(
-            "Serve plain HTTP instead of TLS. Only for demos and tests: refused unless host "
-            "is a loopback address."
+            "Serve plain HTTP instead of TLS: behind a reverse proxy on this host that "
+            "terminates TLS, or for demos and tests. Refused unless host is a loopback address."
         ),
     )
     allowed_sources: tuple[IPv4Network | IPv6Network, ...] = Field(
@@ -221,7 +222,7 @@ class ServerSettings(BaseModel):
         if self.tls_cert is None and not self.allow_plain_http:
             raise ValueError(
                 "server: no tls_cert/tls_key; set them (R13), or allow_plain_http = true "
-                "with a loopback host for demos and tests"
+                "with a loopback host behind a reverse proxy (or for demos and tests)"
             )
 
 
