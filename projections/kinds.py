@@ -60,6 +60,8 @@ INTEGRATION_REMOVED = "admin.integration.removed"
 #: Parked commands sent again (``socbridge retry``, ``audit --fix``), or dropped (``skip``).
 COMMAND_RETRIED = "admin.command.retried"
 COMMAND_SKIPPED = "admin.command.skipped"
+#: ``socbridge run --accept-broken-chain`` started on a log that failed its check.
+CHAIN_ACCEPTED = "admin.chain.accepted"
 SYNC_TEST_STARTED = "admin.sync_test.started"
 SYNC_TEST_STEP_PASSED = "admin.sync_test.step_passed"
 SYNC_TEST_STEP_FAILED = "admin.sync_test.step_failed"

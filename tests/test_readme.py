@@ -80,6 +80,11 @@ EXERCISED: dict[str, tuple[str, str]] = {
         "tests/daemon/cli/test_surface.py::test_remote_commands_print_one_json_object",
         '"remove", "--config"',
     ),
+    "backup": (
+        "tests/daemon/service/test_anchors_and_backup.py::"
+        "test_a_backup_under_load_restores_verifies_and_replays_the_same",
+        '"backup", str(dest), "--config"',
+    ),
     "retry": (
         "tests/daemon/bridge/test_parked.py::test_retry_and_skip_work_while_the_daemon_runs",
         '"retry", "--ticket"',

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -30,6 +31,7 @@ from daemon.operations.repair import apply_fixes, apply_repairs
 from daemon.service.config import Config, load_config
 from daemon.sync.rules import rules_from_config
 from eventstore import EventStore, verify
+from eventstore.anchors import anchors_path, read_anchors
 from projections import kinds
 from projections.audit import (
     Limits,
@@ -106,9 +108,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) -> dict[str, Any]:
     """Audit the log at ``path`` (and the live sides with ``--remote``); maybe fix."""
+    anchors = config.store.anchors if config is not None else anchors_path(Path(path))
     store = await EventStore.open(path, readonly=not args.fix)
     try:
-        checked = await verify(store)
+        checked = await verify(store, read_anchors(anchors))
         events = [e async for e in store.read()]
         limits = Limits(args.stuck_attempts, args.stuck_age)
         report = audit(events, limits)

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "verify": "daemon.cli.store",  # event log: verify, export, import
     "export": "daemon.cli.store",
     "import": "daemon.cli.store",
+    "backup": "daemon.cli.store",
     "bench": "daemon.cli.bench",  # benchmarks
     "demo": "daemon.cli.demo",  # make demo
     "callbacks": "daemon.cli.callbacks",  # callbacks, validate (R10, R11)

@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "why (invalid, or a key that needs a restart); the running config then stays.\n\n"
             "A desk that is down at start does not stop it: it serves, records what arrives,\n"
             "reports why on /readyz, and syncs once the desk answers.\n\n"
+            "At start the log's chain is checked from its last anchor (see socbridge verify);\n"
+            "a log edited since is refused with the position, unless --accept-broken-chain.\n\n"
             "exit codes: 0 stopped cleanly, 2 configuration, secret or taken port,\n"
-            "3 event log unusable"
+            "3 event log unusable (locked, corrupt, or failing its chain check)"
         ),
         epilog=(
             "examples:\n"
@@ -56,6 +58,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE")
+    p.add_argument(
+        "--accept-broken-chain",
+        action="store_true",
+        help="start on an event log that fails its check at start (records "
+        "admin.chain.accepted); first run socbridge verify, and prefer restoring a backup",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -106,7 +114,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     redactor = Redactor()
     redactor.add_refs(config_secret_refs(config))
     configure_logging(redactor)
-    app = build_app(config, Path(args.config).resolve())
+    app = build_app(
+        config, Path(args.config).resolve(), accept_broken_chain=args.accept_broken_chain
+    )
     app.on_startup.append(lambda _app: _refresh_redactor(redactor, config))
     notifier = Notifier()
     # The unit's ExecReload sends SIGHUP: re-read and apply the file (or refuse it).

@@ -37,6 +37,7 @@ from daemon.connectors.soc.desk import SocDesk
 from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.poller import SocPoller
 from daemon.outbox.worker import Outbox
+from daemon.service.anchoring import Anchoring
 from daemon.service.applied import record_applied
 from daemon.service.config import Config, config_hash
 from daemon.service.guard import guard_middleware
@@ -92,6 +93,8 @@ class Secrets:
 
 
 SECRETS = web.AppKey("secrets", Secrets)
+ACCEPT_BROKEN_CHAIN = web.AppKey("accept_broken_chain", bool)
+ANCHORING = web.AppKey("anchoring", Anchoring)
 
 #: How long a stop waits, at most, for sync to decide what the log already holds.
 DRAIN_ON_STOP_S = 5.0
@@ -106,10 +109,22 @@ async def _secrets_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[STORE] = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
+    store = await EventStore.open(config.store.path, synchronous=config.store.synchronous)
+    anchoring = Anchoring(store, config.store.anchors, config.store.anchor_interval_seconds)
+    try:
+        # A log edited since its last anchor refuses the start (unless accepted, recorded).
+        await anchoring.check(accept_broken=app[ACCEPT_BROKEN_CHAIN])
+    except BaseException:
+        await store.close()
+        raise
+    app[STORE] = store
+    app[ANCHORING] = anchoring
     # Events appended from here on are counted (fed by the sync engine, _sync_ctx).
     await app[METRICS].start(app[STORE])
+    anchoring.start()
     yield
+    # Last out (cleanup runs in reverse): the head anchored is where this run left the log.
+    await anchoring.stop()
     await app[STORE].close()
 
 
@@ -123,6 +138,9 @@ async def _applied_ctx(app: web.Application) -> AsyncIterator[None]:
         path=str(applied.path),
         recorded=recorded is not None,  # False: same config as last applied, not repeated
     )
+    # The start's anchor: the log as this run found it, with its applied config (a new
+    # log has a head from here on).
+    await app[ANCHORING].anchor("start")
     yield
 
 
@@ -450,10 +468,13 @@ def _live_state(app: web.Application) -> dict[str, Any]:
     return state
 
 
-def build_app(config: Config, config_path: Path | None = None) -> web.Application:
+def build_app(
+    config: Config, config_path: Path | None = None, *, accept_broken_chain: bool = False
+) -> web.Application:
     """The daemon as an aiohttp application; start it with an AppRunner.
 
-    ``config_path`` is where ``config`` was read from (recorded with it, re-read on reload).
+    ``config_path`` is where ``config`` was read from (recorded with it, re-read on reload);
+    ``accept_broken_chain`` starts on a log that fails its check at start, recording that.
     """
     metrics = Metrics()
     applied = Applied(config, config_path)
@@ -469,6 +490,7 @@ def build_app(config: Config, config_path: Path | None = None) -> web.Applicatio
         ],
     )
     app[CONFIG] = config
+    app[ACCEPT_BROKEN_CHAIN] = accept_broken_chain
     app[APPLIED] = applied
     app[METRICS] = metrics
     app[RUNNING] = asyncio.Event()

@@ -42,6 +42,24 @@ class StoreSettings(BaseModel):
             "that returned survives a power cut. NORMAL may lose the last commits on power loss."
         ),
     )
+    anchors_file: Path | None = Field(
+        default=None,
+        description=(
+            "Append-only file the log's head (position and hash) is written to at start, at a "
+            "clean stop and every anchor_interval_seconds, so a log edited and rehashed fails "
+            "verify. Default: beside the log, its name plus .anchors."
+        ),
+    )
+    anchor_interval_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How often the head is anchored while the log grows (seconds).",
+    )
+
+    @property
+    def anchors(self) -> Path:
+        """Where the anchors are written (``anchors_file``, or beside the log)."""
+        return self.anchors_file or self.path.with_name(self.path.name + ".anchors")
 
 
 class TenantSettings(BaseModel):
@@ -357,6 +375,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     store = config.store
     if not store.path.is_absolute():
         store = store.model_copy(update={"path": base / store.path})
+    if store.anchors_file is not None and not store.anchors_file.is_absolute():
+        store = store.model_copy(update={"anchors_file": base / store.anchors_file})
     server = config.server
     for key in ("tls_cert", "tls_key"):
         value = getattr(server, key)

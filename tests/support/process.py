@@ -46,11 +46,11 @@ class DaemonProcess:
         self.starts = 0
         self.kills = 0
 
-    async def start(self) -> None:
+    async def start(self, *extra: str) -> None:
         assert self.proc is None or self.proc.returncode is not None
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daemon", "run", "--config", str(self.config_path),
+                sys.executable, "-m", "daemon", "run", "--config", str(self.config_path), *extra,
                 cwd=REPO, stdout=log, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
         self.starts += 1
