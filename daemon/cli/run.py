@@ -83,7 +83,7 @@ async def serve(
     watchdog = asyncio.create_task(notifier.watchdog_pings(), name="watchdog")
     try:
         await runner.setup()
-        await start_bound(runner, listeners)
+        await start_bound(runner, listeners, server.max_connections)
         await app[RUNNING].wait()
         log.info("daemon.listening", host=server.host, port=server.port, tls=bool(server.tls_cert))
         notifier.notify(READY=1, STATUS="serving")

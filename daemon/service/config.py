@@ -215,6 +215,15 @@ class ServerSettings(BaseModel):
             "slow connections cannot hold the listener's file descriptors."
         ),
     )
+    max_connections: int = Field(
+        default=4096,
+        ge=16,
+        description=(
+            "Open connections the public listener keeps at most; past it a new one is answered "
+            "503 with Retry-After and closed, so the process keeps file descriptors for its log "
+            "and the desks (the unit's LimitNOFILE is 65536). The admin listener is not counted."
+        ),
+    )
     stop_deadline_seconds: float = Field(
         default=20.0,
         gt=0,

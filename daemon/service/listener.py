@@ -83,17 +83,95 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_bound(runner: web.AppRunner, listeners: list[Listener]) -> list[web.SockSite]:
-    """Serve ``runner`` on sockets :func:`bind_listeners` bound."""
-    sites = [web.SockSite(runner, sock, ssl_context=context) for sock, context in listeners]
+async def start_bound(
+    runner: web.AppRunner, listeners: list[Listener], max_connections: int | None = None
+) -> list[CappedSite]:
+    """Serve ``runner`` on sockets :func:`bind_listeners` bound; the first (the public
+    listener) keeps at most ``max_connections`` open."""
+    sites = [
+        CappedSite(runner, sock, ssl_context=context, limit=max_connections if n == 0 else None)
+        for n, (sock, context) in enumerate(listeners)
+    ]
     for site in sites:
         await site.start()
     return sites
 
 
-async def start_sites(runner: web.AppRunner, server: ServerSettings) -> list[web.SockSite]:
+async def start_sites(runner: web.AppRunner, server: ServerSettings) -> list[CappedSite]:
     """Bind and start the main (and optional admin) listeners on a set-up runner."""
-    return await start_bound(runner, bind_listeners(server))
+    return await start_bound(runner, bind_listeners(server), server.max_connections)
+
+
+#: What a connection past the cap gets before it is closed: a complete, valid response, so
+#: a desk retries later instead of reporting a broken connection.
+_BUSY = b"too many open connections; retry later\n"
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(REFUSAL)
+        transport.close()
+
+
+class ConnectionCap:
+    """The listener's protocol factory, refusing connections past ``limit`` open ones.
+
+    Counted at accept time against aiohttp's own list of open connections, so the
+    count is exactly the connections holding a descriptor and a request handler.
+    Refusals are logged at most once a second, with how many.
+    """
+
+    def __init__(self, server: web.Server, limit: int, interval_s: float = 1.0) -> None:
+        self.server = server
+        self.limit = limit
+        self.refused = 0  # since the last line
+        self.interval_s = interval_s
+        self._last = -interval_s
+        self._log = structlog.get_logger("socbridge")
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self.server.connections) < self.limit:
+            return self.server()
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._log.warning("listener.connections_refused", count=self.refused,
+                              limit=self.limit)  # fmt: skip
+            self._last, self.refused = now, 0
+        return _Refused()
+
+
+class CappedSite(web.SockSite):
+    """A :class:`aiohttp.web.SockSite` whose connections go through :class:`ConnectionCap`."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        limit: int | None,
+    ) -> None:
+        super().__init__(runner, sock, ssl_context=ssl_context)
+        self._socket = sock
+        self._limit = limit
+
+    async def start(self) -> None:
+        if self._limit is None:
+            await super().start()
+            return
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            ConnectionCap(server, self._limit), sock=self._socket, ssl=self._ssl_context,
+            backlog=self._backlog,
+        )  # fmt: skip
 
 
 #: asyncio's message for a failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM).

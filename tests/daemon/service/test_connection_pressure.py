@@ -17,7 +17,7 @@ import pytest
 
 from daemon.simulators.rehearsal import start_rehearsal
 from tests.support.paths import REPO
-from tests.support.process import eventually
+from tests.support.process import DaemonProcess, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +98,58 @@ async def test_idle_connections_past_the_fd_limit_do_not_starve_the_listener(
             await proc.wait()
         await rehearsal.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _read_some(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(200)
+    except OSError:
+        return b""
+
+
+async def test_connections_past_the_cap_are_refused_politely(tmp_path: Path) -> None:
+    """Past ``max_connections`` a new connection gets a whole 503 with Retry-After and is
+    closed, with one log line a second; once connections close, requests are served."""
+    rehearsal = await start_rehearsal(
+        "127.0.0.1", 0, tmp_path / "socbridge.toml", None, poll_s=0.5, export_lag=0.1
+    )
+    config = rehearsal.config_path
+    config.write_text(
+        config.read_text().replace("[server]\n", "[server]\nmax_connections = 20\n", 1)
+    )
+    daemon = DaemonProcess(config, rehearsal.daemon_url, tmp_path / "daemon.log")
+    held: list[socket.socket] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            await daemon.start()
+            await daemon.ready(http)
+            host, port = rehearsal.daemon_url.removeprefix("http://").rsplit(":", 1)
+            held = await asyncio.to_thread(_hold, host, int(port), 20)
+            # The held ones are accepted: the 21st sees the refusal.
+            await asyncio.sleep(0)
+            [extra] = await asyncio.to_thread(_hold, host, int(port), 1)
+            answer = await asyncio.to_thread(_read_some, extra)
+            extra.close()
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"Retry-After: 5" in answer and b"too many open connections" in answer
+            for sock in held:
+                sock.close()
+            held = []
+
+            async def served() -> bool:
+                try:
+                    async with http.get(f"{rehearsal.daemon_url}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(served, "a request once the connections closed", 15)
+        lines = [json.loads(line) for line in daemon.log_path.read_text().splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        refused = [line for line in lines if line["event"] == "listener.connections_refused"]
+        assert refused and refused[0]["limit"] == 20
+    finally:
+        for sock in held:
+            sock.close()
+        await daemon.stop()
+        await rehearsal.stop()
