@@ -171,8 +171,8 @@ class Outbox:
 
     def _ready(self) -> list[PendingCommand]:
         state = self.engine.state
-        if state.removed:
-            return []
+        if state.removed or not self.engine.ready.is_set():
+            return []  # (not ready: sync folds the log again after a restart of its own)
         heads = self._lane_heads()
         now = time.monotonic()
         folded = state.position

@@ -190,8 +190,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
         reobserve=functools.partial(_reobserve, app),
     )
     app[OUTBOX] = outbox
-    sync_task = asyncio.create_task(engine.run(), name="sync")
     supervisor = app[SUPERVISOR]
+    supervisor.spawn("sync", engine.run)
     supervisor.spawn("outbox", outbox.run)
     yield
     # Intake and pollers have stopped (later contexts unwind first); stop the outbox,
@@ -199,14 +199,14 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     # the way out is at the log's end. A stop never waits longer than DRAIN_ON_STOP_S:
     # whatever is left is folded and decided again at the next start.
     await supervisor.stop("outbox")
-    if not sync_task.done():
+    if "sync" not in supervisor.down:
         try:
             await asyncio.wait_for(engine.drain(), DRAIN_ON_STOP_S)
         except TimeoutError:
             structlog.get_logger("socbridge.sync").warning(
                 "sync.stopped_before_settled", waited_s=DRAIN_ON_STOP_S
             )
-    await _cancelled(sync_task)
+    await supervisor.stop("sync")
 
 
 def _reconciled(metrics: Metrics, side: Side, report: PollReport) -> None:
@@ -219,14 +219,6 @@ def _reobserve(app: web.Application, side: Side, ticket_id: int, tenant: str | N
     poller = app[POLLERS].get(side)
     if poller is not None:
         poller.kick(ticket_id, tenant)
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
 
 
 def _reread_tenant(app: web.Application, tenant: str) -> None:
@@ -295,15 +287,14 @@ class HookUpkeep:
         self._app = app
         self.installed = asyncio.Event()
         self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hooks")
+        # Supervised: an unexpected error restarts the retries (the remote's errors are
+        # retried here, with their own backoff).
+        self._app[SUPERVISOR].spawn("hooks", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._app[SUPERVISOR].stop("hooks")
 
     async def install_once(self) -> None:
         app, config = self._app, self._app[CONFIG]

@@ -27,7 +27,7 @@ import time
 import structlog
 from aiohttp import web
 
-from daemon.service.app import APPLIED, ENGINE, RUNNING, STORE, TENANTS
+from daemon.service.app import APPLIED, ENGINE, METRICS, RUNNING, STORE, TENANTS
 from daemon.service.applied import changed_keys, needs_restart, record_applied
 from daemon.service.config import Config, ConfigError, canonical_config, config_hash, load_config
 from daemon.service.sdnotify import Notifier
@@ -83,6 +83,9 @@ class Reloader:
         try:
             ok = await self._apply()
         except Exception:
+            # Each reload is a task of its own: the next SIGHUP starts a fresh one. Counted
+            # with the supervised tasks' restarts, so an alert on those sees it too.
+            self.app[METRICS].task_restarts.labels("reload").inc()
             self._log.exception("config.reload_failed", detail="the running configuration stays")
         finally:
             status = "serving" if ok else "serving; last reload refused (see the journal)"

@@ -71,6 +71,7 @@ class SyncEngine:
         self._last_step = 0.0  # loop time the last event was folded
         self.started_at = 0
         self.ready = asyncio.Event()
+        self._failed = False  # run() raised: the next run starts over from the checkpoint
 
     def on_event(self, listener: Callable[[RecordedEvent], None]) -> None:
         """Call ``listener`` with every event after it is folded (tests, metrics, demo)."""
@@ -86,22 +87,53 @@ class SyncEngine:
         return not self._deferred and not self._pending_own and not self._deciding
 
     async def run(self) -> None:
-        """Follow the log until cancelled; save a checkpoint on the way out."""
+        """Follow the log until cancelled; save a checkpoint on the way out.
+
+        Run again after it raised (under the supervisor), it starts over from the saved
+        checkpoint: the state an exception left may be half folded, and nothing of it is
+        saved or decided on.
+        """
+        if self._failed:
+            await self._reset()
         saver = asyncio.create_task(self._save_when_idle(), name="sync-checkpoint")
         if self.state.position >= self.started_at:
             # The checkpoint is at the end of the log: caught up already, even if no
             # further event ever arrives (an idle restart must still become ready).
-            self.ready.set()
+            self._caught_up()
+        stopped = False
         try:
             async for event in self.store.subscribe(self.state.position + 1):
                 if event.position > self.state.position:  # else folded while deciding
                     await self._step(event)
                 if not self.ready.is_set() and event.position >= self.started_at:
-                    self.ready.set()
+                    self._caught_up()
+        except asyncio.CancelledError:
+            stopped = True
+            raise
+        except BaseException:
+            self._failed = True
+            raise
         finally:
             saver.cancel()
-            if self.quiescent and self._unsaved:
+            if stopped and self.quiescent and self._unsaved:
                 await self.projections.save(self.state, when=lambda: self.quiescent)
+
+    def _caught_up(self) -> None:
+        self.ready.set()
+        self.changed.set()  # the outbox holds its deliveries until then
+
+    async def _reset(self) -> None:
+        """Forget what a failed run left and load the checkpoint; the outbox waits until
+        the log is folded again (its state would show delivered commands as pending)."""
+        self.ready.clear()
+        self._deferred.clear()
+        self._pending_own.clear()
+        self._deciding = False
+        self._unsaved = 0
+        await self.load()
+        self._failed = False
+        self._log.warning("sync.restarted_from_checkpoint", position=self.state.position,
+                          log_end=self.started_at)  # fmt: skip
 
     async def drain(self) -> None:
         """Return once every event in the log is folded and decided, nothing pending.
