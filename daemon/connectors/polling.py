@@ -28,7 +28,13 @@ import orjson
 import structlog
 
 from daemon.connectors.contract import PollReport
-from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
+from eventstore import (
+    DatabaseUnavailableError,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    derived_event_id,
+)
 
 #: Keys that say how or why an observation was made, not what the ticket holds.
 HOW = frozenset({"via", "action", "message_id", "updated_by", "own_write", "change",
@@ -115,6 +121,18 @@ class BasePoller:
         self._wake = asyncio.Event()
         self._poll_now = False
         self._on_pass: list[Callable[[PollReport], None]] = []
+        self._on_unwritable: Callable[[str], None] | None = None
+
+    def on_unwritable(self, report: Callable[[str], None]) -> None:
+        """Pass a log that cannot be written to ``report`` instead of logging each failed
+        pass: whoever tracks it says once when writing stops and once when it resumes."""
+        self._on_unwritable = report
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, DatabaseUnavailableError) and self._on_unwritable is not None:
+            self._on_unwritable(str(exc))
+            return
+        self._log.error(what, error=str(exc), error_type=type(exc).__name__)
 
     async def poll_once(self) -> PollReport:
         raise NotImplementedError
@@ -161,14 +179,14 @@ class BasePoller:
             try:
                 await self.refresh_kicked()
             except Exception as exc:  # retried at the next pass, which reads it too
-                self._log.error("refresh.failed", error=str(exc), error_type=type(exc).__name__)
+                self._failed("refresh.failed", exc)
             if loop.time() >= next_poll or self._poll_now:
                 self._poll_now = False
                 next_poll = loop.time() + self.interval
                 try:
                     report = await self.poll_once()
                 except Exception as exc:  # the loop must outlive a remote outage
-                    self._log.error("poll.failed", error=str(exc), error_type=type(exc).__name__)
+                    self._failed("poll.failed", exc)
                 else:
                     self._log.info("poll.done", **report.__dict__)
                     for listener in self._on_pass:

@@ -258,6 +258,7 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
         poller.on_pass(functools.partial(_reconciled, app[METRICS], side))
         # Writing resumed: read both desks now for what changed while it was stopped.
         app[WRITABLE].on_read_desks(poller.poll_now)
+        poller.on_unwritable(functools.partial(app[WRITABLE].failed, refused=False))
     stop = asyncio.Event()
     app[STOP] = stop
     supervisor = app[SUPERVISOR]

@@ -29,7 +29,8 @@ class LogWritable:
 
     def __init__(self) -> None:
         self.outage: Outage | None = None
-        self.refused = 0
+        self.refused = 0  # callbacks and webhooks answered 503 since writing stopped
+        self.failed_passes = 0  # pollers' passes that could not record what they read
         self._read_desks: list[Callable[[], None]] = []
         self._probe: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("socbridge")
@@ -37,8 +38,11 @@ class LogWritable:
     def on_read_desks(self, listener: Callable[[], None]) -> None:
         self._read_desks.append(listener)
 
-    def failed(self, reason: str) -> None:
-        self.refused += 1
+    def failed(self, reason: str, *, refused: bool = True) -> None:
+        """An append failed; ``refused``: a callback or webhook was answered 503 for it
+        (a poller's failed pass is not counted)."""
+        self.refused += refused
+        self.failed_passes += not refused
         if self.outage is None:
             self.outage = Outage(f"cannot be written ({reason})")
             self._log.error("store.write_stopped", reason=reason, retry_after_s=RETRY_AFTER_S)
@@ -59,9 +63,10 @@ class LogWritable:
         if self.outage is None:
             return
         self._log.warning(
-            "store.write_resumed", stopped_since=self.outage.since.isoformat(), refused=self.refused
-        )
-        self.outage, self.refused = None, 0
+            "store.write_resumed", stopped_since=self.outage.since.isoformat(),
+            refused=self.refused, failed_passes=self.failed_passes,
+        )  # fmt: skip
+        self.outage, self.refused, self.failed_passes = None, 0, 0
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
@@ -72,4 +77,9 @@ class LogWritable:
             listener()
 
     def describe(self) -> str | None:
-        return None if self.outage is None else self.outage.describe("the event log")
+        if self.outage is None:
+            return None
+        return (
+            f"{self.outage.describe('the event log')}; {self.refused} callbacks or webhooks "
+            f"answered 503, {self.failed_passes} poller passes not recorded"
+        )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from daemon.simulators.rehearsal import start_rehearsal
@@ -62,6 +63,8 @@ async def test_a_full_disk_refuses_with_503_and_heals_when_space_returns(
             await daemon.ready(http)
             filler = _fill(small_disk)
             made = await live.technician.create_ticket("Routed while the disk is full")
+            for priority in ("Priority 2 - Quick Response", "Priority 1 - Emergency Response"):
+                await live.technician.set(made["id"], priority=priority)
 
             async def refused() -> bool:
                 return any(d.status == 503 for d in rehearsal.cw.callbacks.deliveries)
@@ -78,6 +81,15 @@ async def test_a_full_disk_refuses_with_503_and_heals_when_space_returns(
                 return body if unwritable else None
 
             await eventually(not_ready, "/readyz to say the log cannot be written", 20)
+
+            async def poller_failed() -> Any:
+                body = await daemon.status(http)
+                return any(" 0 poller passes" not in r and "poller passes" in r
+                           for r in body["reasons"])  # fmt: skip
+
+            # The pollers keep reading while full: their failed passes are counted in the
+            # one outage, not logged a line each.
+            await eventually(poller_failed, "a poller pass to fail while full", 20)
             filler.unlink()  # space is back
             await live.log_line(lambda line: line["event"] == "store.write_resumed", "resume")
 
@@ -93,8 +105,18 @@ async def test_a_full_disk_refuses_with_503_and_heals_when_space_returns(
             assert daemon.proc.returncode is None
             log_text = daemon.log_path.read_text(errors="replace")
             assert log_text.count('"store.write_stopped"') == 1
+            # The pollers' failed passes while full are in that one line, not a line each.
+            assert '"poll.failed"' not in log_text and '"refresh.failed"' not in log_text
             assert "Traceback" not in log_text
             assert await daemon.stop() == 0
+            # Every callback and webhook the daemon acknowledged (2xx) is in the log.
+            recorded = " ".join(orjson.dumps(e.data).decode() for e in await live.events())
+            acked = [d.message_id for d in rehearsal.cw.callbacks.deliveries
+                     if d.status is not None and 200 <= d.status < 300]  # fmt: skip
+            acked += [d.event_id for d in rehearsal.soc.dispatcher.deliveries
+                      if d.outcome.startswith("delivered 2")]  # fmt: skip
+            assert len(acked) >= 3
+            assert [a for a in acked if a not in recorded] == []
         store = await EventStore.open(small_disk / "events.db", readonly=True)
         try:
             assert (await verify(store)).ok
