@@ -10,7 +10,10 @@ Three groups of figures share the one JSON line:
 - history (``daemon.bench.history`` and ``daemon.bench.replay_rss``): a
   realistic log of 100k and then 1M events written through the store,
   ``socbridge replay`` of each in a child process (wall time, peak RSS), and
-  the daemon restarted on the 1M log until ``/readyz`` answers 200.
+  the daemon restarted on the 1M log until ``/readyz`` answers 200;
+- the soak (``daemon.bench.soak``, only with ``--only soak``): steady two-way
+  traffic through the daemon process for ``--minutes`` while its anonymous RSS
+  and open file descriptors are sampled.
 
 Everything lives in one temp folder, removed at the end. The machine's load
 average is printed at the start and the end: shared machines are noisy, so
@@ -29,11 +32,14 @@ from typing import Any
 
 import orjson
 
-from daemon.bench import history, pipeline
+from daemon.bench import history, pipeline, soak
 from daemon.bench import store as store_bench
 from daemon.cli.main import EXIT_OK
 
+#: The parts a run without ``--only`` measures.
 PARTS = ("store", "pipeline", "history")
+#: Every part ``--only`` accepts. The soak (10 minutes by default) runs only when asked.
+ALL_PARTS = (*PARTS, "soak")
 #: The project's performance targets: printed next to the figures, never used to change them.
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "ingest_vs_plain >= 0.3": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.3),
@@ -41,6 +47,10 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "rss_mb < 150": ("history", lambda f: f["rss_mb"] < 150),
     "rss flat (1M <= 1.2 x 100k)": ("history", lambda f: f["rss_mb"] <= 1.2 * f["rss_100k_mb"]),
     "ready_s < 2": ("history", lambda f: f["ready_s"] < 2),
+    "soak_rss_mb_per_10k_changes < 5": ("soak", lambda f: f["soak_rss_mb_per_10k_changes"] < 5),
+    "soak_rss_anon_mb_end < 150": ("soak", lambda f: f["soak_rss_anon_mb_end"] < 150),
+    "soak_fds_growth flat (<= 2)": ("soak", lambda f: f["soak_fds_growth"] <= 2),
+    "soak_agreed": ("soak", lambda f: f["soak_agreed"]),
 }
 
 
@@ -58,13 +68,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "The full run takes 10-20 minutes on a quiet 2-core machine (most of it writing\n"
             "the 1M-event log); --quick is a smoke run for CI (small sizes). With\n"
             "--keep-history DIR the logs are written into DIR once and later runs start\n"
-            "from copies of them (the history part then takes a few minutes).\n\n"
+            "from copies of them (the history part then takes a few minutes).\n"
+            "The soak (--only soak, not part of the default run) drives steady two-way\n"
+            "traffic on 40 linked tickets for --minutes (default 10) and reports the\n"
+            "daemon's memory growth per 10k changes and its open file descriptors.\n\n"
             "exit codes: 0 measured (targets are printed, not judged), 2 bad option"
         ),
         epilog=(
             "examples:\n  socbridge bench --json\n  socbridge bench --quick --json\n"
             "  socbridge bench --json --only pipeline\n"
-            "  socbridge bench --json --only history --keep-history /var/tmp/socbridge-history"
+            "  socbridge bench --json --only history --keep-history /var/tmp/socbridge-history\n"
+            "  socbridge bench --json --only soak --minutes 3"
         ),
     )
     p.add_argument("--json", action="store_true", help="print one JSON line")
@@ -78,8 +92,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="events in the large replay log (default 1000000; the small one is a tenth)",
     )  # fmt: skip
     p.add_argument(
-        "--only", action="append", choices=PARTS, default=None,
-        help="run only this part (repeatable; default: all of them)",
+        "--only", action="append", choices=ALL_PARTS, default=None,
+        help="run only this part (repeatable; default: store, pipeline and history; "
+        "the soak runs only when named)",
+    )  # fmt: skip
+    p.add_argument(
+        "--minutes", type=float, default=None,
+        help="how long the soak's traffic runs (default 10; 1 with --quick)",
     )  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="folder for the temp files")
     p.add_argument(
@@ -130,6 +149,9 @@ async def cmd_bench(args: argparse.Namespace) -> int:
                 "history",
                 history.figures(root, large, 1 if quick else 3, quick, args.keep_history),
             )
+        if "soak" in parts:
+            minutes = args.minutes if args.minutes is not None else (1.0 if quick else 10.0)
+            await part("soak", soak.run_soak(root, minutes))
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met
