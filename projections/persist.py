@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +83,14 @@ def _dump(value: Json) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def _digest(body: bytes) -> bytes:
+    """What a save remembers of a row it wrote (or a load read): enough to tell whether the
+    next body differs, not the body. An ``orjson.dumps`` result kept alive pins far more
+    memory than its length (the allocator cannot reuse the rest of its output buffer), so
+    keeping every pending command's body grew the daemon by kilobytes per command."""
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
 def _decode(
     position: int,
     links: list[tuple[str, bytes]],
@@ -104,6 +113,7 @@ class ProjectionStore:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        # Row key -> digest of the body it holds (see _digest).
         self._saved_links: dict[str, bytes] = {}
         self._saved_outbox: dict[str, bytes] = {}
         self._saved_meta: dict[str, bytes] = {}
@@ -135,11 +145,11 @@ class ProjectionStore:
             return (row[0] if row else 0), *found
 
         position, links, outbox, meta = await self.store.read_connection_call(read)
-        # What the rows hold, as bytes: each save writes only the rows that differ.
+        # What the rows hold, as digests: each save writes only the rows that differ.
         self._loaded = True
-        self._saved_links = dict(links)
-        self._saved_outbox = dict(outbox)
-        self._saved_meta = dict(meta)
+        self._saved_links = {key: _digest(body) for key, body in links}
+        self._saved_outbox = {key: _digest(body) for key, body in outbox}
+        self._saved_meta = {key: _digest(body) for key, body in meta}
         # Thousands of nested records, all kept: the cyclic collector would scan the
         # growing heap again and again while they are built, for nothing.
         collecting = gc.isenabled()
@@ -185,18 +195,18 @@ class ProjectionStore:
             if link is None:
                 continue
             body = _dump(encode_link(link))
-            if self._saved_links.get(link_id) != body:
+            if self._saved_links.get(link_id) != _digest(body):
                 link_rows.append((link_id, link.tenant, link.state, body))
         outbox_rows = []
         for command_id, command in state.outbox.items():
             body = _dump(encode_command(command))
-            if self._saved_outbox.get(command_id) != body:
+            if self._saved_outbox.get(command_id) != _digest(body):
                 outbox_rows.append((command_id, command.link_id, body))
         gone = [c for c in self._saved_outbox if c not in state.outbox]
         meta_rows = []
         for key in META_KEYS:
             body = _dump(encode_meta(state, key))
-            if self._saved_meta.get(key) != body:
+            if self._saved_meta.get(key) != _digest(body):
                 meta_rows.append((key, body))
         position = state.position
 
@@ -221,13 +231,13 @@ class ProjectionStore:
 
         await self.store.run_exclusive(write)
         for link_id, _, _, body in link_rows:
-            self._saved_links[link_id] = body
+            self._saved_links[link_id] = _digest(body)
         for command_id, _, body in outbox_rows:
-            self._saved_outbox[command_id] = body
+            self._saved_outbox[command_id] = _digest(body)
         for command_id in gone:
             del self._saved_outbox[command_id]
         for key, body in meta_rows:
-            self._saved_meta[key] = body
+            self._saved_meta[key] = _digest(body)
         self._loaded = True
         return len(link_rows) + len(outbox_rows) + len(gone) + len(meta_rows)
 
