@@ -93,8 +93,20 @@ Decide = Callable[[BridgeState, RecordedEvent], Sequence[Proposed]]
 
 
 def canonical(type_: str, ticket: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
-    """A decision reduced to what it says (its id and position aside), for comparing."""
-    return {"type": type_, "ticket": ticket, "data": orjson.loads(orjson.dumps(data))}
+    """A decision reduced to what it says (its id and position aside), for comparing.
+
+    An update's ``accept`` lists say which values the target may hold: earlier versions
+    repeated a value once per write in flight, which says nothing more, so each value
+    counts once.
+    """
+    plain = orjson.loads(orjson.dumps(data))
+    params = plain.get("params")
+    accept = params.get("accept") if isinstance(params, dict) else None
+    if isinstance(accept, dict):
+        for name, values in accept.items():
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                accept[name] = list(dict.fromkeys(values))
+    return {"type": type_, "ticket": ticket, "data": plain}
 
 
 def state_digest(state: BridgeState) -> str:

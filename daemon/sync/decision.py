@@ -93,7 +93,9 @@ def issue_update(
     params: dict[str, Any] = {
         "fields": {name: value},
         "remote": remote_value(rules, target, name, value),
-        "accept": {name: [*known, *s.expected_values, value]},
+        # Each value once: with many writes in flight the list would otherwise repeat
+        # the field's few values once per write, in every command and its event.
+        "accept": {name: list(dict.fromkeys([*known, *s.expected_values, value]))},
     }
     if target == "cw":
         params["normalize"] = {

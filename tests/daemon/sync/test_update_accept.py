@@ -21,7 +21,7 @@ from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.soc.desk import SocDesk
 from eventstore import RecordedEvent
 from projections import kinds
-from tests.support.history import Log, edited, edits
+from tests.support.history import Log, edited, edits, soc_seen
 from tests.support.rules import CW_PRIORITIES, RULES
 
 CW_NORMALIZE = {
@@ -90,4 +90,29 @@ async def test_a_conflict_lost_by_the_side_just_seen_accepts_its_value(tmp_path:
 def test_every_update_accepts_what_its_cause_showed_on_the_target(ops: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         events = asyncio.run(edited(Path(tmp) / "e.db", ops))
+    assert unaccepted(events) == []
+
+
+async def test_writes_piling_up_behind_the_rate_cap_accept_each_value_once(
+    tmp_path: Path,
+) -> None:
+    # Every change the SOC makes while nothing is delivered adds a write in flight to
+    # ConnectWise; each value is accepted once, however many writes carry it (a list
+    # repeating them would grow every command, and the memory holding it, with the queue).
+    log = await Log.open(tmp_path / "events.db")
+    try:
+        await log.linked()
+        for n in range(12):
+            priority = ("low", "high", "urgent", "normal")[n % 4]
+            await log.add(soc_seen(11, f"2026-11-29T10:{n + 1:02}:00Z", priority=priority))
+        events = await log.events()
+    finally:
+        await log.close()
+    updates = [
+        e for e in events if e.type == kinds.COMMAND_ISSUED and e.data["kind"] == "cw.update_ticket"
+    ]
+    assert len(updates) == 12
+    for update in updates:
+        accept = update.data["params"]["accept"]["priority"]
+        assert len(accept) == len(set(accept)) <= 4
     assert unaccepted(events) == []
