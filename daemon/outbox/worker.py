@@ -40,6 +40,8 @@ from projections.state import PendingCommand, Side
 #: 401 is not among them: wrong keys fail every command alike, and fixing them (which
 #: readiness reports) lets every retry through; 409 parks only where it is no race.
 DEFINITIVE = frozenset({400, 403, 404, 409, 410, 422})
+#: Events after which a command is never attempted again (the fold drops it).
+_ENDS_COMMAND = frozenset({kinds.COMMAND_DELIVERED, kinds.COMMAND_ABANDONED, kinds.COMMAND_SKIPPED})
 
 
 def definitive(command: PendingCommand, status: int) -> bool:
@@ -142,6 +144,11 @@ class Outbox:
         """
         if event.type == kinds.COMMAND_RETRIED:
             self._retry_at.pop(event.data["command_id"], None)  # asked for now
+        elif event.type in _ENDS_COMMAND:
+            # Out of the outbox for good: what this process remembered of it goes too, or
+            # every command ever delivered would stay in these for the life of the process.
+            self._tried.discard(event.data["command_id"])
+            self._retry_at.pop(event.data["command_id"], None)
         if self._heads is None or self._heads_of is not self.engine.state:
             return
         if event.type == kinds.COMMAND_ISSUED:

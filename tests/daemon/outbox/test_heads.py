@@ -41,3 +41,23 @@ async def test_lane_heads_kept_while_commands_pile_up_match_a_full_walk(tmp_path
         assert after == walked(box)
     finally:
         await log.close()
+
+
+async def test_a_command_out_of_the_outbox_is_forgotten_by_the_worker(tmp_path: Path) -> None:
+    # What the worker keeps per command (tried, when to retry) goes with its last outcome;
+    # kept, it grew by every command the daemon ever delivered.
+    log = await Log.open(tmp_path / "events.db")
+    try:
+        await log.linked()
+        engine = log.live.engine
+        assert engine is not None
+        box = Outbox(log.store, engine, {})
+        await log.add(soc_seen(11, "2026-11-29T10:01:00Z", priority="low"))
+        command = next(c for c in log.outbox if c.kind == "cw.update_ticket")
+        box._tried.add(command.command_id)
+        box._retry_at[command.command_id] = 0.0
+        await log.add(outcome(command, kinds.COMMAND_DELIVERED, result={}, attempt=1))
+        assert command.command_id not in box._tried
+        assert command.command_id not in box._retry_at
+    finally:
+        await log.close()
