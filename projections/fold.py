@@ -268,6 +268,13 @@ def _retried(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> 
         command.parked = None
 
 
+def _superseded(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+    # Never sent: a later command of its lane writes its fields (or reads its ticket).
+    command = state.outbox.pop(d["command_id"], None)
+    if command is not None:
+        _never_written(state, command)
+
+
 def _skipped(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
     # Dropped by the operator: not delivered, and not a finding for the audit to repair.
     command = state.outbox.pop(d["command_id"], None)
@@ -335,6 +342,7 @@ _HANDLERS: dict[str, Handler] = {
     kinds.COMMAND_FAILED: _failed,
     kinds.COMMAND_ABANDONED: _abandoned,
     kinds.COMMAND_PARKED: _parked,
+    kinds.COMMAND_SUPERSEDED: _superseded,
     kinds.COMMAND_RETRIED: _retried,
     kinds.COMMAND_SKIPPED: _skipped,
     kinds.TENANT_SYNC_ENABLED: _tenant_switch,

@@ -46,8 +46,13 @@ COMMAND_ABANDONED = "outbox.command.abandoned"
 #: A definitive refusal (validation, permission, not found): the command waits, and its
 #: lane with it, until an operator retries (``admin.command.retried``) or skips it.
 COMMAND_PARKED = "outbox.command.parked"
+#: Never sent: a later pending command of its lane does all it would (a later write of the
+#: same fields, a later read of the same ticket). Names that ``successor``.
+COMMAND_SUPERSEDED = "outbox.command.superseded"
 
-OUTCOMES = frozenset({COMMAND_DELIVERED, COMMAND_FAILED, COMMAND_ABANDONED, COMMAND_PARKED})
+OUTCOMES = frozenset(
+    {COMMAND_DELIVERED, COMMAND_FAILED, COMMAND_ABANDONED, COMMAND_PARKED, COMMAND_SUPERSEDED}
+)
 
 # Where a reconciliation poll of a desk stands (its watermark or cursor).
 WATERMARK_ADVANCED = "poller.watermark.advanced"

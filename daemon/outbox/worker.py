@@ -10,7 +10,9 @@ attempt ends in an outcome event: delivered (with the created id where there
 is one), failed (a transient fault: network, 5xx, 429, a conflicting update;
 retried with capped backoff for as long as it takes), parked (a definitive
 refusal: validation, permission, not found; it waits, and its lane with it,
-until an operator retries or skips it), or abandoned (the link was unlinked,
+until an operator retries or skips it), superseded (never sent: a later
+command of its lane writes the same fields, or reads the same ticket, so only
+the latest value of a burst is written), or abandoned (the link was unlinked,
 or a test's attempt cap). Nothing is delivered before sync has caught up with
 the log after a start.
 Commands of a tenant whose sync is off, or after the integration was removed,
@@ -263,6 +265,12 @@ class Outbox:
             or command.attempts > 0
             or command.issued_at <= self.engine.started_at
         )
+        if not maybe_sent and command.settled is None:
+            successor = self._successor(command)
+            if successor is not None:
+                await self._outcome(command, kinds.COMMAND_SUPERSEDED,
+                                    {"successor": successor.command_id})  # fmt: skip
+                return
         self._tried.add(command_id)
         try:
             if command.is_fetch:
@@ -302,6 +310,33 @@ class Outbox:
         await self._outcome(
             command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt}
         )
+
+    def _successor(self, command: PendingCommand) -> PendingCommand | None:
+        """The next pending command of the lane that does all ``command`` would: a later
+        update writing (at least) the same fields, or a later read of the same ticket.
+
+        Sending ``command`` first would spend API calls on a value the desk holds for
+        an instant (a burst of changes, or a queue that built up behind the rate caps),
+        so it is superseded instead: only the latest value is written, in the lane's
+        order. Notes, creates and anything that may have been sent already never are.
+        """
+        if command.is_update:
+            fields = set(command.field_writes())
+        elif not command.is_fetch:
+            return None
+        best: PendingCommand | None = None
+        for other in self.engine.state.outbox.values():
+            if (
+                other.kind != command.kind
+                or other.link_id != command.link_id
+                or other.issued_at <= command.issued_at
+                or (best is not None and other.issued_at >= best.issued_at)
+            ):
+                continue
+            if command.is_update and not fields <= set(other.field_writes()):
+                continue
+            best = other
+        return best
 
     async def _park(self, command: PendingCommand, attempt: int, exc: RemoteApiError) -> None:
         self._retry_at.pop(command.command_id, None)
@@ -381,7 +416,8 @@ class Outbox:
             self._unfolded[command_id] = recorded.position
         if type_ == kinds.COMMAND_PARKED:
             return  # logged at error by _park, with the reason
-        self._log.info(
+        log = self._log.debug if type_ == kinds.COMMAND_SUPERSEDED else self._log.info
+        log(
             type_, command_id=command_id, kind=command.kind, link=command.link_id,
             tenant=command.tenant,
         )  # fmt: skip
