@@ -139,6 +139,25 @@ async def fast_retries(bridge: Bridge) -> None:
     assert bridge.outbox.max_attempts is None  # the outage ends when the test says so
 
 
+def ended_once(events: list[Any]) -> None:
+    """Every command ended exactly once: delivered, or superseded (never sent) by a later
+    update of the same ticket and desk that was itself delivered or superseded; every
+    note and create was delivered."""
+    issued = {e.event_id: e for e in events if e.type == kinds.COMMAND_ISSUED}
+    ends = Counter(
+        e.data["command_id"]
+        for e in events
+        if e.type in (kinds.COMMAND_DELIVERED, kinds.COMMAND_SUPERSEDED)
+    )
+    assert set(ends) == set(issued) and set(ends.values()) == {1}
+    for e in events:
+        if e.type == kinds.COMMAND_SUPERSEDED:
+            command, successor = issued[e.data["command_id"]], issued[e.data["successor"]]
+            assert command.data["kind"] == successor.data["kind"]
+            assert command.data["kind"].endswith((".update_ticket", ".fetch_ticket"))
+            assert successor.position > command.position
+
+
 async def failures(bridge: Bridge, link_id: str, n: int) -> None:
     async def failed() -> bool:
         events = await bridge.events(link_id)
@@ -430,10 +449,7 @@ async def test_soc_outage_drains_in_order_afterwards(bridge: Bridge, fault: str)
     events = [e async for e in bridge.store.read()]
     abandoned = [e for e in events if e.type == kinds.COMMAND_ABANDONED]
     assert abandoned == []  # the outage was ridden out, nothing given up
-    # Every command was delivered exactly once (one delivered outcome per issued command).
-    issued = {e.event_id for e in events if e.type == kinds.COMMAND_ISSUED}
-    delivered = Counter(e.data["command_id"] for e in events if e.type == kinds.COMMAND_DELIVERED)
-    assert set(delivered) == issued and set(delivered.values()) == {1}
+    ended_once(events)
     # The last change wins: A at P1 and solved, B at its create priority, on both sides.
     await fields_converged(
         bridge, "A's last priority and status on both sides", tickets=2,
@@ -480,9 +496,7 @@ async def test_connectwise_outage_drains_in_order_afterwards(bridge: Bridge, sta
     await bridge.settled()
     events = [e async for e in bridge.store.read()]
     assert [e for e in events if e.type == kinds.COMMAND_ABANDONED] == []
-    issued = {e.event_id for e in events if e.type == kinds.COMMAND_ISSUED}
-    delivered = Counter(e.data["command_id"] for e in events if e.type == kinds.COMMAND_DELIVERED)
-    assert set(delivered) == issued and set(delivered.values()) == {1}
+    ended_once(events)
     await fields_converged(
         bridge, "X's last priority and status on both sides", tickets=2,
         soc={x["id"]: {"priority": "urgent", "status": "solved"}, y["id"]: {"priority": "low"}},
