@@ -28,6 +28,7 @@ import orjson
 import structlog
 
 from daemon.connectors.contract import PollReport
+from daemon.connectors.remote import request_purpose
 from eventstore import (
     DatabaseUnavailableError,
     EventStore,
@@ -184,7 +185,8 @@ class BasePoller:
                 self._poll_now = False
                 next_poll = loop.time() + self.interval
                 try:
-                    report = await self.poll_once()
+                    with request_purpose("poll"):
+                        report = await self.poll_once()
                 except Exception as exc:  # the loop must outlive a remote outage
                     self._failed("poll.failed", exc)
                 else:

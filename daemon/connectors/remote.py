@@ -25,7 +25,9 @@ import email.utils
 import ipaddress
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +51,28 @@ AuthProvider = Callable[[], Mapping[str, str]]
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Requests' worth of the rate limit a background request leaves free for the others.
 BACKGROUND_RESERVE = 2
+
+#: What a request is for, as the API budget counts it (``socbridge_remote_requests_total``):
+#: ``poll`` (reconciliation passes), ``read`` (a ticket re-read after a callback, setup
+#: and checks), ``write`` (the outbox carrying out a decision, its own look-ups included)
+#: or ``fetch`` (a re-read sync asked for). Set with :func:`request_purpose` around the
+#: calls; tasks started inside inherit it.
+PURPOSES = ("poll", "read", "write", "fetch")
+_PURPOSE: ContextVar[str] = ContextVar("socbridge_request_purpose", default="read")
+
+
+@contextmanager
+def request_purpose(purpose: str) -> Iterator[None]:
+    """Count the requests made inside the block under ``purpose`` (one of :data:`PURPOSES`)."""
+    token = _PURPOSE.set(purpose)
+    try:
+        yield
+    finally:
+        _PURPOSE.reset(token)
+
+
+#: Called for every HTTP attempt: (remote name, method, purpose).
+RequestCounter = Callable[[str, str, str], None]
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:
@@ -249,6 +273,8 @@ class RemoteClient:
         self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
         self.attempts_made = 0  # total HTTP attempts, for metrics and tests
         self.health = RemoteHealth(name)
+        #: Told of every HTTP attempt (the API budget: socbridge_remote_requests_total).
+        self.on_request: RequestCounter | None = None
 
     def __repr__(self) -> str:
         return f"RemoteClient(name={self.name!r}, base_url={redact_url(self.base_url)!r})"
@@ -395,6 +421,8 @@ class RemoteClient:
         async with self._semaphore:
             await self._limiter.acquire()
             self.attempts_made += 1
+            if self.on_request is not None:
+                self.on_request(self.name, method, _PURPOSE.get())
             started = time.monotonic()
             try:
                 async with session.request(

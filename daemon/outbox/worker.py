@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from daemon.connectors.contract import RemoteApiError, RemoteError, RetryAfterTooLongError
+from daemon.connectors.remote import request_purpose
 from daemon.outbox.deliver import Desks, MissingTargetError, StaleTargetError, deliver
 from daemon.outbox.fetch import fetch_notes, fetch_ticket
 from daemon.sync.engine import SyncEngine
@@ -275,12 +276,15 @@ class Outbox:
         try:
             if command.is_fetch:
                 # A read, not a write: sync could not order two same-second observations.
-                result = await fetch_ticket(self.store, command, link, self.desks)
+                with request_purpose("fetch"):
+                    result = await fetch_ticket(self.store, command, link, self.desks)
             elif command.action == "fetch_notes":
                 # A read: replies made on a created ticket before its link was recorded.
-                result = await fetch_notes(self.store, command, link, self.desks)
+                with request_purpose("fetch"):
+                    result = await fetch_notes(self.store, command, link, self.desks)
             else:
-                result = await deliver(command, link, self.desks, maybe_sent=maybe_sent)
+                with request_purpose("write"):
+                    result = await deliver(command, link, self.desks, maybe_sent=maybe_sent)
         except MissingTargetError:
             return  # the link's create is delivered but not linked yet: wait for it
         except StaleTargetError as exc:

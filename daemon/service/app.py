@@ -155,6 +155,8 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
             config.connectwise, secrets.cw_keys, session, defer_lookup=True
         )
         app[SOC_CLIENT] = SocClient.from_settings(config.soc, secrets.soc_token, session=session)
+        for client in (app[CW_CLIENT], app[SOC_CLIENT]):
+            client.remote.on_request = app[METRICS].remote_request  # the API budget
         desks: dict[Side, Desk] = {
             "cw": ConnectWiseDesk(app[CW_CLIENT]),
             "soc": SocDesk(app[SOC_CLIENT]),

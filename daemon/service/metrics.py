@@ -31,10 +31,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from eventstore import EventStore
+from projections import kinds
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ISSUED, DELIVERED = "outbox.command.issued", "outbox.command.delivered"
-FAILED, ABANDONED = "outbox.command.failed", "outbox.command.abandoned"
+ISSUED, DELIVERED = kinds.COMMAND_ISSUED, kinds.COMMAND_DELIVERED
+FAILED, ABANDONED, PARKED = kinds.COMMAND_FAILED, kinds.COMMAND_ABANDONED, kinds.COMMAND_PARKED
+#: Outcomes after which a command is never delivered: its issue time is forgotten.
+NEVER_DELIVERED = frozenset({ABANDONED, kinds.COMMAND_SUPERSEDED, kinds.COMMAND_SKIPPED})
+#: The desks' client names, as the side labels say them.
+SIDES = {"connectwise": "cw", "soc": "soc"}
 
 
 def _ts(text: str) -> float:
@@ -68,6 +73,14 @@ class Metrics:
             "socbridge_delivery_latency_seconds",
             "From a command's issue to its delivery, by the log's recorded times.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.remote_requests = Counter(
+            "socbridge_remote_requests",
+            "HTTP requests sent to each desk (every attempt), by method and purpose: poll, "
+            "read, write (the outbox, its look-ups included) or fetch (re-reads sync asked "
+            "for). The API budget socbridge spends.",
+            ["side", "method", "purpose"],
             registry=self.registry,
         )
         self.remote_errors = Counter(
@@ -125,16 +138,21 @@ class Metrics:
             issued = self._issued.pop(command_id, None)
             if issued is not None:
                 self.latency.observe(max(0.0, _ts(event.recorded_at) - issued))
-        elif event.type in (FAILED, ABANDONED):
-            # Only outcomes the remote caused carry ``remote_status`` (an HTTP
-            # status, or ``network``); an abandon for a stale field or an
-            # unlinked ticket is sync's own choice, not a remote error.
-            status = event.data.get("remote_status")
-            if status is not None:
-                side = str(event.data.get("kind", "?")).split(".", 1)[0]
-                self.remote_errors.labels(side, str(status)).inc()
-            if event.type == ABANDONED:
+        else:
+            if event.type in (FAILED, ABANDONED, PARKED):
+                # Only outcomes the remote caused carry ``remote_status`` (an HTTP
+                # status, or ``network``); an abandon for a stale field or an
+                # unlinked ticket is sync's own choice, not a remote error.
+                status = event.data.get("remote_status")
+                if status is not None:
+                    side = str(event.data.get("kind", "?")).split(".", 1)[0]
+                    self.remote_errors.labels(side, str(status)).inc()
+            if event.type in NEVER_DELIVERED:
                 self._issued.pop(command_id, None)
+
+    def remote_request(self, remote: str, method: str, purpose: str) -> None:
+        """One HTTP attempt to a desk (the clients' ``on_request``)."""
+        self.remote_requests.labels(SIDES.get(remote, remote), method, purpose).inc()
 
     async def start(self, store: EventStore) -> None:
         """Count from the log's current end on (call once the log is open)."""

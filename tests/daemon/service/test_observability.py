@@ -16,7 +16,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from daemon.service.app import METRICS
+from daemon.service.app import CW_CLIENT, METRICS
 from daemon.service.guard import guard_middleware
 from daemon.service.logs import Redactor, config_secret_refs, configure_logging
 from daemon.service.metrics import Metrics
@@ -304,3 +304,30 @@ async def test_each_event_appended_since_start_is_counted_once_not_the_catch_up(
         assert lag is not None and float(lag.group(1)) >= 0
         again = re.search(r"^socbridge_sync_decided_again_total (\S+)$", text, re.M)
         assert again is not None and float(again.group(1)) == bridge.engine.raced
+
+
+async def test_every_request_to_a_desk_is_counted_by_method_and_purpose(tmp_path: Path) -> None:
+    """The API budget: the outbox's writes, the pollers' passes and the re-reads are each
+    counted on the desk they go to."""
+    async with Bridge(tmp_path) as bridge:
+        assert bridge.config is not None
+        base = f"http://127.0.0.1:{bridge.config.server.port}"
+        await sync_one(bridge, "Beacon to a known C2")
+        pattern = (
+            r'socbridge_remote_requests_total\{method="([A-Z]+)",purpose="([a-z]+)",'
+            r'side="([a-z]+)"\} (\S+)'
+        )
+
+        async def counted() -> dict[tuple[str, str, str], float] | None:
+            async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+                text = await resp.text()
+            found = {(s, p, m): float(n) for m, p, s, n in re.findall(pattern, text)}
+            polled = ("cw", "poll", "GET") in found and ("soc", "poll", "GET") in found
+            return found if polled else None
+
+        found = await bridge.until(counted, "both desks polled and counted")
+        # The SOC incident's create went to ConnectWise as the outbox's write (a POST).
+        assert found[("cw", "write", "POST")] >= 1, found
+        assert {p for _, p, _ in found} <= {"poll", "read", "write", "fetch"}
+        client = bridge.app[CW_CLIENT].remote
+        assert sum(n for (s, _, _), n in found.items() if s == "cw") <= client.attempts_made
