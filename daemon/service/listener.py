@@ -121,9 +121,9 @@ class _Refused(asyncio.Protocol):
 class ConnectionCap:
     """The listener's protocol factory, refusing connections past ``limit`` open ones.
 
-    Counted at accept time against aiohttp's own list of open connections, so the
-    count is exactly the connections holding a descriptor and a request handler.
-    Refusals are logged at most once a second, with how many.
+    Counted at accept time: aiohttp's own list of open connections (those past their
+    TLS handshake), plus the ones accepted in the same burst, which join that list only
+    once the loop runs again. Refusals are logged at most once a second, with how many.
     """
 
     def __init__(self, server: web.Server, limit: int, interval_s: float = 1.0) -> None:
@@ -132,10 +132,19 @@ class ConnectionCap:
         self.refused = 0  # since the last line
         self.interval_s = interval_s
         self._last = -interval_s
+        self._burst = 0  # connections accepted since the loop last ran its callbacks
         self._log = structlog.get_logger("socbridge")
 
+    def _burst_over(self) -> None:
+        self._burst = 0
+
     def __call__(self) -> asyncio.BaseProtocol:
-        if len(self.server.connections) < self.limit:
+        # asyncio accepts a burst of waiting connections in one go, and each registers with
+        # aiohttp only once its connection_made runs, after the burst: count the burst too.
+        if not self._burst:
+            asyncio.get_running_loop().call_soon(self._burst_over)
+        self._burst += 1
+        if len(self.server.connections) + self._burst <= self.limit:
             return self.server()
         self.refused += 1
         now = time.monotonic()
