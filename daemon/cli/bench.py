@@ -13,7 +13,10 @@ Three groups of figures share the one JSON line:
   the daemon restarted on the 1M log until ``/readyz`` answers 200;
 - the soak (``daemon.bench.soak``, only with ``--only soak``): steady two-way
   traffic through the daemon process for ``--minutes`` while its anonymous RSS
-  and open file descriptors are sampled.
+  and open file descriptors are sampled;
+- the burst (``daemon.bench.burst``, only with ``--only burst``): 16 tickets
+  changed 100 times each, as fast as the simulator takes it, and what it costs
+  to converge: seconds, SOC writes, ConnectWise re-reads.
 
 Everything lives in one temp folder, removed at the end. The machine's load
 average is printed at the start and the end: shared machines are noisy, so
@@ -32,14 +35,15 @@ from typing import Any
 
 import orjson
 
-from daemon.bench import history, pipeline, soak
+from daemon.bench import burst, history, pipeline, soak
 from daemon.bench import store as store_bench
 from daemon.cli.main import EXIT_OK
 
 #: The parts a run without ``--only`` measures.
 PARTS = ("store", "pipeline", "history")
-#: Every part ``--only`` accepts. The soak (10 minutes by default) runs only when asked.
-ALL_PARTS = (*PARTS, "soak")
+#: Every part ``--only`` accepts. The soak (10 minutes by default) and the burst run only
+#: when asked.
+ALL_PARTS = (*PARTS, "soak", "burst")
 #: The project's performance targets: printed next to the figures, never used to change them.
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "ingest_vs_plain >= 0.3": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.3),
@@ -51,6 +55,15 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "soak_rss_anon_mb_end < 150": ("soak", lambda f: f["soak_rss_anon_mb_end"] < 150),
     "soak_fds_growth flat (<= 2)": ("soak", lambda f: f["soak_fds_growth"] <= 2),
     "soak_agreed": ("soak", lambda f: f["soak_agreed"]),
+    "burst_converge_s <= 5": ("burst", lambda f: f["burst_agreed"] and f["burst_converge_s"] <= 5),
+    "burst_soc_writes <= 6 per ticket": (
+        "burst",
+        lambda f: f["burst_soc_writes"] <= 6 * f["burst_links"],
+    ),
+    "burst_cw_reads <= 4 per ticket": (
+        "burst",
+        lambda f: f["burst_cw_reads"] <= 4 * f["burst_links"],
+    ),
 }
 
 
@@ -71,14 +84,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "from copies of them (the history part then takes a few minutes).\n"
             "The soak (--only soak, not part of the default run) drives steady two-way\n"
             "traffic on 40 linked tickets for --minutes (default 10) and reports the\n"
-            "daemon's memory growth per 10k changes and its open file descriptors.\n\n"
+            "daemon's memory growth per 10k changes and its open file descriptors.\n"
+            "The burst (--only burst, not part of the default run) changes 16 linked\n"
+            "tickets 100 times each and reports how long and how many API calls the\n"
+            "desks take to agree.\n\n"
             "exit codes: 0 measured (targets are printed, not judged), 2 bad option"
         ),
         epilog=(
             "examples:\n  socbridge bench --json\n  socbridge bench --quick --json\n"
             "  socbridge bench --json --only pipeline\n"
             "  socbridge bench --json --only history --keep-history /var/tmp/socbridge-history\n"
-            "  socbridge bench --json --only soak --minutes 3"
+            "  socbridge bench --json --only soak --minutes 3\n"
+            "  socbridge bench --json --only burst"
         ),
     )
     p.add_argument("--json", action="store_true", help="print one JSON line")
@@ -94,7 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--only", action="append", choices=ALL_PARTS, default=None,
         help="run only this part (repeatable; default: store, pipeline and history; "
-        "the soak runs only when named)",
+        "the soak and the burst run only when named)",
     )  # fmt: skip
     p.add_argument(
         "--minutes", type=float, default=None,
@@ -152,6 +169,9 @@ async def cmd_bench(args: argparse.Namespace) -> int:
         if "soak" in parts:
             minutes = args.minutes if args.minutes is not None else (1.0 if quick else 10.0)
             await part("soak", soak.run_soak(root, minutes))
+        if "burst" in parts:
+            shape = burst.Shape(links=4, changes_per_link=20) if quick else burst.Shape()
+            await part("burst", burst.run_burst(root, shape))
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met

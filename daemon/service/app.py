@@ -455,6 +455,8 @@ def _live_state(app: web.Application) -> dict[str, Any]:
         state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
         state["projection_lag"] = max(0, metrics.head - engine.state.position)
         state["decided_again"] = engine.raced
+        state["sync_commits"] = engine.commits
+        state["sync_inputs_decided"] = engine.inputs_decided
     for side, intake in app.get(INTAKES, {}).items():
         route = "connectwise" if side == "cw" else "soc"
         for outcome, count in intake.counts.items():

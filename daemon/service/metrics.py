@@ -211,6 +211,18 @@ class _StateCollector(Collector):
         )
         again.add_metric([], state.get("decided_again", 0))
         yield again
+        commits = CounterMetricFamily(
+            "socbridge_sync_commits",
+            "Appends of sync's decisions (each one commit); with socbridge_sync_inputs_decided "
+            "it gives the inputs decided per commit.",
+        )
+        commits.add_metric([], state.get("sync_commits", 0))
+        yield commits
+        inputs = CounterMetricFamily(
+            "socbridge_sync_inputs_decided", "Inputs whose decisions sync appended."
+        )
+        inputs.add_metric([], state.get("sync_inputs_decided", 0))
+        yield inputs
         last = GaugeMetricFamily(
             "socbridge_last_reconciliation_timestamp_seconds",
             "Unix time of the last completed poll (reconciliation) per side.",

@@ -68,6 +68,10 @@ class SyncEngine:
         self._deciding = False
         #: Decisions not appended because the log moved on first (decided again).
         self.raced = 0
+        #: Appends of decisions, and the inputs whose decisions they carried (the burst
+        #: benchmark's inputs per commit).
+        self.commits = 0
+        self.inputs_decided = 0
         self._last_step = 0.0  # loop time the last event was folded
         self.started_at = 0
         self.ready = asyncio.Event()
@@ -208,8 +212,13 @@ class SyncEngine:
             return await self._decide_at_end(event)
         except DuplicateEventError as exc:
             recorded = await self._logged_instead(event, decisions, exc)
+        self._committed()
         self._wait_for(recorded)
         return True
+
+    def _committed(self, inputs: int = 1) -> None:
+        self.commits += 1
+        self.inputs_decided += inputs
 
     def _wait_for(self, recorded: list[RecordedEvent]) -> None:
         """Hold the next decisions until these are folded (not those folded already:
@@ -259,6 +268,7 @@ class SyncEngine:
             recorded = await self._logged_instead(event, decisions, exc)
         if not reached:
             return False
+        self._committed()
         self._wait_for(recorded)
         return True
 
