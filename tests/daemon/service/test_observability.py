@@ -113,7 +113,12 @@ async def test_allowlist_refuses_before_anything_is_appended_and_metrics_show_it
                     assert resp.status == 200
                     text = await resp.text()
                 # The webhook and the first polls may land after the link is made.
-                wanted = ('path="/webhooks/soc",status="200"', 'side="cw"', 'side="soc"')
+                polled = "socbridge_last_reconciliation_timestamp_seconds"
+                wanted = (
+                    'path="/webhooks/soc",status="200"',
+                    f'{polled}{{side="cw"}}',
+                    f'{polled}{{side="soc"}}',
+                )
                 return text if all(w in text for w in wanted) else None
 
             # A webhook with a forged signature is refused, and counted by its reason.
