@@ -143,6 +143,19 @@ class Desk(Protocol):
         read); the ticket's new source time."""
         ...
 
+    @property
+    def safe_updates(self) -> bool:
+        """Whether :meth:`update_unchanged_since` is available (the desk's API writes a
+        ticket only if it is unchanged since a given source time)."""
+        ...
+
+    async def update_unchanged_since(
+        self, ticket_id: int, remote: Mapping[str, str], stamp: str
+    ) -> str | None:
+        """Write ``remote`` only if the ticket's source time is still ``stamp``; the new
+        source time. :class:`RemoteConflictError` when it changed since."""
+        ...
+
     async def add_note(self, ticket_id: int, params: JsonObject) -> int | None:
         """Add the note an ``add_note``/``add_comment`` command carries; its id, or ``None``
         when the desk's answer does not name it."""

@@ -80,8 +80,17 @@ class BaseDesk:
     observed_type: ClassVar[str]
     source: ClassVar[str]
 
+    #: Whether the desk writes a ticket only if unchanged since a source time (the SOC's
+    #: ``safe_update``); ConnectWise's API has no such condition.
+    safe_updates = False
+
     def __init__(self, client: TicketReader) -> None:
         self.client = client
+
+    async def update_unchanged_since(
+        self, ticket_id: int, remote: Mapping[str, str], stamp: str
+    ) -> str | None:
+        raise NotImplementedError(f"the {self.side} desk has no conditional update")
 
     async def read_ticket(self, ticket_id: int) -> Record:
         return await self.client.get_ticket(ticket_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.connectors.contract import Desk, Record, text_param
+from daemon.connectors.contract import Desk, Record, RemoteConflictError, text_param
 from daemon.sync.vocabulary import note_marker
 from projections.state import (
     FieldName,
@@ -28,6 +28,7 @@ from projections.state import (
     Side,
     as_field_name,
     as_side,
+    later,
 )
 
 Result = dict[str, Any]
@@ -98,7 +99,7 @@ async def deliver(command: PendingCommand, link: Link, desks: Desks, *, maybe_se
         return await _create(desk, command, maybe_sent)
     _, ticket_id = target_ticket(command, link)
     if command.is_update:
-        return await _update(desk, ticket_id, command)
+        return await _update(desk, ticket_id, command, link)
     if command.action in ("add_note", "add_comment"):
         return await _note(desk, ticket_id, params, maybe_sent)
     raise ValueError(f"unknown command kind {command.kind!r}")
@@ -112,13 +113,38 @@ async def _create(desk: Desk, command: PendingCommand, maybe_sent: bool) -> Resu
     return {"id": await desk.create_ticket(command.params, idempotency_key=command.command_id)}
 
 
-async def _update(desk: Desk, ticket_id: int, command: PendingCommand) -> Result:
+def unchanged_stamp(command: PendingCommand, link: Link) -> str | None:
+    """The target ticket's source time as last seen, when a write conditional on it is as
+    safe as reading the ticket first: what was last seen of each field it writes is a
+    value the command accepts. ``None`` when not (or nothing was seen)."""
+    target = command.target
+    accept = accepted(command)
+    for name in command.field_writes():
+        if link.fields[name].side(target).value not in accept.get(name, ()):
+            return None  # known changed since the decision: the read decides, as always
+    stamp: str | None = None
+    for f in link.fields.values():
+        seen = f.side(target).seen_at
+        if seen is not None and (stamp is None or later(seen, stamp) > 0):
+            stamp = seen
+    return stamp
+
+
+async def _update(desk: Desk, ticket_id: int, command: PendingCommand, link: Link) -> Result:
+    remote = command.params.get("remote")
+    writes = {k: str(v) for k, v in (remote if isinstance(remote, dict) else {}).items()}
+    stamp = unchanged_stamp(command, link) if desk.safe_updates else None
+    if stamp is not None:
+        # Unchanged since it was last seen holding accepted values: one request, not a read
+        # and a write. Changed since (anything, a comment too): read and check as below.
+        try:
+            return {"updated_at": await desk.update_unchanged_since(ticket_id, writes, stamp)}
+        except RemoteConflictError:
+            pass
     current = await desk.read_ticket(ticket_id)
     changed = stale_fields(desk, current, command)
     if changed:
         raise StaleTargetError(desk.side, ticket_id, changed)
-    remote = command.params.get("remote")
-    writes = {k: str(v) for k, v in (remote if isinstance(remote, dict) else {}).items()}
     return {"updated_at": await desk.update_ticket(ticket_id, writes, current)}
 
 

@@ -71,6 +71,17 @@ class SocDesk(BaseDesk):
         stamp = (doc.get("ticket") or {}).get("updated_at")
         return stamp if isinstance(stamp, str) else None
 
+    # Zendesk's safe_update: the PUT lands only if updated_at still is the stamp, else 409
+    # UpdateConflict (../shared/reference/zendesk/NOTES.md, 2.5).
+    safe_updates = True
+
+    async def update_unchanged_since(
+        self, ticket_id: int, remote: Mapping[str, str], stamp: str
+    ) -> str | None:
+        doc = await self.client.update_ticket(ticket_id, remote, updated_stamp=stamp)
+        new = (doc.get("ticket") or {}).get("updated_at")
+        return new if isinstance(new, str) else None
+
     async def add_note(self, ticket_id: int, params: JsonObject) -> int | None:
         doc = await self.client.add_comment(
             ticket_id, text_param(params, "body"), public=bool(params.get("public"))
