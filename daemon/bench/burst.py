@@ -1,5 +1,7 @@
 """Burst: many changes to a few tickets at once, and what converging costs in time and API calls.
 
+(Also the idle part, :func:`run_idle`: what reconciliation costs when nothing changes.)
+
 The daemon runs as ``python -m daemon run --config FILE`` (its own process)
 between both simulators, configured as ``socbridge sim all`` configures it
 (their default rate caps). On 16 linked tickets a technician changes each
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from daemon.bench.pipeline import _until_ok, daemon_child, make_links
 from daemon.simulators.harness import Technician
@@ -146,3 +149,57 @@ async def run_burst(folder: Path, shape: Shape | None = None) -> dict[str, Any]:
         "burst_cw_requests": delta(before, after, "cw"),
         "burst_decisions_per_commit": round(inputs / commits, 2) if commits else 0.0,
     }
+
+
+# -------------------------------------------------------------------- idle polling cost
+
+#: Default reconciliation periods (``[connectwise]``/``[soc] poll_interval_seconds``).
+DEFAULT_POLL_S = {"cw": 300.0, "soc": 60.0}
+
+
+def _passes(log: Path) -> dict[str, int]:
+    """Completed reconciliation passes per desk, from the daemon's JSON log lines."""
+    passes = {"cw": 0, "soc": 0}
+    for line in log.read_text(errors="replace").splitlines():
+        if '"poll.done"' in line:
+            desk = orjson.loads(line).get("desk")
+            if desk in passes:
+                passes[desk] += 1
+    return passes
+
+
+async def run_idle(folder: Path, links: int = 4, window_s: float = 30.0) -> dict[str, Any]:
+    """Requests per reconciliation pass with nothing changing, and what that costs per hour
+    at the default poll periods. Polls run every 2 s here so that a window holds many."""
+    rehearsal = await start_rehearsal(
+        "127.0.0.1", 0, folder / "idle" / "socbridge.toml", None, poll_s=2.0
+    )
+    log = folder / "idle-daemon.log"
+    daemon = daemon_child(rehearsal.config_path, log)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await daemon.start()
+            url = rehearsal.daemon_url
+            await _until_ok(session, f"{url}/readyz", daemon, 300)
+            await make_links(rehearsal, Technician(session, rehearsal.cw.url), links, session,
+                             daemon)  # fmt: skip
+            await asyncio.sleep(4.0)  # the links' own reads and writes are over
+            before, passes_before = await scrape(session, url), _passes(log)
+            await asyncio.sleep(window_s)
+            daemon.check()
+            after, passes_after = await scrape(session, url), _passes(log)
+    finally:
+        await daemon.stop()
+        await rehearsal.stop()
+    figures: dict[str, Any] = {"idle_links": links, "idle_window_s": window_s}
+    per_hour = 0.0
+    for side in ("cw", "soc"):
+        passes = passes_after[side] - passes_before[side]
+        sent = delta(before, after, side)
+        per_pass = sent / passes if passes else float(sent)
+        figures[f"idle_{side}_passes"] = passes
+        figures[f"idle_{side}_requests"] = sent
+        figures[f"idle_{side}_requests_per_pass"] = round(per_pass, 2)
+        per_hour += per_pass * 3600 / DEFAULT_POLL_S[side]
+    figures["idle_requests_per_hour_default"] = round(per_hour, 1)
+    return figures

@@ -43,7 +43,7 @@ from daemon.cli.main import EXIT_OK
 PARTS = ("store", "pipeline", "history")
 #: Every part ``--only`` accepts. The soak (10 minutes by default) and the burst run only
 #: when asked.
-ALL_PARTS = (*PARTS, "soak", "burst")
+ALL_PARTS = (*PARTS, "soak", "burst", "idle")
 #: The project's performance targets: printed next to the figures, never used to change them.
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "ingest_vs_plain >= 0.3": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.3),
@@ -59,6 +59,10 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "burst_soc_writes <= 6 per ticket": (
         "burst",
         lambda f: f["burst_soc_writes"] <= 6 * f["burst_links"],
+    ),
+    "idle: <= 1 request per desk per pass": (
+        "idle",
+        lambda f: max(f["idle_cw_requests_per_pass"], f["idle_soc_requests_per_pass"]) <= 1,
     ),
     "burst_cw_reads <= 4 per ticket": (
         "burst",
@@ -87,7 +91,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "daemon's memory growth per 10k changes and its open file descriptors.\n"
             "The burst (--only burst, not part of the default run) changes 16 linked\n"
             "tickets 100 times each and reports how long and how many API calls the\n"
-            "desks take to agree.\n\n"
+            "desks take to agree. The idle part (--only idle) counts the requests a\n"
+            "reconciliation pass costs when nothing changes, and that per hour at the\n"
+            "default poll periods.\n\n"
             "exit codes: 0 measured (targets are printed, not judged), 2 bad option"
         ),
         epilog=(
@@ -172,6 +178,8 @@ async def cmd_bench(args: argparse.Namespace) -> int:
         if "burst" in parts:
             shape = burst.Shape(links=4, changes_per_link=20) if quick else burst.Shape()
             await part("burst", burst.run_burst(root, shape))
+        if "idle" in parts:
+            await part("idle", burst.run_idle(root, window_s=10.0 if quick else 30.0))
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met
