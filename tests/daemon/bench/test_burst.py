@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bench.burst import Shape, delta, final_priority, run_burst
+from daemon.bench.burst import Shape, _passes, delta, final_priority, run_burst
 
 
 def test_the_metrics_arithmetic_counts_only_matching_requests() -> None:
@@ -31,3 +31,15 @@ async def test_a_small_burst_converges_and_is_counted(tmp_path: Path) -> None:
     assert 2 <= figures["burst_soc_writes"] < 24
     assert figures["burst_soc_requests"] >= figures["burst_soc_writes"]
     assert figures["burst_decisions_per_commit"] >= 1
+
+
+def test_idle_passes_are_counted_per_desk_from_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    log.write_text(
+        '{"desk": "soc", "event": "poll.done", "level": "info"}\n'
+        '{"event": "poll.done", "desk": "cw"}\n'
+        '{"event": "poll.failed", "desk": "cw"}\n'
+        "not json, from before logging was configured\n"
+        '{"desk": "soc", "event": "poll.done"}\n'
+    )
+    assert _passes(log) == {"cw": 1, "soc": 2}
