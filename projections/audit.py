@@ -313,7 +313,7 @@ def _busy(state: BridgeState, link_id: str) -> bool:
 
 def parked_lanes(state: BridgeState) -> dict[str, PendingCommand]:
     """Lane -> the parked command holding it (see :attr:`PendingCommand.lane`)."""
-    return {c.lane: c for c in state.outbox.values() if c.parked is not None}
+    return {c.lane: c for c in state.parked()}
 
 
 def _divergent(state: BridgeState) -> Iterable[Finding]:

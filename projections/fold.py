@@ -268,15 +268,9 @@ def _retried(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> 
         command.parked = None
 
 
-def _superseded(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
-    # Never sent: a later command of its lane writes its fields (or reads its ticket).
-    command = state.outbox.pop(d["command_id"], None)
-    if command is not None:
-        _never_written(state, command)
-
-
-def _skipped(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
-    # Dropped by the operator: not delivered, and not a finding for the audit to repair.
+def _dropped(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+    # Never sent, and not a finding for the audit to repair: superseded (a later command
+    # of its lane writes its fields or reads its ticket) or skipped by the operator.
     command = state.outbox.pop(d["command_id"], None)
     if command is not None:
         _never_written(state, command)
@@ -342,9 +336,9 @@ _HANDLERS: dict[str, Handler] = {
     kinds.COMMAND_FAILED: _failed,
     kinds.COMMAND_ABANDONED: _abandoned,
     kinds.COMMAND_PARKED: _parked,
-    kinds.COMMAND_SUPERSEDED: _superseded,
+    kinds.COMMAND_SUPERSEDED: _dropped,
     kinds.COMMAND_RETRIED: _retried,
-    kinds.COMMAND_SKIPPED: _skipped,
+    kinds.COMMAND_SKIPPED: _dropped,
     kinds.TENANT_SYNC_ENABLED: _tenant_switch,
     kinds.TENANT_SYNC_DISABLED: _tenant_switch,
     kinds.INTEGRATION_REMOVED: _removed,

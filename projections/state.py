@@ -368,6 +368,12 @@ class BridgeState:
     def commands_of(self, link_id: str) -> Iterator[PendingCommand]:
         return (c for c in self.outbox.values() if c.link_id == link_id)
 
+    def parked(self) -> list[PendingCommand]:
+        """The commands a desk refused for good, oldest first."""
+        return sorted(
+            (c for c in self.outbox.values() if c.parked is not None), key=lambda c: c.issued_at
+        )
+
     def derive_indexes(self) -> None:
         """Rebuild the lookup maps from the links (they are not stored separately)."""
         self.by_cw.clear()

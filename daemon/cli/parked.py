@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import orjson
 from daemon.cli.main import EXIT_OK, EXIT_USAGE
 from daemon.cli.store import _guarded, add_db_arguments, resolve_db
 from daemon.operations.repair import retried_data
+from daemon.service.applied import operator_name
 from eventstore import EventStore, NewEvent
 from projections import kinds
 from projections.fold import fold
@@ -142,10 +142,7 @@ def _what(command: PendingCommand) -> str:
 
 def _selected(args: argparse.Namespace, state: BridgeState) -> list[PendingCommand] | str:
     """The parked commands ``args`` name, or an error message."""
-    parked = sorted(
-        (c for c in state.outbox.values() if c.parked is not None),
-        key=lambda c: c.issued_at,
-    )
+    parked = state.parked()
     if args.all:
         return parked
     if args.ticket:
@@ -170,15 +167,6 @@ def _selected(args: argparse.Namespace, state: BridgeState) -> list[PendingComma
             f"({command.attempts} attempts, last error: {command.last_error or 'none'})"
         )
     return [command]
-
-
-def _operator(args: argparse.Namespace) -> str:
-    if args.operator:
-        return str(args.operator)
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
@@ -218,7 +206,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         chosen = _selected(args, state)
         if isinstance(chosen, str):
             return _fail(args, chosen)
-        who = _operator(args)
+        who = operator_name(args.operator)
         events = [
             _event(c, kinds.COMMAND_RETRIED, retried_data(c, operator=who, reason=args.reason))
             for c in chosen
@@ -242,10 +230,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, state: BridgeState) -> int:
-    parked = sorted(
-        (c for c in state.outbox.values() if c.parked is not None), key=lambda c: c.issued_at
-    )
-    shown = [describe(c, state) for c in parked]
+    shown = [describe(c, state) for c in state.parked()]
     if args.json:
         sys.stdout.write(orjson.dumps({"parked": shown}).decode() + "\n")
         return EXIT_OK
@@ -277,7 +262,8 @@ def cmd_skip(args: argparse.Namespace) -> int:
         d = describe(command, state)
         data = {
             "command_id": command.command_id, "kind": command.kind, "link_id": command.link_id,
-            "params": command.params, "operator": _operator(args), "reason": args.reason,
+            "params": command.params, "operator": operator_name(args.operator),
+            "reason": args.reason,
         }  # fmt: skip
         asyncio.run(_append(path, [_event(command, kinds.COMMAND_SKIPPED, data)]))
         if args.json:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import orjson
 
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from daemon.cli.store import _guarded
-from daemon.service.applied import last_applied
+from daemon.service.applied import last_applied, operator_name
 from daemon.service.config import Config, config_hash, load_config
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent
 from projections import kinds
@@ -296,15 +295,6 @@ async def switch(
     return True, before
 
 
-def _operator(args: argparse.Namespace) -> str:
-    if args.operator:
-        return str(args.operator)
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps({"ok": False, "error": message}).decode() + "\n")
@@ -328,7 +318,14 @@ def cmd_switch(args: argparse.Namespace) -> int:
         path = args.db or config.store.path
         try:
             done, before = asyncio.run(
-                switch(path, config, args.tenant, args.enable, _operator(args), args.reason)
+                switch(
+                    path,
+                    config,
+                    args.tenant,
+                    args.enable,
+                    operator_name(args.operator),
+                    args.reason,
+                )
             )
         except ConcurrencyError:
             return _fail(

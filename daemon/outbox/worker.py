@@ -114,7 +114,7 @@ class Outbox:
 
     @property
     def parked(self) -> int:
-        return sum(c.parked is not None for c in self.engine.state.outbox.values())
+        return len(self.engine.state.parked())
 
     def oldest_waiting_s(self, issued_at: Callable[[str], float | None], since: float) -> float:
         """Age of the oldest pending command that should be going out, in seconds (0 when
@@ -126,7 +126,7 @@ class Outbox:
             return 0.0
         # Parked commands, and their lanes, wait for an operator: counted by the parked
         # gauge and listed by the audit, not a sign that delivery is stuck.
-        held = {_lane(c) for c in state.outbox.values() if c.parked is not None}
+        held = {_lane(c) for c in state.parked()}
         oldest = None
         for command in state.outbox.values():
             if not self.engine.tenant_enabled(command.tenant) or _lane(command) in held:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 from pathlib import Path
 
 import structlog
 
+from daemon.service.applied import operator_name
 from eventstore import EventStore, NewEvent, StoreError
 from eventstore.anchors import Anchor, AnchorFileError, head, last, read_anchors, write_anchor
 from eventstore.verify import verify_tail
@@ -58,10 +58,6 @@ class Anchoring:
                 "(docs/operations.md, Backup and restore); socbridge run --accept-broken-chain "
                 "starts on this log anyway, and records that it did"
             )
-        try:
-            operator = getpass.getuser()
-        except (KeyError, OSError):
-            operator = "unknown"
         await self.store.append(
             [
                 NewEvent(
@@ -71,7 +67,7 @@ class Anchoring:
                         "first_bad_position": report.first_bad_position,
                         "problem": report.problem,
                         "anchor_position": self.last.position if self.last else None,
-                        "operator": operator,
+                        "operator": operator_name(),
                     },
                     source="socbridge.run",
                 )

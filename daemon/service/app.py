@@ -428,9 +428,7 @@ async def _readyz(request: web.Request) -> web.Response:
         "reasons": reasons,
         "position": engine.state.position if engine else 0,
         "outbox_depth": len(engine.state.outbox) if engine else 0,
-        "parked_commands": (
-            sum(c.parked is not None for c in engine.state.outbox.values()) if engine else 0
-        ),
+        "parked_commands": (len(engine.state.parked()) if engine else 0),
     }
     return web.json_response(body, status=200 if ready else 503)
 
@@ -449,7 +447,7 @@ def _live_state(app: web.Application) -> dict[str, Any]:
     if engine is not None:
         outbox = engine.state.outbox
         state["outbox_depth"] = len(outbox)
-        state["parked"] = sum(c.parked is not None for c in outbox.values())
+        state["parked"] = len(engine.state.parked())
         issued = [metrics.issued_at(c) for c in outbox]
         known = [t for t in issued if t is not None]
         state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0

@@ -23,6 +23,7 @@ a restart, and a reload that changes any of them is refused whole.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,13 @@ async def record_applied(
     expected = previous.stream_version if previous is not None else 0
     recorded = await store.append([event], expected_version=expected)
     return recorded[0]
+
+
+def operator_name(given: str | None = None) -> str:
+    """Who an admin event names: ``given`` (``--operator``), else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
