@@ -136,6 +136,19 @@ async def test_pyconnectwise_pages_with_link_headers(tls_sim: SimServer) -> None
     assert summaries == [f"Alert {i}" for i in range(5)]
 
 
+async def test_pyconnectwise_reads_many_tickets_by_id_in_one_request(tls_sim: SimServer) -> None:
+    client = await run(lambda: manage(tls_sim))
+    made = []
+    for i in range(3):
+        made.append(await run(lambda i=i: client.service.tickets.post(
+            data={"summary": f"Alert {i}", "company": {"id": 250}})))  # fmt: skip
+    wanted = [made[2].id, made[0].id, 424242]  # 424242: no such ticket, simply not listed
+    found = await run(lambda: client.service.tickets.get(params={
+        "conditions": f"id in ({', '.join(str(i) for i in wanted)})", "pageSize": 1000,
+    }))  # fmt: skip
+    assert sorted(t.id for t in found) == sorted([made[0].id, made[2].id])
+
+
 async def test_pyconnectwise_sees_the_documented_errors(tls_sim: SimServer) -> None:
     bad = await run(lambda: manage(tls_sim, private="wrong"))
     with pytest.raises(AuthenticationFailedException):

@@ -452,3 +452,44 @@ async def test_latency_knob_delays_api_requests(
     started = time.monotonic()
     status, _, _ = await call(http, sim, "GET", "/api/v2/users/me")
     assert status == 200 and time.monotonic() - started >= latency
+
+
+async def test_show_many_answers_the_tickets_asked_for_in_the_single_ticket_shape(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    first, second = await new_ticket(http, sim), await new_ticket(http, sim, priority="low")
+    ids = f"{second['id']},424242,{first['id']}"  # 424242: no such ticket, left out
+    for path in ("/api/v2/tickets/show_many", "/api/v2/tickets/show_many.json"):
+        status, doc, _ = await call(http, sim, "GET", path, params={"ids": ids})
+        assert status == 200 and list(doc) == ["tickets"]
+        assert [t["id"] for t in doc["tickets"]] == [second["id"], first["id"]]
+    _, one, _ = await call(http, sim, "GET", f"/api/v2/tickets/{first['id']}.json")
+    assert doc["tickets"][1] == one["ticket"]
+
+
+async def test_show_many_answers_the_first_100_ids_only(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    first, second = await new_ticket(http, sim), await new_ticket(http, sim)
+    # 99 ids of no ticket, then the two tickets: the 100th id is answered, the 101st is not.
+    ids = [str(900000 + n) for n in range(99)] + [str(first["id"]), str(second["id"])]
+    status, doc, _ = await call(
+        http, sim, "GET", "/api/v2/tickets/show_many.json", params={"ids": ",".join(ids)}
+    )
+    assert status == 200 and [t["id"] for t in doc["tickets"]] == [first["id"]]
+
+
+async def test_show_many_needs_ids_and_counts_against_the_rate_limit(
+    sim: SocSimulator, http: aiohttp.ClientSession
+) -> None:
+    t = await new_ticket(http, sim)
+    for query in ({}, {"ids": "1,two"}):
+        status, doc, _ = await call(http, sim, "GET", "/api/v2/tickets/show_many", params=query)
+        assert status == 400, doc
+    sim.faults.update({"rate_limit_per_minute": 1})
+    show = {"ids": str(t["id"])}
+    statuses = [
+        (await call(http, sim, "GET", "/api/v2/tickets/show_many", params=show))[0]
+        for _ in range(2)
+    ]
+    assert statuses == [200, 429]

@@ -141,6 +141,21 @@ async def test_zenpy_lists_comments_organizations_and_incremental_export(
     assert exported == [fixture.FIRST_TICKET_ID]
 
 
+async def test_zenpy_reads_many_tickets_with_one_show_many(
+    sim: SocSimulator, zenpy_client: Zenpy
+) -> None:
+    z = zenpy_client
+
+    def scenario() -> tuple[list[int], list[int]]:
+        made = [create(z, subject=f"Alert {n}").id for n in range(3)]
+        # zenpy's idiom for show_many; 424242 is no ticket and is left out.
+        read = [t.id for t in z.tickets(ids=[*made, 424242])]
+        return made, read
+
+    made, read = await in_thread(scenario)
+    assert read == made
+
+
 async def test_zenpy_sees_safe_update_conflict_and_not_found(
     sim: SocSimulator, zenpy_client: Zenpy
 ) -> None:
