@@ -18,7 +18,7 @@ credentials.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -116,6 +116,11 @@ class Desk(Protocol):
 
     async def read_ticket(self, ticket_id: int) -> Record:
         """The ticket as the desk holds it now (:class:`RemoteNotFoundError` if gone)."""
+        ...
+
+    async def read_tickets(self, ticket_ids: Collection[int]) -> dict[int, Record]:
+        """Many tickets as the desk holds them now, each as :meth:`read_ticket` reads it, by
+        id, in as few requests as the desk's API allows; a ticket that is gone is absent."""
         ...
 
     def field_values(self, ticket: Record, normalize: JsonObject) -> dict[FieldName, str]:

@@ -9,7 +9,7 @@ implements alike (its client, reading a ticket, its stream); each desk's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from daemon.connectors.contract import Record
@@ -71,6 +71,8 @@ def ticket_observation(
 class TicketReader(Protocol):
     async def get_ticket(self, ticket_id: int) -> dict[str, Any]: ...
 
+    async def get_tickets(self, ticket_ids: Iterable[int]) -> list[dict[str, Any]]: ...
+
 
 class BaseDesk:
     """The parts of a desk adapter that are the same on every desk."""
@@ -94,6 +96,9 @@ class BaseDesk:
 
     async def read_ticket(self, ticket_id: int) -> Record:
         return await self.client.get_ticket(ticket_id)
+
+    async def read_tickets(self, ticket_ids: Collection[int]) -> dict[int, Record]:
+        return {int(t["id"]): t for t in await self.client.get_tickets(ticket_ids)}
 
     def stream_for(self, ticket_id: int) -> str:
         return stream_for(self.side, ticket_id)

@@ -22,12 +22,14 @@ import pytest
 from aiohttp import web
 
 from daemon.connectors import contract
+from daemon.connectors.connectwise import client as cw_client
 from daemon.connectors.connectwise import install as cw_install
 from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.desk import ConnectWiseDesk
 from daemon.connectors.connectwise.poller import ConnectWisePoller
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.polling import BasePoller
+from daemon.connectors.soc import client as soc_client
 from daemon.connectors.soc import install as soc_install
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.desk import SocDesk
@@ -74,6 +76,10 @@ class Bench:
     fail_next: Callable[[int, int], None]
     #: Waits until the simulator has sent every callback or webhook it queued.
     delivered: Callable[[], Awaitable[None]]
+    #: HTTP requests the desk's client has sent so far.
+    requests: Callable[[], int]
+    #: Ticket ids one request of :meth:`~contract.Desk.read_tickets` names at most.
+    ids_per_read: int
 
     def create_params(self, marker: int, priority: str = "high") -> JsonObject:
         """A ``{side}.create_ticket`` command's parameters, as sync issues them."""
@@ -147,7 +153,8 @@ async def _cw_bench(stack: AsyncExitStack, tmp: Path, store: EventStore) -> Benc
         sim.faults.api.append(ApiFault(status, count=n))
 
     return Bench("cw", ConnectWiseDesk(client), intake, poller, store, fail_next,
-                 sim.callbacks.drain)  # fmt: skip
+                 sim.callbacks.drain, lambda: client.remote.attempts_made,
+                 cw_client.IDS_PER_READ)  # fmt: skip
 
 
 async def _soc_bench(stack: AsyncExitStack, tmp: Path, store: EventStore) -> Bench:
@@ -170,7 +177,8 @@ async def _soc_bench(stack: AsyncExitStack, tmp: Path, store: EventStore) -> Ben
     async def delivered() -> None:
         await sim.dispatcher.drain()
 
-    return Bench("soc", SocDesk(client), intake, poller, store, fail_next, delivered)
+    return Bench("soc", SocDesk(client), intake, poller, store, fail_next, delivered,
+                 lambda: client.remote.attempts_made, soc_client.SHOW_MANY_MAX)  # fmt: skip
 
 
 @pytest.fixture(params=["cw", "soc"])
@@ -200,6 +208,22 @@ async def test_a_created_ticket_reads_back_with_its_values_and_is_found_by_its_m
     values = bench.desk.field_values(ticket, NORMALIZE[bench.side])
     assert values == {"status": "open", "priority": "high"}
     assert await bench.desk.find_by_marker(bench.create_params(4001)) == ticket_id
+
+
+async def test_many_tickets_are_read_in_as_few_requests_as_the_desk_allows(
+    bench: Bench,
+) -> None:
+    made = [await _created(bench, 4010 + n) for n in range(2)]
+    each = {ticket_id: await bench.desk.read_ticket(ticket_id) for ticket_id in made}
+    before = bench.requests()
+    # Each as read_ticket reads it; 987654 is no ticket: absent, not an error.
+    assert await bench.desk.read_tickets([made[1], 987654, made[0]]) == each
+    assert bench.requests() - before == 1
+    # More ids than one request may name: one request per chunk of them.
+    many = [*made, *range(900000, 900000 + 2 * bench.ids_per_read)]
+    before = bench.requests()
+    assert set(await bench.desk.read_tickets(many)) == set(made)
+    assert bench.requests() - before == 3
 
 
 async def test_an_update_writes_over_the_ticket_read_and_returns_its_new_source_time(
