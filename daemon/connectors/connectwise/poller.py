@@ -1,17 +1,28 @@
 """Reconciliation polling: catch what ConnectWise callbacks missed.
 
 Every ``poll_interval_seconds`` the poller lists the integration board's
-tickets with ``lastUpdated >= [watermark]``
-(../shared/reference/connectwise/NOTES.md §2; ``>=`` rather than ``>`` because
-``lastUpdated`` has one-second resolution and two writes can share a second),
-appends a ``connectwise.ticket.observed`` (``via: "poll"``) for each one whose
-content differs from the last observation, and a ``connectwise.note.observed``
-for each of its notes (idempotent per note version). The watermark is the
-largest ``lastUpdated`` seen, ConnectWise's own clock (so host clock skew does
-not matter), kept durably as a ``poller.watermark.advanced`` event in stream
-``poller:connectwise``. The very first poll looks back
-``poll_initial_lookback_hours`` (host clock), so a long-lived board's history
-is not imported wholesale.
+tickets updated since the watermark (../shared/reference/connectwise/NOTES.md
+§2), appends a ``connectwise.ticket.observed`` (``via: "poll"``) for each one
+whose content differs from the last observation, and a
+``connectwise.note.observed`` for each of its notes (idempotent per note
+version). The watermark is the largest ``lastUpdated`` seen, ConnectWise's own
+clock (so host clock skew does not matter), kept durably as a
+``poller.watermark.advanced`` event in stream ``poller:connectwise``. The very
+first poll looks back ``poll_initial_lookback_hours`` (host clock), so a
+long-lived board's history is not imported wholesale.
+
+``lastUpdated`` has one-second resolution, so the watermark's second may still
+receive changes after a pass has listed it: a pass lists ``lastUpdated >=
+[watermark]``. Once a listing was made after that second ended on
+ConnectWise's clock, the second is *closed*: that listing saw every change
+stamped with it, and later passes list ``lastUpdated > [watermark]`` instead,
+so an idle pass costs one request rather than re-reading the watermark second's
+tickets and their notes. When the second ended is known from the local
+monotonic clock only: ConnectWise's clock had reached the second when the
+listing that showed it was answered, so a listing that starts
+:data:`CLOSE_AFTER_SECONDS` later is made after it ended. Closing is kept in
+memory only: after a restart the persisted watermark is listed inclusively
+again.
 
 :meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
 early refresh of one ticket: intake may not call the API on the request path,
@@ -22,7 +33,9 @@ schedule (a pass every interval, kicked tickets at once) is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +59,23 @@ from projections import kinds
 
 WATERMARK_STREAM = "poller:connectwise"
 
+#: Seconds after ConnectWise's clock was known to be within a second at which a listing
+#: starting then is made after that second ended: the second itself, and a margin for
+#: the rate at which the two clocks run and for a write stamped just before its commit.
+CLOSE_AFTER_SECONDS = 1.25
+
+
+@dataclass(frozen=True)
+class WatermarkSecond:
+    """What this process knows of the watermark's second."""
+
+    #: The watermark, a ``lastUpdated`` (whole seconds, ConnectWise's clock).
+    stamp: str
+    #: Local monotonic time by which ConnectWise's clock had reached ``stamp``.
+    reached_by: float
+    #: Whether a listing was made after the second ended (see the module docstring).
+    closed: bool = False
+
 
 class ConnectWisePoller(BasePoller):
     """Polls the integration board and appends what the event log lacks."""
@@ -58,12 +88,15 @@ class ConnectWisePoller(BasePoller):
         tenants: Mapping[int, str],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         # Bound here, not at import: logging is configured by then.
         log = structlog.get_logger("socbridge.poller").bind(desk="cw")
         super().__init__(settings.poll_interval_seconds, log)
         self.store = store
         self._now = now
+        self._monotonic = monotonic
+        self._second: WatermarkSecond | None = None
         # The poller's reads yield to the outbox's: a pass over the board lists every
         # ticket's notes, a burst the outbox's writes must not queue behind.
         self.client = client.background()
@@ -75,16 +108,33 @@ class ConnectWisePoller(BasePoller):
         last = await self.store.last_in_stream(WATERMARK_STREAM)
         return str(last.data["watermark"]) if last is not None else None
 
-    def _conditions(self, watermark: str | None) -> str:
+    def _conditions(self, watermark: str | None, *, closed: bool = False) -> str:
         board = self.settings.board.replace("'", "''")
         cond = f"board/name = '{board}'"
-        return cond + (f" and lastUpdated >= [{watermark}]" if watermark else "")
+        if watermark is None:
+            return cond
+        return cond + f" and lastUpdated {'>' if closed else '>='} [{watermark}]"
+
+    def _known_second(self, watermark: str | None, started: float) -> WatermarkSecond | None:
+        """What is known of ``watermark``'s second at local time ``started``."""
+        if watermark is None:
+            return None
+        if self._second is not None and self._second.stamp == watermark:
+            return self._second
+        # Read from the log (a restart): ConnectWise's clock had reached it before it was
+        # recorded, but whether a listing was made after it ended is not known.
+        return WatermarkSecond(watermark, started)
 
     async def poll_once(self) -> PollReport:
         """One reconciliation pass over the board since the watermark."""
         report = PollReport()
         watermark = await self.watermark()
-        newest = watermark
+        # Before the listing's first request: it starts no earlier than this.
+        started = self._monotonic()
+        second = self._known_second(watermark, started)
+        closed = second is not None and second.closed
+        closing = second is not None and started >= second.reached_by + CLOSE_AFTER_SECONDS
+        newest, newest_at = watermark, started
         since = watermark
         lookback = self.settings.poll_initial_lookback_hours
         if since is None and lookback is not None:
@@ -92,18 +142,24 @@ class ConnectWisePoller(BasePoller):
             start = self._now() - timedelta(hours=lookback)
             since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         async for ticket in self.client.iter_tickets(
-            conditions=self._conditions(since), order_by="_info/lastUpdated asc, id asc"
+            conditions=self._conditions(since, closed=closed),
+            order_by="_info/lastUpdated asc, id asc",
         ):
             report.seen += 1
             await self._observe(ticket, report)
             updated = (ticket.get("_info") or {}).get("lastUpdated")
             if isinstance(updated, str) and (newest is None or updated > newest):
-                newest = updated
+                # Answered by now, so ConnectWise's clock has reached ``updated``.
+                newest, newest_at = updated, self._monotonic()
         if newest is not None and newest != watermark:
             await self.store.append([
                 NewEvent(stream=WATERMARK_STREAM, type=kinds.WATERMARK_ADVANCED, source=SOURCE,
                          data={"watermark": newest, "previous": watermark, "seen": report.seen}),
             ])  # fmt: skip
+            self._second = WatermarkSecond(newest, newest_at)
+        elif second is not None:
+            # Only a whole pass closes the second: a failed one saw part of it.
+            self._second = replace(second, closed=second.closed or closing)
         report.watermark = newest
         return report
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import pytest
 
 from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.desk import ConnectWiseDesk
+from daemon.connectors.connectwise.errors import ConnectWiseError
 from daemon.connectors.connectwise.poller import WATERMARK_STREAM, ConnectWisePoller
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.contract import PollReport
 from daemon.outbox.fetch import fetch_ticket
 from daemon.simulators.connectwise import SimServer, fixture
+from daemon.simulators.connectwise.faults import ApiFault
 from eventstore import EventStore, NewEvent
 from projections.state import Link, PendingCommand
 
@@ -274,3 +277,121 @@ async def test_a_fetched_ticket_unchanged_since_is_not_recorded_again_by_the_pol
         assert (await poller.poll_once()).tickets_recorded == 0
     stream = await store.read_stream(f"cw:ticket:{t['id']}")
     assert max(e.position for e in stream) <= before
+
+
+@dataclass
+class Clocks:
+    """ConnectWise's clock (``lastUpdated`` stamps) and the poller's monotonic one, set by
+    the test: whether a second is closed depends on both."""
+
+    server: str = "2026-12-01T08:00:00Z"
+    local: float = 1000.0
+
+    def at(self, server: str, *, after: float) -> None:
+        self.server, self.local = server, self.local + after
+
+
+@pytest.fixture
+def clocks(sim: SimServer) -> Clocks:
+    c = Clocks()
+    sim.state.clock = lambda: c.server
+    return c
+
+
+@pytest.fixture
+def timed(
+    cw: ConnectWiseClient, make_settings, store: EventStore, clocks: Clocks
+) -> Callable[[], ConnectWisePoller]:
+    """New pollers (a new process each) on the test's clocks, with no look-back (the
+    clocks are in 2026-12)."""
+    settings = make_settings(poll_initial_lookback_hours=None)
+    return lambda: ConnectWisePoller(store, cw, settings, TENANTS, monotonic=lambda: clocks.local)
+
+
+async def passes_cost(
+    poller: ConnectWisePoller, cw: ConnectWiseClient, times: int = 1
+) -> list[tuple[int, int]]:
+    """(requests, tickets seen) of each of ``times`` passes."""
+    costs = []
+    for _ in range(times):
+        before = cw.remote.attempts_made
+        report = await poller.poll_once()
+        costs.append((cw.remote.attempts_made - before, report.seen))
+    return costs
+
+
+async def test_idle_passes_after_the_watermark_second_closed_cost_one_request(
+    tech: ConnectWiseClient, cw: ConnectWiseClient, clocks: Clocks, timed,
+) -> None:  # fmt: skip
+    for i in range(4):
+        await tech.create_ticket(on_board(250, f"Linked {i}"))
+    poller = timed()
+    # The first pass and any that start within the second's end list it again: the board
+    # list and the four tickets' notes.
+    assert await passes_cost(poller, cw, 2) == [(5, 4), (5, 4)]
+    clocks.at("2026-12-01T08:00:01Z", after=1.0)
+    assert await passes_cost(poller, cw) == [(5, 4)]  # the margin is not over yet
+    # This pass starts after 08:00:00 ended on ConnectWise's clock: it closes the second.
+    clocks.at("2026-12-01T08:00:01Z", after=0.25)
+    assert await passes_cost(poller, cw) == [(5, 4)]
+    clocks.at("2026-12-01T08:05:01Z", after=300)
+    assert await passes_cost(poller, cw, 3) == [(1, 0)] * 3
+    assert await poller.watermark() == "2026-12-01T08:00:00Z"
+
+
+async def test_a_change_and_a_note_in_the_watermark_second_after_a_pass_are_observed(
+    tech: ConnectWiseClient, cw: ConnectWiseClient, store: EventStore, clocks: Clocks, timed,
+) -> None:  # fmt: skip
+    t = await tech.create_ticket(on_board(250, "Same second"))
+    stream = f"cw:ticket:{t['id']}"
+    poller = timed()
+    await poller.poll_once()
+    # Still 08:00:00 on ConnectWise's clock: both are stamped with the watermark second.
+    await tech.update_ticket(t["id"], {"priority": {"id": 4}})
+    await tech.create_note(t["id"], "same second", "Discussion")
+    clocks.at("2026-12-01T08:00:00Z", after=0.9)
+    report = await poller.poll_once()
+    assert (report.tickets_recorded, report.notes_recorded) == (1, 1)
+    [*_, observed, note] = await store.read_stream(stream)
+    assert observed.data["priority"] == "Priority 4 - Schedule Maintenance"
+    assert observed.data["updated_at"] == "2026-12-01T08:00:00Z"
+    assert note.data["text"] == "same second"
+    # Once more, after those passes, late in the second; then the second ends.
+    await tech.create_note(t["id"], "last moment", "Discussion")
+    clocks.at("2026-12-01T08:00:01Z", after=0.35)
+    report = await poller.poll_once()  # the closing pass
+    assert (report.seen, report.notes_recorded) == (1, 1)
+    assert (await store.read_stream(stream))[-1].data["text"] == "last moment"
+    # Closed: a change in a later second is still listed.
+    clocks.at("2026-12-01T08:00:02Z", after=1.0)
+    await tech.update_ticket(t["id"], {"priority": {"id": t["priority"]["id"]}})
+    assert await passes_cost(poller, cw) == [(2, 1)]
+    assert await poller.watermark() == "2026-12-01T08:00:02Z"
+
+
+async def test_after_a_restart_the_watermark_second_is_listed_again(
+    tech: ConnectWiseClient, cw: ConnectWiseClient, clocks: Clocks, timed,
+) -> None:  # fmt: skip
+    await tech.create_ticket(on_board(250, "Before the restart"))
+    first = timed()
+    await first.poll_once()
+    clocks.at("2026-12-01T08:00:02Z", after=2.0)
+    assert await passes_cost(first, cw, 2) == [(2, 1), (1, 0)]
+    # A new process knows the watermark from the log, not whether its second was closed.
+    restarted = timed()
+    assert await passes_cost(restarted, cw) == [(2, 1)]
+    clocks.at("2026-12-01T08:00:04Z", after=2.0)
+    assert await passes_cost(restarted, cw, 2) == [(2, 1), (1, 0)]
+
+
+async def test_a_pass_that_fails_does_not_close_the_watermark_second(
+    sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient, clocks: Clocks, timed,
+) -> None:  # fmt: skip
+    await tech.create_ticket(on_board(250, "Notes refused once"))
+    poller = timed()
+    await poller.poll_once()
+    clocks.at("2026-12-01T08:00:02Z", after=2.0)
+    sim.faults.api.append(ApiFault(400, path_contains="/notes"))
+    with pytest.raises(ConnectWiseError):
+        await poller.poll_once()  # would have closed the second; listed only part of it
+    assert await passes_cost(poller, cw, 2) == [(2, 1), (1, 0)]
