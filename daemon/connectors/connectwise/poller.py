@@ -59,9 +59,9 @@ from projections import kinds
 
 WATERMARK_STREAM = "poller:connectwise"
 
-#: Seconds after ConnectWise's clock was known to be within a second at which a listing
-#: starting then is made after that second ended: the second itself, and a margin for
-#: the rate at which the two clocks run and for a write stamped just before its commit.
+#: How long after ConnectWise's clock was known to have reached a second a listing must
+#: start to be made after that second ended: the second itself, and a margin for the
+#: rates at which the two clocks run and for a write stamped a little before its commit.
 CLOSE_AFTER_SECONDS = 1.25
 
 
