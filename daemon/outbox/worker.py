@@ -186,12 +186,15 @@ class Outbox:
         heads = self._lane_heads()
         now = time.monotonic()
         folded = state.position
+        durable = self.engine.durable_position
         for command_id in [c for c, p in self._unfolded.items() if p <= folded]:
             del self._unfolded[command_id]
         ready = []
         for lane, command in sorted(heads.items(), key=lambda kv: kv[1].issued_at):
             if lane in self._in_flight:
                 continue
+            if command.issued_at > durable:
+                continue  # sync folded it ahead of its commit (see SyncEngine._decide_batch)
             if self._retry_at.get(command.command_id, 0) > now:
                 continue
             if command.command_id in self._unfolded:
@@ -334,6 +337,7 @@ class Outbox:
                 other.kind != command.kind
                 or other.link_id != command.link_id
                 or other.issued_at <= command.issued_at
+                or other.issued_at > self.engine.durable_position
                 or (best is not None and other.issued_at >= best.issued_at)
             ):
                 continue

@@ -16,6 +16,16 @@ again, so a decision never lands after an event it did not see (an echo
 decided before a delivery and folded after it would undo what the delivery
 told).
 
+Under a burst many inputs wait at once. They are decided in one go
+(:meth:`SyncEngine._decide_batch`): at the log's end, with the store's other
+appends held, each input is decided in order and its decisions are folded
+right away at the positions they will take, so the next input sees them, just
+as if it had waited for them to come round; all their decisions then go into
+one group commit. A batch decides exactly what deciding one by one does (see
+``tests/daemon/sync/test_batch_property.py``). Until that commit lands, the
+outbox sees no command past :attr:`SyncEngine.durable_position`; if it fails,
+the folded state is not the log's, and sync starts over from its checkpoint.
+
 Decisions have ids derived from their cause, so after a crash the inputs past
 the checkpoint are decided again into the very same events, which the store
 then writes only once. The checkpoint is saved only when nothing is waiting,
@@ -28,6 +38,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+import orjson
 import structlog
 
 from daemon.sync.decide import decide
@@ -40,6 +51,10 @@ from projections.state import BridgeState
 
 INPUTS = kinds.OBSERVATIONS | {kinds.COMMAND_DELIVERED}
 
+#: Inputs decided into one commit at most: deciding takes well under a millisecond each,
+#: and the store's other appends wait meanwhile (it holds them, see append_at_end).
+MAX_BATCH = 256
+
 
 class SyncEngine:
     """Folds the log into :attr:`state` and appends the decisions inputs imply."""
@@ -51,6 +66,7 @@ class SyncEngine:
         *,
         checkpoint_every: int = 500,
         checkpoint_idle_s: float = 1.0,
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -58,9 +74,13 @@ class SyncEngine:
         self.state = BridgeState()
         self.checkpoint_every = checkpoint_every
         self.checkpoint_idle_s = checkpoint_idle_s
+        #: 1 decides every input on its own, its decisions folded as they come round.
+        self.max_batch = max_batch
+        self._folded_ahead: int | None = None  # log end before decisions folded ahead
         #: Set whenever the state changes; the outbox waits on it.
         self.changed = asyncio.Event()
         self._listeners: list[Callable[[RecordedEvent], None]] = []
+        self._drains: list[asyncio.Event] = []  # drain() callers, woken after each step
         self._log = structlog.get_logger("socbridge.sync")
         self._pending_own: set[str] = set()
         self._deferred: deque[RecordedEvent] = deque()
@@ -85,6 +105,15 @@ class SyncEngine:
         """Load the saved projection; folding resumes after its checkpoint."""
         self.state = await self.projections.load()
         self.started_at = await self.store.last_position()
+
+    @property
+    def durable_position(self) -> int:
+        """The folded position known to be in the log: what the outbox may act on.
+
+        While a batch's decisions are folded ahead of their commit, the state holds
+        commands that are not durable yet (and never will be if the commit fails).
+        """
+        return self.state.position if self._folded_ahead is None else self._folded_ahead
 
     @property
     def quiescent(self) -> bool:
@@ -119,7 +148,7 @@ class SyncEngine:
             raise
         finally:
             saver.cancel()
-            if stopped and self.quiescent and self._unsaved:
+            if stopped and self.quiescent and self._unsaved and not self._failed:
                 await self.projections.save(self.state, when=lambda: self.quiescent)
 
     def _caught_up(self) -> None:
@@ -152,6 +181,7 @@ class SyncEngine:
             folded.set()
 
         self._listeners.append(wake)
+        self._drains.append(folded)
         try:
             while True:
                 folded.clear()
@@ -162,28 +192,44 @@ class SyncEngine:
                 await folded.wait()
         finally:
             self._listeners.remove(wake)
+            self._drains.remove(folded)
 
     async def _step(self, event: RecordedEvent) -> None:
         self._fold(event)
         self._deciding = True
         try:
             while self._deferred and not self._pending_own:
-                if not await self._decide(self._deferred[0]):
+                head = self._deferred[0]
+                if self.max_batch > 1 and head.position > self.started_at:
+                    if not decide(self.state, head, self.rules):
+                        self._deferred.popleft()  # nothing to append (as in _decide)
+                        continue
+                    if not await self._decide_batch():
+                        break  # the log is not readable up to its end yet
+                    continue
+                if not await self._decide(head):
                     break  # the log moved on: fold what came, then decide again
                 self._deferred.popleft()
         finally:
             self._deciding = False
+            for waiter in self._drains:
+                waiter.set()  # a batch may end having appended nothing to fold
         if self.quiescent and self._unsaved >= self.checkpoint_every:
             await self.save()
 
-    def _fold(self, event: RecordedEvent) -> None:
-        """Fold one event and tell the listeners (in log order)."""
+    def _fold(self, event: RecordedEvent, *, notify: bool = True) -> None:
+        """Fold one event and tell the listeners (in log order; for decisions folded
+        ahead of their commit, ``notify=False``, :meth:`_notify` once it landed)."""
         self._last_step = asyncio.get_running_loop().time()
         apply(self.state, event)
         self._pending_own.discard(event.event_id)
         self._unsaved += 1
         if event.type in INPUTS:
             self._deferred.append(event)
+        if notify:
+            self._notify(event)
+
+    def _notify(self, event: RecordedEvent) -> None:
         if event.type in kinds.OUTCOMES or event.type == kinds.COMMAND_ISSUED:
             self.changed.set()
         elif event.type in (kinds.LINKED, kinds.UNLINKED) or event.type.startswith("admin."):
@@ -214,6 +260,72 @@ class SyncEngine:
             recorded = await self._logged_instead(event, decisions, exc)
         self._committed()
         self._wait_for(recorded)
+        return True
+
+    async def _decide_batch(self) -> bool:
+        """Decide the waiting inputs in order (at most :attr:`max_batch`) at the log's end
+        and append all their decisions in one commit; ``False`` if the log could not be
+        read up to its end (nothing decided).
+
+        Each input's decisions are folded before the next input is decided, at the
+        positions the commit gives them (nothing else can land in between: the store
+        holds its other appends), so every input is decided on exactly the log before
+        its decisions, as :meth:`_decide` does one at a time. Folded ahead, they cannot
+        be taken back: if the commit fails, this run ends and the next starts over from
+        the checkpoint (see :meth:`run`).
+        """
+        ahead: list[RecordedEvent] = []
+        inputs = 0  # taken off the queue
+        deciding = 0  # of them, those with decisions (the commit's inputs)
+        reached = False
+
+        async def at_end(end: int) -> list[NewEvent]:
+            nonlocal inputs, deciding, reached
+            while self.state.position < end:
+                batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
+                if not batch:
+                    return []
+                for folded in batch:
+                    self._fold(folded)
+            reached = True
+            self._folded_ahead = end
+            decisions: list[NewEvent] = []
+            while self._deferred and inputs < self.max_batch:
+                event = self._deferred[0]
+                if event.position <= self.started_at:
+                    break  # its decisions may be logged already: decided on its own
+                self._deferred.popleft()
+                inputs += 1
+                made = decide(self.state, event, self.rules)
+                deciding += bool(made)
+                for decision in made:
+                    recorded = _as_recorded(decision, end + len(ahead) + 1)
+                    self._fold(recorded, notify=False)
+                    ahead.append(recorded)
+                    decisions.append(decision)
+            return decisions
+
+        try:
+            recorded = await self.store.append_at_end(at_end)
+            if [(r.position, r.event_id) for r in recorded] != [
+                (r.position, r.event_id) for r in ahead
+            ]:
+                landed = recorded[0].position - 1 if recorded else -1
+                raise LogMovedError(ahead[0].position - 1, landed)
+        except BaseException as exc:
+            if inputs:
+                self._failed = True  # the state holds decisions the log may not
+                if isinstance(exc, LogMovedError):
+                    self._log.warning("sync.batch_not_appended", error=str(exc))
+            raise
+        finally:
+            self._folded_ahead = None
+        if not reached:
+            return False
+        if recorded:
+            self._committed(deciding)
+        for event in recorded:
+            self._notify(event)
         return True
 
     def _committed(self, inputs: int = 1) -> None:
@@ -303,3 +415,19 @@ class SyncEngine:
         if rule is None:
             return False
         return self.state.tenant_switches.get(rule.name, rule.sync_enabled)
+
+
+def _as_recorded(event: NewEvent, position: int) -> RecordedEvent:
+    """A decision as the log will hold it at ``position``, for folding ahead of its commit.
+
+    The data goes through the log's own encoding (sorted keys, JSON types), so the
+    fold sees what a rebuild from the log sees. Folding reads no hash or time.
+    """
+    data = orjson.loads(orjson.dumps(dict(event.data), option=orjson.OPT_SORT_KEYS))
+    return RecordedEvent(
+        position=position, event_id=event.event_id, stream=event.stream, stream_version=0,
+        type=event.type, schema_version=event.schema_version, tenant=event.tenant,
+        ticket=event.ticket, causation_id=event.causation_id,
+        correlation_id=event.correlation_id, source=event.source,
+        occurred_at=event.occurred_at, recorded_at="", data=data, hash="",
+    )  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from daemon.sync.decide import decide
-from daemon.sync.engine import SyncEngine
+from daemon.sync.engine import MAX_BATCH, SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.state import PendingCommand
@@ -57,9 +57,9 @@ class Log:
         self.store, self.live = store, live
 
     @classmethod
-    async def open(cls, path: Path) -> Log:
+    async def open(cls, path: Path, *, max_batch: int = MAX_BATCH) -> Log:
         store = await EventStore.open(path, synchronous="NORMAL")
-        live = Live(store)
+        live = Live(store, max_batch=max_batch)
         await live.start()
         return cls(store, live)
 
@@ -110,13 +110,16 @@ class Log:
 
 
 class Live:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
+        self.max_batch = max_batch
         self.engine: SyncEngine | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> SyncEngine:
-        self.engine = SyncEngine(self.store, RULES, checkpoint_every=3, checkpoint_idle_s=3600)
+        self.engine = SyncEngine(
+            self.store, RULES, checkpoint_every=3, checkpoint_idle_s=3600, max_batch=self.max_batch
+        )
         await self.engine.load()
         self.task = asyncio.create_task(self.engine.run())
         return self.engine
