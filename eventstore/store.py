@@ -3,8 +3,8 @@
 All writes go through a single writer thread that owns the write connection.
 ``append`` validates its events in the caller's task, puts a request on the
 writer's queue and awaits its future; the writer thread drains every queued
-request into one transaction (a refused request writes nothing and does not
-take its neighbours down), commits once, and only then hands the results back
+request into one group (a refused request writes nothing and does not take its
+neighbours down), commits it once, and only then hands the results back
 to the event loop in one call: a caller returns when its events are durable,
 and many concurrent callers share one fsync. The writer is a plain thread fed
 by a thread-safe queue rather than a task driving an executor, so an append
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from eventstore.chain import GENESIS_HASH
 from eventstore.errors import (
     DatabaseUnavailableError,
     InvalidEventError,
@@ -38,13 +39,16 @@ from eventstore.schema import check_version, migrate
 from eventstore.writer import (
     PACKED,
     PACKED_BATCH,
+    Outcome,
     Prepared,
+    Tip,
     head,
     packed_batch_to_events,
     packed_to_events,
     prepare,
     row_to_event,
     write_group,
+    write_group_at_tip,
 )
 
 T = TypeVar("T")
@@ -52,6 +56,13 @@ Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
 #: How many append requests one transaction takes at most.
 MAX_GROUP = 1024
+#: A group at least this large that the writer had to wait for is written as two
+#: groups, one after the other. With every appender waiting on one commit, they
+#: all resume together and the writer idles while they prepare their next
+#: appends; split, half of them prepare theirs while the other half commits,
+#: and the two halves go on alternating (the writer then never waits, so never
+#: splits again) until something makes it wait for a whole group again.
+SPLIT_GROUP = 16
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_MS = 5000
 #: How often a live subscriber re-checks the file for appends made by another process.
@@ -200,6 +211,8 @@ class EventStore:
         self.appended_through = 0
         #: Rows this store committed last, in position order (see :meth:`subscribe`).
         self._tail: list[tuple[Any, ...]] = []
+        #: Where the log ends as the writer last wrote it (writer thread only; None: read it).
+        self._tip: Tip | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -401,31 +414,46 @@ class EventStore:
             return
         self._reply(_settle, opened, None, None)
         get, get_nowait, empty = self._wqueue.get, self._wqueue.get_nowait, queue.Empty
+        #: The later half of a group split in two (see SPLIT_GROUP), written next.
+        held: list[_AppendRequest] = []
+        #: A job, hold or stop met while grouping: it runs once the appends before it are in.
         carried: _WriterItem | None = None
         while True:
-            item = carried if carried is not None else get()
-            carried = None
-            if isinstance(item, _AppendRequest):
-                # Group every append already queued, up to the next job or stop.
-                group = [item]
-                while len(group) < MAX_GROUP:
-                    try:
-                        nxt = get_nowait()
-                    except empty:
-                        break
-                    if isinstance(nxt, _AppendRequest):
-                        group.append(nxt)
-                    else:
-                        carried = nxt
-                        break
-                self._write_and_reply(group)
-            elif isinstance(item, _Job):
-                self._run_job_now(item)
-            elif isinstance(item, _Hold):
-                self._hold_now(item)
+            waited = False
+            if held:
+                group, held = held, []
             else:
-                self._stop_now(item)
-                return
+                if carried is not None:
+                    item, carried = carried, None
+                else:
+                    try:
+                        item = get_nowait()
+                    except empty:
+                        item, waited = get(), True
+                if not isinstance(item, _AppendRequest):
+                    if isinstance(item, _Job):
+                        self._run_job_now(item)
+                    elif isinstance(item, _Hold):
+                        self._hold_now(item)
+                    else:
+                        self._stop_now(item)
+                        return
+                    continue
+                group = [item]
+            # Group every append already queued, up to the next job or stop.
+            while carried is None and len(group) < MAX_GROUP:
+                try:
+                    nxt = get_nowait()
+                except empty:
+                    break
+                if isinstance(nxt, _AppendRequest):
+                    group.append(nxt)
+                else:
+                    carried = nxt
+            if waited and len(group) >= SPLIT_GROUP:
+                half = (len(group) + 1) // 2
+                group, held = group[:half], group[half:]
+            self._write_and_reply(group)
 
     def _write_and_reply(self, group: list[_AppendRequest]) -> None:
         """Writer thread: write ``group`` (one transaction) and hand the outcome to the loop."""
@@ -435,7 +463,7 @@ class EventStore:
 
     def _write_group_safely(
         self, group: list[_AppendRequest], written: list[tuple[Any, ...]]
-    ) -> tuple[list[list[RecordedEvent] | StoreError] | None, BaseException | None]:
+    ) -> tuple[list[Outcome] | None, BaseException | None]:
         try:
             return self._write_group(group, written), None
         except sqlite3.Error as exc:
@@ -445,25 +473,35 @@ class EventStore:
 
     def _write_group(
         self, group: list[_AppendRequest], written: list[tuple[Any, ...]]
-    ) -> list[list[RecordedEvent] | StoreError]:
+    ) -> list[Outcome]:
         """Writer thread: the whole group in one transaction, one commit, one fsync.
 
         ``written`` receives the rows inserted; it is cleared if the commit fails.
+        A group decided from the tip is one statement (see :func:`write_group_at_tip`);
+        any other reads what it needs inside a transaction.
         """
         conn = self._wconn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
+        requests = [(r.events, r.expected_version, r.expected_position) for r in group]
+        tip, self._tip = self._tip, None
         try:
-            results = write_group(
-                conn, [(r.events, r.expected_version, r.expected_position) for r in group], written
-            )
+            if tip is not None:
+                results = write_group_at_tip(conn, requests, tip, written)
+                if results is not None:
+                    self._tip = tip
+                    return results
+            else:
+                tip = Tip(0, GENESIS_HASH, {})
+            conn.execute("BEGIN IMMEDIATE")
+            slow = write_group(conn, requests, written, tip)
             conn.execute("COMMIT")
         except BaseException:
             written.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return results
+        self._tip = tip
+        return list(slow)
 
     def _hold_now(self, hold: _Hold) -> None:
         """Writer thread: tell the loop where the log ends, then write only its append
@@ -493,11 +531,25 @@ class EventStore:
         try:
             result = job.fn(conn)
         except sqlite3.Error as exc:
+            self._tip = None
             self._reply(_settle, job.future, None, translate(exc, self.path))
         except Exception as exc:
+            self._tip = None
             self._reply(_settle, job.future, None, exc)
         else:
+            self._check_tip()
             self._reply(self._job_done, job.future, result)
+
+    def _check_tip(self) -> None:
+        """Writer thread, after a job: keep the tip only if the log still ends there."""
+        conn, tip = self._wconn, self._tip
+        if conn is None or tip is None:
+            return
+        try:
+            if head(conn) != (tip.position, tip.hash):
+                self._tip = None
+        except sqlite3.Error:
+            self._tip = None
 
     def _stop_now(self, stop: _Stop) -> None:
         conn, self._wconn = self._wconn, None
@@ -531,7 +583,7 @@ class EventStore:
     def _deliver(
         self,
         group: list[_AppendRequest],
-        results: list[list[RecordedEvent] | StoreError] | None,
+        results: list[Outcome] | None,
         written: list[tuple[Any, ...]],
         error: BaseException | None,
     ) -> None:
@@ -544,16 +596,25 @@ class EventStore:
                     request.future.set_exception(error or StoreError("append failed"))
             return
         wrote = False
-        for request, result in zip(group, results, strict=True):
-            if isinstance(result, BaseException):
-                if not request.future.done():
-                    request.future.set_exception(result)
+        through = self.appended_through
+        for request, outcome in zip(group, results, strict=True):
+            future = request.future
+            if isinstance(outcome, BaseException):
+                if not future.done():
+                    future.set_exception(outcome)
                 continue
             wrote = True
-            if result:
-                self.appended_through = max(self.appended_through, result[-1].position)
-            if not request.future.done():
-                request.future.set_result(result)
+            if isinstance(outcome, range):  # new rows, decoded here rather than on the writer
+                if outcome and written[outcome[-1]][0] > through:
+                    through = written[outcome[-1]][0]
+                if not future.done():
+                    future.set_result([row_to_event(written[i]) for i in outcome])
+                continue
+            if outcome and outcome[-1].position > through:
+                through = outcome[-1].position
+            if not future.done():
+                future.set_result(outcome)
+        self.appended_through = through
         if wrote:
             self._notify_appended()
 

@@ -1,13 +1,20 @@
 """The writer's side of an append: validate in the caller's task, then write a group at once.
 
 :func:`prepare` runs in the appending task, so a malformed event fails at its
-call site and never reaches the writer. :func:`write_group` runs on the writer
-thread inside one transaction: it looks up every event id and every stream
-version the whole group needs in two queries, decides each request in Python
-(idempotent repeat, version conflict, or new events with positions, versions
-and chained hashes), and inserts all new rows with one ``executemany``. A
-request that is refused writes nothing and does not disturb its neighbours,
-because nothing is written until every request has been decided.
+call site and never reaches the writer. On the writer thread, a group is
+written one of two ways. :func:`write_group_at_tip` decides it from what the
+writer already knows (where the log ends, each recent stream's version) and
+inserts it with one autocommit statement, the commit and its fsync included,
+so the GIL is released once per group; the unique constraints on position,
+event id and stream version refuse the statement, with nothing written, when
+that knowledge is stale or an event is a repeat. Every other group goes to
+:func:`write_group`, inside one transaction: it looks up every event id and
+every stream version the whole group needs in two queries, decides each
+request in Python (idempotent repeat, version conflict, or new events with
+positions, versions and chained hashes), and inserts all new rows with one
+``executemany``. A request that is refused writes nothing and does not
+disturb its neighbours, because nothing is written until every request has
+been decided.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -190,53 +198,80 @@ def recorded_stamp() -> str:
 
 @dataclass(slots=True)
 class Prepared:
-    """An event validated and encoded in the caller's task, with its identity."""
+    """An event validated and encoded in the caller's task."""
 
     event: NewEvent
     data_text: str
-    identity: tuple[Any, ...]
+
+
+def identity(p: Prepared) -> tuple[Any, ...]:
+    """What makes a repeat of ``p`` the same event (every field the caller sets)."""
+    e = p.event
+    return (
+        e.stream,
+        e.type,
+        e.schema_version,
+        e.tenant,
+        e.ticket,
+        e.causation_id,
+        e.correlation_id,
+        e.source,
+        e.occurred_at,
+        p.data_text,
+    )
 
 
 def prepare(events: Sequence[NewEvent], expected_version: int | None) -> list[Prepared]:
-    """Validate and encode ``events``; raise :class:`InvalidEventError` on the first bad one."""
+    """Validate and encode ``events``; raise :class:`InvalidEventError` on the first bad one.
+
+    Every append runs this on the event loop, so the common case (exact ``str``
+    fields, a ``dict`` of data) is tested first and cheaply; anything else goes
+    through the checks that name what is wrong.
+    """
     prepared: list[Prepared] = []
     seen: set[str] = set()
     for event in events:
         if not isinstance(event, NewEvent):
             raise InvalidEventError(f"append takes NewEvent objects, not {type(event).__name__}")
-        _check_text(event, "stream", event.stream)
-        _check_text(event, "type", event.type)
-        _check_text(event, "source", event.source)
-        if not isinstance(event.schema_version, int) or isinstance(event.schema_version, bool):
-            raise InvalidEventError(f"event {event.event_id}: schema_version must be an int")
-        for name in ("tenant", "ticket", "causation_id", "correlation_id", "occurred_at"):
-            value = getattr(event, name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidEventError(f"event {event.event_id}: {name} must be a string or None")
-        if not isinstance(event.event_id, str) or not _UUID.fullmatch(event.event_id):
-            raise InvalidEventError(f"event id {event.event_id!r} is not a UUID")
-        if event.event_id in seen:
-            raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
-        seen.add(event.event_id)
-        try:
-            data_text = encode_data(dict(event.data))
-        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-            raise InvalidEventError(
-                f"event {event.event_id} ({event.type}): data is not JSON-serialisable: {exc}"
-            ) from None
-        identity = (
-            event.stream,
-            event.type,
-            event.schema_version,
+        stream, type_, source = event.stream, event.type, event.source
+        if not (
+            type(stream) is str
+            and type(type_) is str
+            and type(source) is str
+            and stream
+            and type_
+            and source
+        ):
+            _check_text(event, "stream", stream)
+            _check_text(event, "type", type_)
+            _check_text(event, "source", source)
+        if type(event.schema_version) is not int:
+            if not isinstance(event.schema_version, int) or isinstance(event.schema_version, bool):
+                raise InvalidEventError(f"event {event.event_id}: schema_version must be an int")
+        for value in (
             event.tenant,
             event.ticket,
             event.causation_id,
             event.correlation_id,
-            event.source,
             event.occurred_at,
-            data_text,
-        )
-        prepared.append(Prepared(event, data_text, identity))
+        ):
+            if value is not None and not isinstance(value, str):
+                _check_optional_text(event)
+        event_id = event.event_id
+        if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
+            raise InvalidEventError(f"event id {event_id!r} is not a UUID")
+        if event_id in seen:
+            raise InvalidEventError(f"event id {event_id} appears twice in one append")
+        seen.add(event_id)
+        data = event.data
+        try:
+            # orjson encodes only a dict at the top; copy any other mapping into one.
+            data_text = encode_data(data if type(data) is dict else dict(data))
+        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+            raise InvalidEventError(
+                f"event {event_id} ({event.type}): data is not JSON-serialisable: {exc}"
+            ) from None
+        prepared.append(Prepared(event, data_text))
     if expected_version is not None:
         if isinstance(expected_version, bool) or expected_version < 0:
             raise InvalidEventError("expected_version must be 0 (new stream) or more")
@@ -252,6 +287,13 @@ def prepare(events: Sequence[NewEvent], expected_version: int | None) -> list[Pr
 def _check_text(event: NewEvent, name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidEventError(f"event {event.event_id}: {name} must be a non-empty string")
+
+
+def _check_optional_text(event: NewEvent) -> None:
+    for name in ("tenant", "ticket", "causation_id", "correlation_id", "occurred_at"):
+        value = getattr(event, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidEventError(f"event {event.event_id}: {name} must be a string or None")
 
 
 def _row_identity(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -271,18 +313,143 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
+def new_row(
+    p: Prepared, position: int, version: int, recorded_at: str, prev_hash: str
+) -> tuple[Any, ...]:
+    """The row (``COLUMNS`` order) of ``p`` recorded at ``position``, chained to ``prev_hash``."""
+    e = p.event
+    fields = (
+        position,
+        e.event_id,
+        e.stream,
+        version,
+        e.type,
+        e.schema_version,
+        e.tenant,
+        e.ticket,
+        e.causation_id,
+        e.correlation_id,
+        e.source,
+        e.occurred_at,
+        recorded_at,
+        p.data_text,
+    )
+    return (*fields, event_hash(prev_hash, fields))
+
+
+@dataclass(slots=True)
+class Tip:
+    """Where the log ends, and the last version of streams written lately, as this
+    connection last wrote or read them inside a transaction.
+
+    It lets a group be decided and written without reading anything first. It
+    may be stale (another process appended since), but never silently: a stale
+    tip puts the group's first row at a position that is already taken, and
+    the insert fails on the primary key with nothing written.
+    """
+
+    position: int
+    hash: str
+    versions: dict[str, int]
+
+
+#: Streams whose version a :class:`Tip` keeps at most; it starts afresh beyond that.
+TIP_STREAMS = 4096
+#: Rows one single-statement group write takes at most (15 parameters each, far
+#: below SQLite's limit of 32766); larger groups are written in a transaction.
+FAST_ROWS = 64
+_ROW_MARKS = "(" + ",".join("?" * 15) + ")"
+_INSERTS: dict[int, str] = {}
+
+
+def _insert_rows(n: int) -> str:
+    sql = _INSERTS.get(n)
+    if sql is None:
+        sql = _INSERTS[n] = f"INSERT INTO events ({COLUMNS}) VALUES " + ",".join([_ROW_MARKS] * n)
+    return sql
+
+
+#: A request's outcome: the recorded events, the refusal, or the indexes of its
+#: rows in the group's ``written`` list (turned into events on the event loop).
+Outcome = list[RecordedEvent] | StoreError | range
+
+
+def write_group_at_tip(
+    conn: sqlite3.Connection,
+    group: Sequence[tuple[list[Prepared], int | None, int | None]],
+    tip: Tip,
+    written: list[tuple[Any, ...]],
+) -> list[Outcome] | None:
+    """Write a group in one autocommit statement, deciding it from ``tip``; None when
+    it needs :func:`write_group` (nothing was written then).
+
+    One statement is one ``sqlite3_step``: the insert, the commit and its fsync
+    run with the GIL released throughout, so the event loop prepares the next
+    appends meanwhile (a transaction's several statements would each hand the
+    GIL back and wait for it). Nothing is read first: a group in which any
+    request would be refused, repeats an event id, or names a stream the tip
+    does not know is left to :func:`write_group`, which reads and decides
+    inside a transaction. So are the groups whose insert fails on a unique
+    constraint: an event id already recorded (an idempotent repeat), or a
+    stale tip (another process appended). ``tip`` is updated on success and
+    must be discarded on failure.
+    """
+    known = tip.versions
+    try:
+        versions = {p.event.stream: known[p.event.stream] for events, _, _ in group for p in events}
+    except KeyError:
+        return None
+    position, last_hash = tip.position, tip.hash
+    recorded_at = recorded_stamp()
+    seen: set[str] = set()
+    results: list[Outcome] = []
+    rows: list[tuple[Any, ...]] = []
+    for events, expected_version, expected_position in group:
+        if expected_position is not None and expected_position != position:
+            return None
+        if expected_version is not None and versions[events[0].event.stream] != expected_version:
+            return None
+        start = len(rows)
+        for p in events:
+            e = p.event
+            if e.event_id in seen:
+                return None
+            seen.add(e.event_id)
+            position += 1
+            version = versions[e.stream] = versions[e.stream] + 1
+            row = new_row(p, position, version, recorded_at, last_hash)
+            last_hash = row[14]
+            rows.append(row)
+        results.append(range(start, len(rows)))
+    if len(rows) > FAST_ROWS or conn.in_transaction:
+        return None
+    try:
+        conn.execute(_insert_rows(len(rows)), list(chain.from_iterable(rows)))
+    except sqlite3.IntegrityError:
+        return None
+    tip.position, tip.hash = position, last_hash
+    known.update(versions)
+    written.extend(rows)
+    return results
+
+
 def write_group(
     conn: sqlite3.Connection,
     group: Sequence[tuple[list[Prepared], int | None, int | None]],
     written: list[tuple[Any, ...]] | None = None,
+    tip: Tip | None = None,
 ) -> list[list[RecordedEvent] | StoreError]:
     """Decide and insert a group of append requests; the caller owns the transaction.
 
     Each request is ``(events, expected_version, expected_position)``; see
     :meth:`eventstore.EventStore.append`. The rows inserted (``COLUMNS`` order,
-    ``data`` as its stored text) are added to ``written`` when given.
+    ``data`` as its stored text) are added to ``written`` when given. ``tip``,
+    when given, is set to where the log ends and the versions of the group's
+    streams once these rows are in (valid once the transaction commits).
     """
     last_pos, last_hash = head(conn)
+    if tip is not None and (tip.position, tip.hash) != (last_pos, last_hash):
+        tip.versions.clear()  # another connection appended: the versions known may be stale
     ids = list({p.event.event_id for events, _, _ in group for p in events})
     existing: dict[str, tuple[tuple[Any, ...], RecordedEvent]] = {}
     for chunk in _chunks(ids):
@@ -323,34 +490,23 @@ def write_group(
             e = p.event
             last_pos += 1
             version = versions[e.stream] = versions[e.stream] + 1
-            fields = (
-                last_pos,
-                e.event_id,
-                e.stream,
-                version,
-                e.type,
-                e.schema_version,
-                e.tenant,
-                e.ticket,
-                e.causation_id,
-                e.correlation_id,
-                e.source,
-                e.occurred_at,
-                recorded_at,
-                p.data_text,
-            )
-            last_hash = event_hash(last_hash, fields)
-            row = (*fields, last_hash)
+            row = new_row(p, last_pos, version, recorded_at, last_hash)
+            last_hash = row[14]
             rows.append(row)
             event = row_to_event(row)
             recorded.append(event)
             # A later request in this group repeating the event is an idempotent repeat.
-            existing[e.event_id] = (p.identity, event)
+            existing[e.event_id] = (identity(p), event)
         results.append(recorded)
     if rows:
         conn.executemany(INSERT, rows)
         if written is not None:
             written.extend(rows)
+    if tip is not None:
+        if len(tip.versions) + len(versions) > TIP_STREAMS:
+            tip.versions.clear()
+        tip.versions.update(versions)
+        tip.position, tip.hash = last_pos, last_hash
     return results
 
 
@@ -369,8 +525,8 @@ def _repeat(
                 "but this append also holds new events; an append is all-or-nothing, "
                 "so resend exactly the original batch",
             )
-        identity, event = hit
-        if identity != p.identity:
+        known_identity, event = hit
+        if known_identity != identity(p):
             raise DuplicateEventError(
                 p.event.event_id,
                 event.position,
