@@ -5,15 +5,18 @@ sync engine from ``outbox.command.issued`` and the outcome events. For each
 link only the oldest pending command may be in flight, so a ticket's updates
 land in the order they were decided; different links proceed in parallel up to
 a cap. Fetches (re-reads sync asks for when it cannot order two same-second
-observations) take a lane of their own per link: a read orders nothing. Every
-attempt ends in an outcome event: delivered (with the created id where there
-is one), failed (a transient fault: network, 5xx, 429, a conflicting update;
-retried with capped backoff for as long as it takes), parked (a definitive
-refusal: validation, permission, not found; it waits, and its lane with it,
-until an operator retries or skips it), superseded (never sent: a later
-command of its lane writes the same fields, or reads the same ticket, so only
-the latest value of a burst is written), or abandoned (the link was unlinked,
-or a test's attempt cap). Nothing is delivered before sync has caught up with
+observations) take a lane of their own per link: a read orders nothing. The
+fetches of one desk ready at once read their tickets together, with one request
+(see ``daemon/outbox/fetch.py``); fetches that become ready while a desk's read is
+under way wait for it, and go together after it. Every attempt ends in an
+outcome event: delivered (with the created id where there is one), failed (a
+transient fault: network, 5xx, 429, a conflicting update; retried with capped
+backoff for as long as it takes), parked (a definitive refusal: validation,
+permission, not found; it waits, and its lane with it, until an operator
+retries or skips it), superseded (never sent: a later command of its lane
+writes the same fields, or reads the same ticket, so only the latest value of a
+burst is written), or abandoned (the link was unlinked, or a test's attempt
+cap). Nothing is delivered before sync has caught up with
 the log after a start.
 Commands of a tenant whose sync is off, or after the integration was removed,
 are held, not delivered (R9, R16).
@@ -26,6 +29,7 @@ import functools
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,11 +37,11 @@ import structlog
 from daemon.connectors.contract import RemoteApiError, RemoteError, RetryAfterTooLongError
 from daemon.connectors.remote import request_purpose
 from daemon.outbox.deliver import Desks, MissingTargetError, StaleTargetError, deliver
-from daemon.outbox.fetch import fetch_notes, fetch_ticket
+from daemon.outbox.fetch import Read, fetch_notes, fetch_ticket, read_tickets
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
-from projections.state import PendingCommand, Side
+from projections.state import Link, PendingCommand, Side
 
 #: Remote statuses that retrying will not change: the command is parked for an operator.
 #: 401 is not among them: wrong keys fail every command alike, and fixing them (which
@@ -60,6 +64,33 @@ def definitive(command: PendingCommand, status: int) -> bool:
 
 def _lane(command: PendingCommand) -> str:
     return command.lane
+
+
+def _batches(ready: list[PendingCommand]) -> list[list[PendingCommand]]:
+    """What to start, in ``ready``'s order: each command on its own, except the fetches of
+    one desk, which go together (reading many tickets costs one request, as one does)."""
+    batches: list[list[PendingCommand]] = []
+    fetches: dict[Side, list[PendingCommand]] = {}
+    for command in ready:
+        if not command.is_fetch:
+            batches.append([command])
+        elif command.target in fetches:
+            fetches[command.target].append(command)
+        else:
+            fetches[command.target] = [command]
+            batches.append(fetches[command.target])
+    return batches
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """A command going out: its link as it is now, the attempt's number, and whether an
+    earlier attempt may have landed."""
+
+    command: PendingCommand
+    link: Link
+    number: int
+    maybe_sent: bool
 
 
 def _head_order(command: PendingCommand) -> tuple[bool, int]:
@@ -93,7 +124,10 @@ class Outbox:
         self.max_delay_s = max_delay_s
         #: Asks intake to read a ticket again: (side, ticket id, tenant).
         self._reobserve = reobserve
-        self._in_flight: dict[str, asyncio.Task[None]] = {}  # lane (see _lane) -> task
+        #: lane (see _lane) -> its task; the fetches read together share one.
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        #: Desks a fetch task is reading from: their other fetches wait, then go together.
+        self._fetching: set[Side] = set()
         self._done: set[str] = set()  # command ids with an outcome not yet folded
         self._retry_at: dict[str, float] = {}  # command id -> monotonic time
         #: command id -> position of its last failed attempt, until sync has folded it:
@@ -193,6 +227,8 @@ class Outbox:
         for lane, command in sorted(heads.items(), key=lambda kv: kv[1].issued_at):
             if lane in self._in_flight:
                 continue
+            if command.is_fetch and command.target in self._fetching:
+                continue  # goes with the desk's next read, with the others that wait
             if command.issued_at > durable:
                 continue  # sync folded it ahead of its commit (see SyncEngine._decide_batch)
             if self._retry_at.get(command.command_id, 0) > now:
@@ -226,18 +262,29 @@ class Outbox:
                 # Forget outcomes sync has folded (walks the few done ids, not the outbox).
                 outbox = self.engine.state.outbox
                 self._done = {c for c in self._done if c in outbox}
-                for command in self._ready():
-                    if len(self._in_flight) >= self.max_parallel:
+                for batch in _batches(self._ready()):
+                    if len(set(self._in_flight.values())) >= self.max_parallel:
                         break
-                    lane = _lane(command)
-                    task = asyncio.create_task(self._attempt(command))
-                    self._in_flight[lane] = task
-                    task.add_done_callback(functools.partial(self._finished, lane))
+                    self._start(batch)
                 await self._wait()
         finally:
             self._stopping = True
             if self._in_flight:
-                await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+                await asyncio.gather(*set(self._in_flight.values()), return_exceptions=True)
+
+    def _start(self, batch: list[PendingCommand]) -> None:
+        """One task for a command, or for the fetches of one desk (see :func:`_batches`)."""
+        first = batch[0]
+        if first.is_fetch:
+            task = asyncio.create_task(self._fetches(batch))
+            self._fetching.add(first.target)
+            task.add_done_callback(lambda _: self._fetching.discard(first.target))
+        else:
+            task = asyncio.create_task(self._attempt(first))
+        for command in batch:
+            lane = _lane(command)
+            self._in_flight[lane] = task
+            task.add_done_callback(functools.partial(self._finished, lane))
 
     def _finished(self, lane: str, _task: object = None) -> None:
         self._in_flight.pop(lane, None)
@@ -256,14 +303,57 @@ class Outbox:
             pass
 
     async def _attempt(self, command: PendingCommand) -> None:
+        attempt = await self._going(command)
+        if attempt is not None:
+            await self._carry_out(attempt)
+
+    async def _fetches(self, commands: list[PendingCommand]) -> None:
+        """Fetches of one desk, at the heads of their lanes at once: their tickets read
+        with one request (or as few as the desk's API allows), then each fetch recorded
+        and ended as its own attempt would be."""
+        if len(commands) == 1:
+            return await self._attempt(commands[0])
+        going = [a for c in commands if (a := await self._going(c)) is not None]
+        try:
+            reads = await self._read_together(commands[0].target, going)
+        except (RemoteError, OSError, TimeoutError) as exc:
+            for a in going:
+                await self._unsent(a, exc)  # each would have met it, read alone
+            return
+        # A ticket missing from the answer is read alone: a 404 parks its fetch as ever.
+        await asyncio.gather(*(self._carry_out(a, reads.get(a.command.command_id))
+                               for a in going))  # fmt: skip
+
+    async def _read_together(self, side: Side, going: list[_Attempt]) -> dict[str, Read]:
+        """Command id -> its ticket, read with the others'. The desk refusing the read of
+        many says nothing of any one ticket: then each is read alone, and parked only if
+        its own read is refused."""
+        ids = {}
+        for a in going:
+            ticket_id = a.link.ticket_id(side)
+            if ticket_id is not None:  # else _carry_out waits for the link's create
+                ids[a.command.command_id] = ticket_id
+        if not ids:
+            return {}
+        try:
+            with request_purpose("fetch"):
+                read = await read_tickets(self.store, self.desks[side], set(ids.values()))
+        except RemoteApiError as exc:
+            if exc.status in DEFINITIVE:
+                return {}
+            raise
+        return {command_id: read[t] for command_id, t in ids.items() if t in read}
+
+    async def _going(self, command: PendingCommand) -> _Attempt | None:
+        """The attempt at ``command``, or ``None`` when it ends (or waits) unsent: its link
+        is gone or unlinked, or a later command of its lane supersedes it."""
         command_id = command.command_id
         link = self.engine.state.links.get(command.link_id)
         if link is None:
-            return
+            return None
         if link.state == "unlinked":
             await self._outcome(command, kinds.COMMAND_ABANDONED, {"reason": "link was unlinked"})
-            return
-        attempt = command.attempts + 1
+            return None
         maybe_sent = (
             command_id in self._tried
             or command.attempts > 0
@@ -274,20 +364,26 @@ class Outbox:
             if successor is not None:
                 await self._outcome(command, kinds.COMMAND_SUPERSEDED,
                                     {"successor": successor.command_id})  # fmt: skip
-                return
+                return None
         self._tried.add(command_id)
+        return _Attempt(command, link, command.attempts + 1, maybe_sent)
+
+    async def _carry_out(self, attempt: _Attempt, first: Read | None = None) -> None:
+        """Send the command, and record what came of it; a fetch given ``first`` (its
+        ticket read with others) takes that as its first read."""
+        command, link = attempt.command, attempt.link
         try:
             if command.is_fetch:
                 # A read, not a write: sync could not order two same-second observations.
                 with request_purpose("fetch"):
-                    result = await fetch_ticket(self.store, command, link, self.desks)
+                    result = await fetch_ticket(self.store, command, link, self.desks, first)
             elif command.action == "fetch_notes":
                 # A read: replies made on a created ticket before its link was recorded.
                 with request_purpose("fetch"):
                     result = await fetch_notes(self.store, command, link, self.desks)
             else:
                 with request_purpose("write"):
-                    result = await deliver(command, link, self.desks, maybe_sent=maybe_sent)
+                    result = await deliver(command, link, self.desks, maybe_sent=attempt.maybe_sent)
         except MissingTargetError:
             return  # the link's create is delivered but not linked yet: wait for it
         except StaleTargetError as exc:
@@ -296,27 +392,33 @@ class Outbox:
             await self._outcome(
                 command,
                 kinds.COMMAND_ABANDONED,
-                {"reason": f"not overwritten: {exc}", "attempt": attempt, "stale": exc.changed},
-            )
+                {"reason": f"not overwritten: {exc}", "attempt": attempt.number,
+                 "stale": exc.changed},
+            )  # fmt: skip
             if self._reobserve is not None:
                 self._reobserve(exc.target, exc.ticket_id, command.tenant)
             return
-        except RemoteApiError as exc:
-            if definitive(command, exc.status):
-                await self._park(command, attempt, exc)
-            else:
-                await self._failed(command, attempt, str(exc), str(exc.status))
-            return
-        except RetryAfterTooLongError as exc:
-            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}", "429")
-            return
         except (RemoteError, OSError, TimeoutError) as exc:
-            await self._failed(command, attempt, f"{type(exc).__name__}: {exc}", "network")
+            await self._unsent(attempt, exc)
             return
-        self._retry_at.pop(command_id, None)
+        self._retry_at.pop(command.command_id, None)
         await self._outcome(
-            command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt}
+            command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt.number}
         )
+
+    async def _unsent(self, attempt: _Attempt, exc: RemoteError | OSError | TimeoutError) -> None:
+        """An attempt the remote (or the way to it) failed: parked when the remote refused
+        it for good, else failed, to be retried."""
+        command, number = attempt.command, attempt.number
+        if isinstance(exc, RemoteApiError):
+            if definitive(command, exc.status):
+                await self._park(command, number, exc)
+            else:
+                await self._failed(command, number, str(exc), str(exc.status))
+        elif isinstance(exc, RetryAfterTooLongError):
+            await self._failed(command, number, f"{type(exc).__name__}: {exc}", "429")
+        else:
+            await self._failed(command, number, f"{type(exc).__name__}: {exc}", "network")
 
     def _successor(self, command: PendingCommand) -> PendingCommand | None:
         """The next pending command of the lane that does all ``command`` would: a later
