@@ -111,3 +111,9 @@ def test_bench_quick_prints_one_json_line_with_every_figure(tmp_path: Path) -> N
         ("sqlite_limit_vs_peer_append", "sqlite_limit_batched_eps"),
     ):
         assert figures[ratio] == round(figures[key] / peer, 2), ratio
+    assert figures["concurrent_vs_sqlite_limit"] == round(
+        figures["append_concurrent_eps"] / figures["sqlite_limit_batched_eps"], 3
+    )
+    assert set(figures["pipeline_targets"]) == {
+        "append_concurrent_eps / sqlite_limit_batched_eps >= 0.75"
+    }
