@@ -51,6 +51,10 @@ AuthProvider = Callable[[], Mapping[str, str]]
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Requests' worth of the rate limit a background request leaves free for the others.
 BACKGROUND_RESERVE = 2
+#: How long a background request yields at most: under a steady stream of writes the
+#: reserve is never free, and the reads that find notes and changes must not starve
+#: (about one a second then, each costing the writes one slot's wait).
+BACKGROUND_MAX_WAIT_S = 1.0
 
 #: What a request is for, as the API budget counts it (``socbridge_remote_requests_total``):
 #: ``poll`` (reconciliation passes), ``read`` (a ticket re-read after a callback, setup
@@ -268,6 +272,7 @@ class RemoteClient:
         self._session = session
         self._owns_session = session is None
         self._limiter = _make_limiter(self.limits.rate_per_second)
+        self._background_sent = float("-inf")  # loop time the last background request went
         self._semaphore = asyncio.Semaphore(self.limits.max_concurrency)
         self._rng = rng or random.Random()
         self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
@@ -328,7 +333,8 @@ class RemoteClient:
 
         ``background=True`` (reconciliation reads) starts the request only while
         the rate limit has room for :data:`BACKGROUND_RESERVE` more besides it,
-        so requests sent without it (the outbox's) never queue behind these.
+        or once it waited :data:`BACKGROUND_MAX_WAIT_S`, so requests sent without it
+        (the outbox's) queue behind these for one slot at most, and these still go.
         """
         if background:
             await self._leave_room()
@@ -380,10 +386,15 @@ class RemoteClient:
 
     async def _leave_room(self) -> None:
         reserve = min(BACKGROUND_RESERVE, self._limiter.max_rate - 1)
+        loop = asyncio.get_running_loop()
         # The limiter has nothing to await for room: look again each time one more
-        # request's worth has leaked out of it.
-        while not self._limiter.has_capacity(1 + reserve):  # noqa: ASYNC110
+        # request's worth has leaked out of it. However many wait, one goes each
+        # BACKGROUND_MAX_WAIT_S whatever the room (the check and the stamp are one step).
+        while not self._limiter.has_capacity(1 + reserve):
+            if loop.time() - self._background_sent >= BACKGROUND_MAX_WAIT_S:
+                break
             await asyncio.sleep(1 / self.limits.rate_per_second)
+        self._background_sent = loop.time()
 
     def _resolve(self, path_or_url: str) -> URL:
         if path_or_url.startswith(("http://", "https://")):

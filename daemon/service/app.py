@@ -241,8 +241,9 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
     # Live maps: a tenant switched off (or removed by a reload) is absent from the next lookup.
     by_company = app[TENANTS].by("cw_company_id")
     by_organization = app[TENANTS].by("soc_organization_id")
+    cw_poller = ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company)
     pollers: dict[Side, BasePoller] = {
-        "cw": ConnectWisePoller(store, app[CW_CLIENT], config.connectwise, by_company),
+        "cw": cw_poller,
         "soc": SocPoller(store, app[SOC_CLIENT], config.soc, by_organization, utc_now),
     }
     keys = SigningKeyCache(
@@ -251,7 +252,7 @@ async def _intake_ctx(app: web.Application) -> AsyncIterator[None]:
         ttl=config.connectwise.signing_key_ttl_seconds,
     )
     intakes: dict[Side, Intake] = {
-        "cw": CallbackIntake(store, config.connectwise, by_company, keys, pollers["cw"].kick),
+        "cw": CallbackIntake(store, config.connectwise, by_company, keys, cw_poller.kick_notes),
         "soc": WebhookIntake(store, config.soc, by_organization, utc_now, kick=pollers["soc"].kick),
     }
     app[INTAKES] = intakes

@@ -24,9 +24,11 @@ listing that showed it was answered, so a listing that starts
 memory only: after a restart the persisted watermark is listed inclusively
 again.
 
-:meth:`ConnectWisePoller.kick` (wired to the callback intake) asks for an
-early refresh of one ticket: intake may not call the API on the request path,
-and callbacks carry no notes, so the poller reads them right after. The
+:meth:`ConnectWisePoller.kick_notes` (wired to the callback intake) asks for
+an early read of one ticket's notes: intake may not call the API on the request
+path, and callbacks carry the ticket but no notes, so the poller reads them
+right after (one request, not two: the callback's ticket is recorded already).
+:meth:`ConnectWisePoller.kick` asks for the ticket and its notes. The
 schedule (a pass every interval, kicked tickets at once) is
 :class:`daemon.connectors.polling.BasePoller`'s.
 """
@@ -54,7 +56,7 @@ from daemon.connectors.connectwise.observe import (
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.contract import PollReport
 from daemon.connectors.polling import BasePoller, record_poll
-from eventstore import DuplicateEventError, EventStore, NewEvent
+from eventstore import DuplicateEventError, EventStore, NewEvent, RecordedEvent
 from projections import kinds
 
 WATERMARK_STREAM = "poller:connectwise"
@@ -97,6 +99,8 @@ class ConnectWisePoller(BasePoller):
         self._now = now
         self._monotonic = monotonic
         self._second: WatermarkSecond | None = None
+        #: Kicked tickets whose notes alone are to be read (see kick_notes).
+        self._notes_only: set[int] = set()
         # The poller's reads yield to the outbox's: a pass over the board lists every
         # ticket's notes, a burst the outbox's writes must not queue behind.
         self.client = client.background()
@@ -163,9 +167,26 @@ class ConnectWisePoller(BasePoller):
         report.watermark = newest
         return report
 
+    def kick(self, ticket_id: int, tenant: str | None = None) -> None:
+        self._notes_only.discard(int(ticket_id))
+        super().kick(ticket_id, tenant)
+
+    def kick_notes(self, ticket_id: int, tenant: str | None = None) -> None:
+        """Ask for a read of this ticket's notes soon (a callback recorded the ticket)."""
+        if tenant is None:
+            self.kick(ticket_id, tenant)
+            return
+        if int(ticket_id) not in self._kicked:  # else a whole read is asked for already
+            self._notes_only.add(int(ticket_id))
+        super().kick(ticket_id, tenant)
+
     async def refresh(self, ticket_id: int, tenant: str | None = None) -> PollReport:
-        """Read one ticket and its notes now (after a callback)."""
+        """Read one ticket and its notes now (after a callback: only its notes)."""
         report = PollReport()
+        if ticket_id in self._notes_only and tenant is not None:
+            self._notes_only.discard(ticket_id)
+            await self._observe_notes(ticket_id, tenant, [], whole=False, report=report)
+            return report
         try:
             ticket = await self.client.get_ticket(ticket_id)
         except NotFoundError:
@@ -195,6 +216,14 @@ class ConnectWisePoller(BasePoller):
             self._log.warning("poll.duplicate_key", error=str(exc))
             events, whole, wrote = [], False, False
         report.tickets_recorded += wrote
+        await self._observe_notes(ticket_id, tenant, events, whole=whole, report=report)
+
+    async def _observe_notes(
+        self, ticket_id: int, tenant: str, events: list[RecordedEvent], *, whole: bool,
+        report: PollReport,
+    ) -> None:  # fmt: skip
+        """Append the ticket's notes the log lacks; ``events`` are its stream's recent
+        events (``whole``: all of them), which need no look-up."""
         known = {e.event_id for e in events}
         for note in await self.client.list_notes(ticket_id):
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)

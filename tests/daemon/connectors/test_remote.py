@@ -334,6 +334,44 @@ async def test_background_requests_leave_room_for_the_others(
     assert seen[-1] == "slow"
 
 
+async def test_background_requests_still_go_under_a_steady_stream_of_others(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+    busy = asyncio.Event()
+
+    async def h(req: web.Request) -> web.Response:
+        seen.append(req.path.rsplit("/", 1)[-1])
+        if len(seen) == 12:
+            busy.set()
+        return web.Response()
+
+    base = await serve(h)
+    async with client(base, limits=Limits(rate_per_second=10, max_concurrency=50)) as c:
+
+        async def reads() -> None:
+            await busy.wait()
+            for n in range(2):  # one after the other, as a poller reads
+                await c.request("GET", f"read{n}", background=True)
+
+        reading = asyncio.ensure_future(reads())
+
+        async def writes(w: int) -> None:
+            # The outbox keeps the limit full: never room for the reserve. Bounded, so
+            # reads that never go fail the test rather than hanging it.
+            for n in range(25):
+                if reading.done():
+                    return
+                await c.request("GET", f"w{w}-{n}")
+
+        await asyncio.gather(*(writes(w) for w in range(3)))
+        assert reading.done()
+        await reading
+    # Each read yields to the writes for BACKGROUND_MAX_WAIT_S at most (about 10 of them
+    # at 10/s), then goes: well before the 75 the writers would have sent.
+    assert seen.index("read1") < 50, seen
+
+
 def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7
     assert parse_retry_after(None) is None

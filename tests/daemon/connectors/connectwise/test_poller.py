@@ -113,6 +113,34 @@ async def test_run_loop_refreshes_kicked_ticket_and_stops(
     assert task.done() and task.exception() is None
 
 
+async def test_a_callbacks_kick_reads_the_notes_alone_and_a_whole_kick_wins(
+    tech: ConnectWiseClient, cw: ConnectWiseClient, settings: ConnectWiseSettings,
+    store: EventStore,
+) -> None:  # fmt: skip
+    # A callback recorded the ticket already: its kick costs one request, the notes.
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    t = await tech.create_ticket(on_board(250, "Callback with a note"))
+    await tech.create_note(t["id"], "said in a callback's wake", "Discussion")
+    before = cw.remote.attempts_made
+    poller.kick_notes(t["id"], "acme")
+    report = await poller.refresh_kicked()
+    assert cw.remote.attempts_made - before == 1
+    assert (report.seen, report.notes_recorded) == (0, 1)
+    stream = await store.read_stream(f"cw:ticket:{t['id']}")
+    assert [e.type for e in stream] == ["connectwise.note.observed"]
+    # Read again, nothing new is recorded.
+    poller.kick_notes(t["id"], "acme")
+    assert (await poller.refresh_kicked()).notes_recorded == 0
+    # A whole read asked for (the outbox found the ticket changed) is not narrowed by a
+    # callback's kick after it, nor before it.
+    for kicks in (("kick", "kick_notes"), ("kick_notes", "kick")):
+        for kick in kicks:
+            getattr(poller, kick)(t["id"], "acme")
+        before = cw.remote.attempts_made
+        assert (await poller.refresh_kicked()).seen == 1
+        assert cw.remote.attempts_made - before == 2
+
+
 async def test_first_poll_looks_back_only_so_far(
     sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
     make_settings, store: EventStore,
