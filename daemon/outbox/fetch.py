@@ -16,16 +16,14 @@ fetch shows the ticket as it is, at least as new as any of them. Sync takes
 a fresh fetch read after the side's known value was set as the newer one.
 
 Under a burst, fetches of many tickets of one desk are ready at once: the outbox
-reads their tickets together (:func:`read_tickets`, one request for up to 100 SOC
-or 200 ConnectWise tickets) and hands each fetch its ticket as its first read.
-The log position is taken before that one read, so the freshness rule is the
-same as for a read of one ticket.
+carries them out together (:func:`fetch_tickets`). Each attempt reads the tickets
+still to record with one request (up to 100 SOC or 200 ConnectWise tickets), the
+log position taken before it, and records each as a fetch of one ticket does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
 from typing import Any
 
 from daemon.connectors.contract import Desk, Record
@@ -37,58 +35,75 @@ from projections.state import Link, PendingCommand
 ATTEMPTS = 3
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Read:
-    """A ticket as read for a fetch, and the log position taken before the read."""
-
-    ticket: Record
-    read_after: int
-
-
-async def read_tickets(
-    store: EventStore, desk: Desk, ticket_ids: Collection[int]
-) -> dict[int, Read]:
-    """The tickets of several fetches of one desk, read together; a ticket missing from the
-    desk's answer is missing here too (its fetch reads it alone, and meets its 404)."""
-    read_after = await store.last_position()
-    tickets = await desk.read_tickets(ticket_ids)
-    return {ticket_id: Read(ticket, read_after) for ticket_id, ticket in tickets.items()}
-
-
 async def fetch_ticket(
-    store: EventStore, command: PendingCommand, link: Link, desks: Desks, first: Read | None = None
+    store: EventStore, command: PendingCommand, link: Link, desks: Desks
 ) -> dict[str, Any]:
-    """Read the command's ticket and append the observation; return what was recorded.
-
-    ``first``: the ticket already read with others (:func:`read_tickets`), taken as the
-    first attempt's read; attempts after it read the ticket alone.
-    """
+    """Read the command's ticket and append the observation; return what was recorded."""
     side, ticket_id = target_ticket(command, link)
     desk = desks[side]
-    stream = desk.stream_for(ticket_id)
     for attempt in range(1, ATTEMPTS + 1):
-        if attempt == 1 and first is not None:
-            read_after, ticket = first.read_after, first.ticket
-        else:
-            read_after = await store.last_position()
-            ticket = await desk.read_ticket(ticket_id)
-        last = await store.last_in_stream(stream)
-        fresh = last is None or last.position <= read_after
-        event_id = derived_event_id(side, "fetch", command.command_id, str(read_after))
-        if fresh:
-            event = _observation(desk, ticket, command, event_id, read_after, fresh=True)
-            version = last.stream_version if last is not None else 0
-            try:
-                await store.append([event], expected_version=version)
-                return {"event_id": event.event_id, "read_after": read_after, "fresh": True}
-            except ConcurrencyError:
-                pass  # recorded meanwhile: not fresh
-        if attempt == ATTEMPTS:
-            # The ticket keeps changing: record what was read; sync asks again if needed.
-            event = _observation(desk, ticket, command, event_id, read_after, fresh=False)
-            await store.append([event])
-            return {"event_id": event.event_id, "read_after": read_after, "fresh": False}
-    raise AssertionError("unreachable: the last attempt always appends")
+        read_after = await store.last_position()
+        ticket = await desk.read_ticket(ticket_id)
+        recorded = await _record(store, desk, command, ticket, read_after, attempt)
+        if recorded is not None:
+            return recorded
+    raise AssertionError("unreachable: the last attempt always records")
+
+
+@dataclasses.dataclass(eq=False)
+class Fetch:
+    """One of several fetches of one desk carried out together, and what it recorded."""
+
+    command: PendingCommand
+    ticket_id: int
+    #: As :func:`fetch_ticket` returns it; ``None`` until recorded, and for a ticket the
+    #: desk's answer lacked (gone: its fetch is for reading alone, to meet its 404).
+    recorded: dict[str, Any] | None = None
+
+
+async def fetch_tickets(store: EventStore, desk: Desk, fetches: list[Fetch]) -> None:
+    """Carry out ``fetches`` (all of ``desk``) together: each attempt reads the tickets not
+    recorded yet in one go (``read_after`` taken before that read), then records each as
+    :func:`fetch_ticket` does. What a read raises propagates; fetches recorded before it
+    keep what they recorded."""
+    todo = fetches
+    for attempt in range(1, ATTEMPTS + 1):
+        read_after = await store.last_position()
+        tickets = await desk.read_tickets({f.ticket_id for f in todo})
+        todo = [f for f in todo if f.ticket_id in tickets]
+        for f in todo:
+            ticket = tickets[f.ticket_id]
+            f.recorded = await _record(store, desk, f.command, ticket, read_after, attempt)
+        todo = [f for f in todo if f.recorded is None]
+        if not todo:
+            return
+
+
+async def _record(
+    store: EventStore, desk: Desk, command: PendingCommand, ticket: Record, read_after: int,
+    attempt: int,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Append the read as the command's observation, fresh if nothing was recorded of the
+    ticket since ``read_after``; what was recorded, or ``None`` (not fresh) while attempts
+    remain. The last attempt records what it read, fresh or not: the ticket keeps changing,
+    and sync asks again if it needs to."""
+    stream = desk.stream_for(int(ticket["id"]))
+    last = await store.last_in_stream(stream)
+    fresh = last is None or last.position <= read_after
+    event_id = derived_event_id(desk.side, "fetch", command.command_id, str(read_after))
+    if fresh:
+        event = _observation(desk, ticket, command, event_id, read_after, fresh=True)
+        version = last.stream_version if last is not None else 0
+        try:
+            await store.append([event], expected_version=version)
+            return {"event_id": event.event_id, "read_after": read_after, "fresh": True}
+        except ConcurrencyError:
+            pass  # recorded meanwhile: not fresh
+    if attempt < ATTEMPTS:
+        return None
+    event = _observation(desk, ticket, command, event_id, read_after, fresh=False)
+    await store.append([event])
+    return {"event_id": event.event_id, "read_after": read_after, "fresh": False}
 
 
 def _observation(

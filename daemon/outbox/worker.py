@@ -37,7 +37,7 @@ import structlog
 from daemon.connectors.contract import RemoteApiError, RemoteError, RetryAfterTooLongError
 from daemon.connectors.remote import request_purpose
 from daemon.outbox.deliver import Desks, MissingTargetError, StaleTargetError, deliver
-from daemon.outbox.fetch import Read, fetch_notes, fetch_ticket, read_tickets
+from daemon.outbox.fetch import Fetch, fetch_notes, fetch_ticket, fetch_tickets
 from daemon.sync.engine import SyncEngine
 from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
@@ -308,41 +308,36 @@ class Outbox:
             await self._carry_out(attempt)
 
     async def _fetches(self, commands: list[PendingCommand]) -> None:
-        """Fetches of one desk, at the heads of their lanes at once: their tickets read
-        with one request (or as few as the desk's API allows), then each fetch recorded
-        and ended as its own attempt would be."""
+        """Fetches of one desk, at the heads of their lanes at once, carried out together
+        (see :func:`fetch_tickets`: one request reads all their tickets), each then ended
+        as its own attempt would be."""
         if len(commands) == 1:
             return await self._attempt(commands[0])
+        side = commands[0].target
         going = [a for c in commands if (a := await self._going(c)) is not None]
-        try:
-            reads = await self._read_together(commands[0].target, going)
-        except (RemoteError, OSError, TimeoutError) as exc:
-            for a in going:
-                await self._unsent(a, exc)  # each would have met it, read alone
-            return
-        # A ticket missing from the answer is read alone: a 404 parks its fetch as ever.
-        await asyncio.gather(*(self._carry_out(a, reads.get(a.command.command_id))
-                               for a in going))  # fmt: skip
-
-    async def _read_together(self, side: Side, going: list[_Attempt]) -> dict[str, Read]:
-        """Command id -> its ticket, read with the others'. The desk refusing the read of
-        many says nothing of any one ticket: then each is read alone, and parked only if
-        its own read is refused."""
-        ids = {}
+        together: dict[str, Fetch] = {}
         for a in going:
             ticket_id = a.link.ticket_id(side)
             if ticket_id is not None:  # else _carry_out waits for the link's create
-                ids[a.command.command_id] = ticket_id
-        if not ids:
-            return {}
+                together[a.command.command_id] = Fetch(a.command, ticket_id)
+        failed: RemoteError | OSError | TimeoutError | None = None
         try:
             with request_purpose("fetch"):
-                read = await read_tickets(self.store, self.desks[side], set(ids.values()))
-        except RemoteApiError as exc:
-            if exc.status in DEFINITIVE:
-                return {}
-            raise
-        return {command_id: read[t] for command_id, t in ids.items() if t in read}
+                await fetch_tickets(self.store, self.desks[side], list(together.values()))
+        except (RemoteError, OSError, TimeoutError) as exc:
+            failed = exc
+        # Refused as a read of many, which says nothing of any one ticket: read each alone.
+        refused = isinstance(failed, RemoteApiError) and failed.status in DEFINITIVE
+        alone = []
+        for a in going:
+            fetch = together.get(a.command.command_id)
+            if fetch is not None and fetch.recorded is not None:
+                await self._delivered(a, fetch.recorded)
+            elif fetch is not None and failed is not None and not refused:
+                await self._unsent(a, failed)  # what its own read would have met
+            else:
+                alone.append(a)  # e.g. its ticket missing from the answer: a 404 parks it
+        await asyncio.gather(*(self._carry_out(a) for a in alone))
 
     async def _going(self, command: PendingCommand) -> _Attempt | None:
         """The attempt at ``command``, or ``None`` when it ends (or waits) unsent: its link
@@ -368,15 +363,14 @@ class Outbox:
         self._tried.add(command_id)
         return _Attempt(command, link, command.attempts + 1, maybe_sent)
 
-    async def _carry_out(self, attempt: _Attempt, first: Read | None = None) -> None:
-        """Send the command, and record what came of it; a fetch given ``first`` (its
-        ticket read with others) takes that as its first read."""
+    async def _carry_out(self, attempt: _Attempt) -> None:
+        """Send the command, and record what came of it."""
         command, link = attempt.command, attempt.link
         try:
             if command.is_fetch:
                 # A read, not a write: sync could not order two same-second observations.
                 with request_purpose("fetch"):
-                    result = await fetch_ticket(self.store, command, link, self.desks, first)
+                    result = await fetch_ticket(self.store, command, link, self.desks)
             elif command.action == "fetch_notes":
                 # A read: replies made on a created ticket before its link was recorded.
                 with request_purpose("fetch"):
@@ -401,9 +395,12 @@ class Outbox:
         except (RemoteError, OSError, TimeoutError) as exc:
             await self._unsent(attempt, exc)
             return
-        self._retry_at.pop(command.command_id, None)
+        await self._delivered(attempt, result)
+
+    async def _delivered(self, attempt: _Attempt, result: dict[str, Any]) -> None:
+        self._retry_at.pop(attempt.command.command_id, None)
         await self._outcome(
-            command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt.number}
+            attempt.command, kinds.COMMAND_DELIVERED, {"result": result, "attempt": attempt.number}
         )
 
     async def _unsent(self, attempt: _Attempt, exc: RemoteError | OSError | TimeoutError) -> None:

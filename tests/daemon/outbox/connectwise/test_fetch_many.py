@@ -4,14 +4,15 @@ Under a burst, sync asks for a re-read of many tickets (same-second observations
 cannot order). Each such fetch is a command of its own link's lane; when several are
 at the heads of their lanes together, the outbox reads their tickets with one
 ``conditions=id in (...)`` request, then records each ticket's observation and each
-command's outcome exactly as a fetch of one ticket does. A ticket missing from the
-answer is read alone, so its 404 parks its fetch as before.
+command's outcome exactly as a fetch of one ticket does; the reads that were not
+fresh are tried again together. A ticket missing from the answer is read alone, so
+its 404 parks its fetch as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 from daemon.connectors.connectwise import observe
 from daemon.connectors.connectwise.client import ConnectWiseClient
 from daemon.connectors.connectwise.desk import ConnectWiseDesk
+from daemon.connectors.contract import Record
 from daemon.outbox.worker import Outbox
 from daemon.simulators.connectwise import SimServer, fixture
-from eventstore import RecordedEvent, derived_event_id
+from eventstore import EventStore, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.state import PendingCommand
 from tests.support.history import Log
@@ -56,6 +58,22 @@ def _seen(desk: ConnectWiseDesk, data: Mapping[str, Any], what: str) -> Any:
     )
 
 
+class Changing(ConnectWiseDesk):
+    """ConnectWise whose tickets each change once while the outbox reads them: the change's
+    callback is recorded between the first read and the fetch's record of it."""
+
+    store: EventStore | None = None
+
+    async def read_tickets(self, ticket_ids: Collection[int]) -> dict[int, Record]:
+        tickets = await super().read_tickets(ticket_ids)
+        if self.store is not None:
+            for ticket in tickets.values():
+                data = observe.ticket_data(ticket, via="callback", api_member=fixture.API_MEMBER)
+                await self.store.append([_seen(self, data, "meanwhile")])
+            self.store = None
+        return tickets
+
+
 @dataclass
 class Fetched:
     """What carrying out the fetches showed: the tickets, their fetch commands, the log,
@@ -68,12 +86,14 @@ class Fetched:
 
 
 async def _fetched(
-    cw: ConnectWiseClient, tech: ConnectWiseClient, path: Path, *, deleted: int | None = None
-) -> Fetched:
+    cw: ConnectWiseClient, tech: ConnectWiseClient, path: Path, *, deleted: int | None = None,
+    changing: bool = False,
+) -> Fetched:  # fmt: skip
     """Run the outbox over the fetches of :func:`_ambiguous` until each has its outcome,
-    delivered or parked; ticket ``deleted`` (an index) is deleted before they are read."""
+    delivered or parked; ticket ``deleted`` (an index) is deleted before they are read;
+    ``changing``: the tickets change while first read (see :class:`Changing`)."""
     sent: list[tuple[str, str]] = []
-    desk = ConnectWiseDesk(cw)
+    desk = Changing(cw) if changing else ConnectWiseDesk(cw)
     log = await Log.open(path)
     try:
         ids = await _ambiguous(log, tech, desk)
@@ -81,6 +101,8 @@ async def _fetched(
         assert len(fetches) == TICKETS and len({c.lane for c in fetches}) == TICKETS
         if deleted is not None:
             await tech.delete(f"service/tickets/{ids[deleted]}")
+        if isinstance(desk, Changing):
+            desk.store = log.store
         engine = log.live.engine
         assert engine is not None
         waiting = {c.command_id for c in fetches}
@@ -142,3 +164,19 @@ async def test_a_ticket_missing_from_the_answer_is_read_alone_and_its_fetch_park
     assert parked.type == kinds.COMMAND_PARKED and parked.data["remote_status"] == "404"
     others = [ends[c.command_id].type for n, c in enumerate(run.fetches) if n != 2]
     assert others == [kinds.COMMAND_DELIVERED] * (TICKETS - 1)
+
+
+async def test_reads_that_were_not_fresh_are_tried_again_together(
+    sim: SimServer, cw: ConnectWiseClient, tech: ConnectWiseClient, tmp_path: Path
+) -> None:
+    run = await _fetched(cw, tech, tmp_path / "events.db", changing=True)
+    # Every ticket changed while first read: all five read again, with one request.
+    assert run.sent == [("GET", "fetch"), ("GET", "fetch")]
+    results = [
+        run.events[derived_event_id("outbox", c.command_id, kinds.COMMAND_DELIVERED, "")].data[
+            "result"
+        ]
+        for c in run.fetches
+    ]
+    assert {r["fresh"] for r in results} == {True}
+    assert len({r["read_after"] for r in results}) == 1  # the second read's, for all
