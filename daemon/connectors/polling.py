@@ -155,10 +155,17 @@ class BasePoller:
         self._on_pass.append(listener)
 
     async def refresh_kicked(self) -> PollReport:
-        """Refresh every kicked ticket, lowest id first; the reports added up."""
+        """Refresh every ticket kicked so far, lowest id first; the reports added up.
+
+        One round each time: tickets kicked again meanwhile wait for the next. Under a
+        steady stream of callbacks every ticket is kicked again within seconds, and
+        taking the lowest kicked id each time would read the lowest tickets over and
+        over while the others (and the reconciliation pass) waited for the stream to end.
+        """
         total = PollReport()
-        while self._kicked:
-            ticket_id = min(self._kicked)
+        for ticket_id in sorted(self._kicked):
+            if ticket_id not in self._kicked:
+                continue
             tenant = self._kicked.pop(ticket_id)
             report = await self.refresh(ticket_id, tenant)
             total.seen += report.seen
