@@ -26,6 +26,7 @@ retries later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -50,7 +51,6 @@ from daemon.connectors.connectwise.signing import (
     SigningKeyCache,
     UnknownSigningKeyError,
     check_key_url,
-    verify,
 )
 from daemon.connectors.intake import BaseIntake, Kick, Refusal, answer, json_object
 from eventstore import DuplicateEventError, EventStore, NewEvent, derived_event_id
@@ -114,8 +114,10 @@ class CallbackIntake(BaseIntake):
         """The callback envelope (``Entity`` still a JSON string), refused unless whole."""
         payload = json_object(
             raw,
-            invalid=Refusal(400, "bad_json", "body is not valid JSON"),
-            not_an_object=Refusal(400, "bad_envelope", "body is not a JSON object"),
+            invalid=functools.partial(Refusal, 400, "bad_json", "body is not valid JSON"),
+            not_an_object=functools.partial(
+                Refusal, 400, "bad_envelope", "body is not a JSON object"
+            ),
         )
         problems = []
         for name, kind in (("MessageId", str), ("CompanyId", str), ("Action", str),
@@ -148,7 +150,7 @@ class CallbackIntake(BaseIntake):
             raise Refusal(401, "unknown_signing_key", str(exc)) from None
         try:
             if key is not None:
-                verify(key, raw, header)
+                key.verify(raw, header)
                 return
         except SignatureError:
             pass
@@ -157,7 +159,7 @@ class CallbackIntake(BaseIntake):
         try:
             if fresh is None:
                 raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
-            verify(fresh, raw, header)
+            fresh.verify(raw, header)
         except SignatureError:
             raise Refusal(
                 401, "bad_signature", f"{SIGNATURE_HEADER} does not match the body"

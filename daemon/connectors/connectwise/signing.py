@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import time
@@ -47,23 +48,51 @@ class UnknownSigningKeyError(SignatureError):
 SIGNATURE_HEADER = "x-content-signature"
 
 
+def mac_key(signing_key: Secret) -> bytes:
+    """The HMAC key a signing key stands for: ``SHA256(signing_key)``."""
+    return hashlib.sha256(signing_key.reveal().encode("utf-8")).digest()
+
+
 def sign(signing_key: Secret, body: bytes) -> str:
     """The ``x-content-signature`` value ConnectWise sends with ``body``."""
-    key = hashlib.sha256(signing_key.reveal().encode("utf-8")).digest()
-    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode("ascii")
+    return base64.b64encode(hmac.digest(mac_key(signing_key), body, "sha256")).decode("ascii")
 
 
 def verify(signing_key: Secret, body: bytes, header: str | None) -> None:
     """Constant-time check of an ``x-content-signature`` over the raw body;
     :class:`SignatureError` unless it matches."""
+    verify_mac(mac_key(signing_key), body, header)
+
+
+def verify_mac(key: bytes, body: bytes, header: str | None) -> None:
+    """:func:`verify` with the HMAC key (:func:`mac_key`) already derived."""
     if not header:
         raise SignatureError(f"{SIGNATURE_HEADER} header is missing")
     try:
-        given = base64.b64decode(header.strip(), validate=True)
+        # What base64.b64decode(validate=True) does, without its wrapper's conversions.
+        given = binascii.a2b_base64(header.strip(), strict_mode=True)
     except (binascii.Error, ValueError):
         given = b""
-    if not hmac.compare_digest(base64.b64decode(sign(signing_key, body)), given):
+    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), given):
         raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
+
+
+class SigningKey:
+    """A fetched signing key with its HMAC key derived once: every callback signed with
+    it is checked without hashing the key again. Never shows either."""
+
+    __slots__ = ("_mac", "secret")
+
+    def __init__(self, secret: Secret) -> None:
+        self.secret = secret
+        self._mac = mac_key(secret)
+
+    def verify(self, body: bytes, header: str | None) -> None:
+        """:func:`verify` with this key."""
+        verify_mac(self._mac, body, header)
+
+    def __repr__(self) -> str:
+        return "SigningKey('***')"
 
 
 class CallbackSigner:
@@ -83,6 +112,13 @@ def check_key_url(key_url: object, site_url: str) -> URL:
     """The parsed key_url if its origin is the configured ConnectWise site."""
     if not isinstance(key_url, str) or not key_url:
         raise SignatureError("Metadata.key_url is missing")
+    return _checked_key_url(key_url, site_url)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_key_url(key_url: str, site_url: str) -> URL:
+    # Every callback of a site names the same few key URLs: parse each once. Bounded, and
+    # a refused URL raises, so nothing a forger sends stays cached.
     try:
         url = URL(key_url)
         origin = url.origin()
@@ -100,7 +136,7 @@ def check_key_url(key_url: object, site_url: str) -> URL:
 
 @dataclass
 class _Entry:
-    key: Secret
+    key: SigningKey
     fetched_at: float
 
 
@@ -123,25 +159,27 @@ class SigningKeyCache:
         self._min_refetch = min_refetch
         self._timeout = timeout
         self._clock = clock
-        self._keys: dict[str, _Entry] = {}
+        # Keyed by the URL itself (hashable, equal when its text is): no string is built
+        # from it per callback.
+        self._keys: dict[URL, _Entry] = {}
         #: key_url -> when ConnectWise last said it names no key: refused without asking
         #: again for ``min_refetch`` seconds, so forged callbacks cannot make us hammer it.
-        self._unknown: dict[str, float] = {}
+        self._unknown: dict[URL, float] = {}
         self.fetches = 0  # for metrics and tests
 
     def __repr__(self) -> str:
         return f"SigningKeyCache(keys={len(self._keys)})"
 
-    async def get(self, key_url: URL, *, refresh: bool = False) -> Secret | None:
+    async def get(self, key_url: URL, *, refresh: bool = False) -> SigningKey | None:
         """The key for ``key_url``; ``refresh`` re-fetches unless it was fetched
         within ``min_refetch`` seconds (then ``None``: nothing new to try)."""
         now = self._clock()
-        refused_at = self._unknown.get(str(key_url))
+        refused_at = self._unknown.get(key_url)
         if refused_at is not None and now - refused_at < self._min_refetch:
             raise UnknownSigningKeyError(
                 f"ConnectWise has no signing key for the callback's key_url on {key_url.host}"
             )
-        entry = self._keys.get(str(key_url))
+        entry = self._keys.get(key_url)
         if entry is not None:
             age = now - entry.fetched_at
             if not refresh and age < self._ttl:
@@ -149,12 +187,12 @@ class SigningKeyCache:
             if refresh and age < self._min_refetch:
                 return None
         try:
-            key = await self._fetch(key_url)
+            key = SigningKey(await self._fetch(key_url))
         except UnknownSigningKeyError:
-            self._unknown[str(key_url)] = self._clock()
+            self._unknown[key_url] = self._clock()
             raise
-        self._unknown.pop(str(key_url), None)
-        self._keys[str(key_url)] = _Entry(key, self._clock())
+        self._unknown.pop(key_url, None)
+        self._keys[key_url] = _Entry(key, self._clock())
         return key
 
     async def _fetch(self, key_url: URL) -> Secret:
