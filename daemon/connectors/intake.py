@@ -87,14 +87,17 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def json_object(raw: bytes, *, invalid: Refusal, not_an_object: Refusal) -> dict[str, Any]:
-    """The body as a JSON object, refused with ``invalid`` (not JSON) or ``not_an_object``."""
+def json_object(
+    raw: bytes, *, invalid: Callable[[], Refusal], not_an_object: Callable[[], Refusal]
+) -> dict[str, Any]:
+    """The body as a JSON object, refused with ``invalid()`` (not JSON) or
+    ``not_an_object()``: made only when refused, not on every delivery."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise invalid from None
+        raise invalid() from None
     if not isinstance(doc, dict):
-        raise not_an_object
+        raise not_an_object()
     return doc
 
 

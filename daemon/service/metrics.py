@@ -103,6 +103,10 @@ class Metrics:
         #: When this process started: stands in for the issue time of older commands.
         self.process_started = time.time()
         self._issued: dict[str, float] = {}
+        # The labelled children of the per-request and per-event counters, by label
+        # values: ``labels()`` validates and looks them up under a lock on every call.
+        self._responses: dict[tuple[str, int], Counter] = {}
+        self._appended: dict[str, Counter] = {}
         self.state = _StateCollector(self)
         self.registry.register(self.state)
 
@@ -110,7 +114,10 @@ class Metrics:
         self.refused.labels(route, reason).inc()
 
     def handled(self, path: str, status: int) -> None:
-        self.responses.labels(path, str(status)).inc()
+        child = self._responses.get((path, status))
+        if child is None:
+            child = self._responses[(path, status)] = self.responses.labels(path, str(status))
+        child.inc()
 
     def issued_at(self, command_id: str) -> float | None:
         """When a pending command was issued (known for commands issued since start)."""
@@ -128,7 +135,10 @@ class Metrics:
         """
         if event.position <= self.started_at:
             return
-        self.events.labels(event.type).inc()
+        child = self._appended.get(event.type)
+        if child is None:
+            child = self._appended[event.type] = self.events.labels(event.type)
+        child.inc()
         self.head = max(self.head, event.position)
         # An issued command's id is its event id; outcomes carry it in their data.
         command_id = event.event_id if event.type == ISSUED else event.data.get("command_id")

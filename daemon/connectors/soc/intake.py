@@ -21,6 +21,7 @@ misconfiguration, not bad input, and the desk will redeliver later.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -295,8 +296,10 @@ class WebhookIntake(BaseIntake):
 def _parse(body: bytes) -> _Envelope:
     doc = json_object(
         body,
-        invalid=Refusal(400, "malformed_json", "webhook body is not valid JSON"),
-        not_an_object=Refusal(400, "malformed_json", "webhook body is not a JSON object"),
+        invalid=functools.partial(Refusal, 400, "malformed_json", "webhook body is not valid JSON"),
+        not_an_object=functools.partial(
+            Refusal, 400, "malformed_json", "webhook body is not a JSON object"
+        ),
     )
     try:
         env = _Envelope.model_validate(doc)
