@@ -50,7 +50,11 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "store",
         lambda f: f["concurrent_vs_sqlite_limit"] >= 0.75,
     ),
-    "ingest_vs_plain >= 0.3": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.3),
+    "ingest_vs_plain >= 0.5": ("pipeline", lambda f: f["ingest_vs_plain"] >= 0.5),
+    "ingest_cpu_ms_per_request <= 3 x plain aiohttp's": (
+        "pipeline",
+        lambda f: f["ingest_cpu_ms_per_request"] <= 3 * f["plain_aiohttp_cpu_ms_per_request"],
+    ),
     "sync_p99_ms < 500": ("pipeline", lambda f: f["sync_p99_ms"] < 500),
     "rss_mb < 150": ("history", lambda f: f["rss_mb"] < 150),
     "rss flat (1M <= 1.2 x 100k)": ("history", lambda f: f["rss_mb"] <= 1.2 * f["rss_100k_mb"]),
