@@ -25,6 +25,7 @@ from projections.state import (
     NoteMirror,
     Parked,
     PendingCommand,
+    Side,
     SideState,
     as_field_name,
     as_side,
@@ -169,6 +170,12 @@ def _echo(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> Non
 
 def _ignored(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
     link = state.links.get(d["link_id"])
+    if link is not None and d.get("reason") == "ambiguous":
+        # Answered by a read that starts after it (logs from before ``seen_position``
+        # was recorded: the decision's own position, just after).
+        side = as_side(d["side"])
+        seen = d.get("seen_position", event.position)
+        link.awaiting_read[side] = max(link.awaiting_read.get(side, seen), seen)
     if link is not None and d.get("reason") == "unchanged":
         # A newer observation showed these fields unchanged: known as of its source time.
         side = as_side(d["side"])
@@ -176,6 +183,20 @@ def _ignored(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> 
             s = link.fields[as_field_name(name)].side(side)
             s.saw(d["at"])
             _known(s, event)
+
+
+def _observed(side: Side) -> Handler:
+    def fold(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
+        read_after = d.get("read_after")
+        if not d.get("fresh") or not isinstance(read_after, int):
+            return
+        link = state.link_for(side, d["id"])
+        # A fresh read that started after the ambiguous observations answers them all.
+        if link is not None and link.awaiting_read.get(side, read_after + 1) <= read_after:
+            del link.awaiting_read[side]
+            state.touched.add(link.link_id)  # the event names no link: see apply
+
+    return fold
 
 
 def _note_decided(state: BridgeState, event: RecordedEvent, d: Mapping[str, Any]) -> None:
@@ -329,6 +350,8 @@ _HANDLERS: dict[str, Handler] = {
     kinds.CONFLICT_RESOLVED: _conflict_resolved,
     kinds.ECHO_RECOGNISED: _echo,
     kinds.OBSERVATION_IGNORED: _ignored,
+    kinds.CW_TICKET_OBSERVED: _observed("cw"),
+    kinds.SOC_TICKET_OBSERVED: _observed("soc"),
     kinds.NOTE_MIRROR_DECIDED: _note_decided,
     kinds.NOTE_SKIPPED: _note_skipped,
     kinds.COMMAND_ISSUED: _issued,

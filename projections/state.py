@@ -244,6 +244,9 @@ class Link:
         default_factory=lambda: {name: FieldState() for name in FIELDS}
     )
     notes: dict[str, NoteMirror] = field(default_factory=dict)
+    #: Per desk, the log position of the latest ambiguous observation no read has answered
+    #: yet: a fresh fetch read after it clears it (see daemon/sync/fields.py, ambiguous).
+    awaiting_read: dict[Side, int] = field(default_factory=dict)
 
     def ticket_id(self, side: Side) -> int | None:
         return self.cw_id if side == "cw" else self.soc_id
@@ -462,6 +465,11 @@ def encode_link(link: Link) -> JsonObject:
         "unlinked_reason": link.unlinked_reason,
         "fields": {name: encode_field(f) for name, f in link.fields.items()},
         "notes": {key: note.to_json() for key, note in link.notes.items()},
+        **(
+            {"awaiting_read": {k: v for k, v in link.awaiting_read.items()}}
+            if link.awaiting_read
+            else {}
+        ),
     }
 
 
@@ -599,6 +607,10 @@ def decode_link(value: Json) -> Link:
         notes={
             k: NoteMirror.from_json(_text(v, "note"))
             for k, v in _object(d.get("notes"), "notes").items()
+        },
+        awaiting_read={
+            as_side(k): _int(v, "awaiting_read")
+            for k, v in _object(d.get("awaiting_read", {}), "awaiting_read").items()
         },
     )
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from daemon.sync.decision import Decision
-from daemon.sync.fields import FieldSeen, decide_field
+from daemon.sync.fields import FieldSeen, decide_field, read_again
 from daemon.sync.rules import Rules, TenantRule
 from daemon.sync.vocabulary import (
     CW_MARKER,
@@ -33,7 +33,7 @@ from daemon.sync.vocabulary import (
 )
 from eventstore import NewEvent, RecordedEvent
 from projections import kinds
-from projections.state import BridgeState, Link, Side
+from projections.state import BridgeState, Link, Side, as_side
 
 Data = Mapping[str, Any]
 Input = Callable[[Decision, BridgeState, Data, TenantRule, Rules], None]
@@ -252,8 +252,14 @@ def _soc_comment(
 def _delivered(
     d: Decision, state: BridgeState, data: Data, tenant: TenantRule, rules: Rules
 ) -> None:
-    """A delivered create links the pair."""
+    """A delivered create links the pair; a delivered read may leave observations that
+    came while it was under way awaiting one more."""
     kind = data.get("kind")
+    if kind in ("cw.fetch_ticket", "soc.fetch_ticket"):
+        read = _active(state.links.get(data.get("link_id", "")))
+        if read is not None:
+            read_again(d, read, as_side(kind.split(".", 1)[0]))
+        return
     if kind not in ("soc.create_ticket", "cw.create_ticket"):
         return
     link = state.links.get(data.get("link_id", ""))

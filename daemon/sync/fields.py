@@ -104,13 +104,12 @@ def ambiguous(d: Decision, c: _Case) -> bool:
     if c.order != 0 or _fetched_since(c):
         return False
     s, link = c.seen, c.link
-    fetch = f"{s.side}.fetch_ticket"
-    # A fetch issued after this observation was recorded reads the ticket after it too.
-    pending = any(
-        cmd.kind == fetch and cmd.issued_at > d.cause.position
-        for cmd in d.state.commands_of(link.link_id)
-    )
-    asks = not pending and s.side not in d.fetching
+    # One read of the ticket at a time: a read waiting or under way answers this too
+    # if it starts after this was recorded; if it started before, its observation finds
+    # this still awaiting a read and asks for one more (see read_again), shared by all
+    # that came meanwhile.
+    waits_for = pending_read(d, link, s.side)
+    asks = waits_for is None and s.side not in d.fetching
     d.emit(
         kinds.OBSERVATION_IGNORED,
         link,
@@ -124,15 +123,41 @@ def ambiguous(d: Decision, c: _Case) -> bool:
             "detail": f"{s.value!r} and the known {c.mine.value!r} were both current at {s.at} "
             "(one-second source times); the ticket is read again to tell which is current",
             "fetch": asks,
+            "seen_position": d.cause.position,
+            **({"waits_for": waits_for} if waits_for is not None else {}),
         },
     )
     if asks:
-        d.fetching.add(s.side)
-        params: dict[str, object] = {"reason": "ambiguous", "field": s.name, "at": s.at}
-        if s.side == "cw":
-            params["api_member"] = d.rules.api_member
-        d.command(link, fetch, params)
+        ask_read(d, link, s.side, {"reason": "ambiguous", "field": s.name, "at": s.at})
     return True
+
+
+def pending_read(d: Decision, link: Link, side: Side) -> str | None:
+    """The id of a read of ``link``'s ticket on ``side`` that is waiting or under way (not
+    the one this observation is the answer of, nor one parked for an operator)."""
+    fetch, answered = f"{side}.fetch_ticket", d.cause.data.get("fetch")
+    for cmd in d.state.commands_of(link.link_id):
+        if cmd.kind == fetch and cmd.command_id != answered and cmd.parked is None:
+            return cmd.command_id
+    return None
+
+
+def ask_read(d: Decision, link: Link, side: Side, params: dict[str, object]) -> None:
+    """Issue a read of ``link``'s ticket on ``side`` (at most one per input)."""
+    d.fetching.add(side)
+    if side == "cw":
+        params["api_member"] = d.rules.api_member
+    d.command(link, f"{side}.fetch_ticket", params)
+
+
+def read_again(d: Decision, link: Link, side: Side) -> None:
+    """A read was delivered: ambiguous observations that came while it was under way
+    (after it started, or after its observation) still await one, so one more is
+    asked for them all, unless one is waiting already."""
+    if side not in link.awaiting_read or side in d.fetching:
+        return
+    if pending_read(d, link, side) is None:
+        ask_read(d, link, side, {"reason": "ambiguous", "after_read": d.cause.data["command_id"]})
 
 
 def _fetched_since(c: _Case) -> bool:

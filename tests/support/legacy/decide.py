@@ -302,12 +302,8 @@ def _ambiguous(
     d: _Decision, link: dict[str, Any], name: str, side: str, value: str, at: str | None
 ) -> None:
     f = link["fields"][name]
-    fetch = f"{side}.fetch_ticket"
-    # A fetch issued after this observation was recorded reads the ticket after it too.
-    pending = any(
-        c["kind"] == fetch and c["link_id"] == link["link_id"] and c["issued_at"] > d.cause.position
-        for c in d.state.outbox.values()
-    )
+    waits_for = _pending_read(d, link, side)
+    pending = waits_for is not None
     d.emit(
         kinds.OBSERVATION_IGNORED,
         link,
@@ -321,14 +317,35 @@ def _ambiguous(
             "detail": f"{value!r} and the known {f[side]!r} were both current at {at} "
             "(one-second source times); the ticket is read again to tell which is current",
             "fetch": not pending and side not in d.fetching,
+            "seen_position": d.cause.position,
+            **({"waits_for": waits_for} if waits_for is not None else {}),
         },
     )
     if not pending and side not in d.fetching:
-        d.fetching.add(side)
-        params: dict[str, Any] = {"reason": "ambiguous", "field": name, "at": at}
-        if side == "cw":
-            params["api_member"] = d.rules.api_member
-        d.command(link, fetch, params)
+        _ask_read(d, link, side, {"reason": "ambiguous", "field": name, "at": at})
+
+
+def _pending_read(d: _Decision, link: dict[str, Any], side: str) -> str | None:
+    fetch, answered = f"{side}.fetch_ticket", d.cause.data.get("fetch")
+    for c in d.state.outbox.values():
+        if (c["kind"] == fetch and c["link_id"] == link["link_id"]
+                and c["command_id"] != answered and c.get("parked") is None):  # fmt: skip
+            return str(c["command_id"])
+    return None
+
+
+def _ask_read(d: _Decision, link: dict[str, Any], side: str, params: dict[str, Any]) -> None:
+    d.fetching.add(side)
+    if side == "cw":
+        params["api_member"] = d.rules.api_member
+    d.command(link, f"{side}.fetch_ticket", params)
+
+
+def _read_again(d: _Decision, link: dict[str, Any], side: str) -> None:
+    if side not in link.get("awaiting_read", {}) or side in d.fetching:
+        return
+    if _pending_read(d, link, side) is None:
+        _ask_read(d, link, side, {"reason": "ambiguous", "after_read": d.cause.data["command_id"]})
 
 
 def _active(link: dict[str, Any] | None) -> bool:
@@ -520,6 +537,11 @@ def _delivered(
     d: _Decision, state: BridgeState, data: dict[str, Any], tenant: TenantRule, rules: Rules
 ) -> None:
     kind = data.get("kind")
+    if kind in ("cw.fetch_ticket", "soc.fetch_ticket"):
+        read = state.links.get(data.get("link_id", ""))
+        if read is not None and _active(read):
+            _read_again(d, read, kind.split(".", 1)[0])
+        return
     if kind not in ("soc.create_ticket", "cw.create_ticket"):
         return
     link = state.links.get(data.get("link_id", ""))

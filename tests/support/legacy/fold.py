@@ -153,6 +153,10 @@ def _echo(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
 
 def _ignored(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
     link = state.links.get(d["link_id"])
+    if link is not None and d.get("reason") == "ambiguous":
+        waiting = link.setdefault("awaiting_read", {})
+        seen = d.get("seen_position", event.position)
+        waiting[d["side"]] = max(waiting.get(d["side"], seen), seen)
     if link is not None and d.get("reason") == "unchanged":
         # A newer observation showed these fields unchanged: known as of its source time.
         for name in d["fields"]:
@@ -304,6 +308,21 @@ def _config(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None
         state.removed = False
 
 
+def _observed(side: str) -> Handler:
+    def fold(state: BridgeState, event: RecordedEvent, d: dict[str, Any]) -> None:
+        read_after = d.get("read_after")
+        if not d.get("fresh") or not isinstance(read_after, int):
+            return
+        link = state.link_for(side, d["id"])
+        waiting = link.get("awaiting_read", {}) if link is not None else {}
+        if waiting.get(side, read_after + 1) <= read_after:
+            del waiting[side]
+            if not waiting:
+                del link["awaiting_read"]  # type: ignore[index]
+
+    return fold
+
+
 _HANDLERS: dict[str, Handler] = {
     kinds.LINK_REQUESTED: _link_requested,
     kinds.LINKED: _linked,
@@ -312,6 +331,8 @@ _HANDLERS: dict[str, Handler] = {
     kinds.CONFLICT_RESOLVED: _conflict_resolved,
     kinds.ECHO_RECOGNISED: _echo,
     kinds.OBSERVATION_IGNORED: _ignored,
+    kinds.CW_TICKET_OBSERVED: _observed("cw"),
+    kinds.SOC_TICKET_OBSERVED: _observed("soc"),
     kinds.NOTE_MIRROR_DECIDED: _note_decided,
     kinds.NOTE_SKIPPED: _note_skipped,
     kinds.COMMAND_ISSUED: _issued,
