@@ -109,7 +109,7 @@ class Outbox:
         engine: SyncEngine,
         desks: Desks,
         *,
-        max_parallel: int = 8,
+        max_parallel: int = 8,  # per desk
         max_attempts: int | None = None,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
@@ -128,6 +128,9 @@ class Outbox:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         #: Desks a fetch task is reading from: their other fetches wait, then go together.
         self._fetching: set[Side] = set()
+        #: Tasks under way per desk: ``max_parallel`` is per desk, so commands waiting for
+        #: one desk's rate limit never hold the other desk's back.
+        self._running: dict[Side, set[asyncio.Task[None]]] = {"cw": set(), "soc": set()}
         self._done: set[str] = set()  # command ids with an outcome not yet folded
         self._retry_at: dict[str, float] = {}  # command id -> monotonic time
         #: command id -> position of its last failed attempt, until sync has folded it:
@@ -263,9 +266,8 @@ class Outbox:
                 outbox = self.engine.state.outbox
                 self._done = {c for c in self._done if c in outbox}
                 for batch in _batches(self._ready()):
-                    if len(set(self._in_flight.values())) >= self.max_parallel:
-                        break
-                    self._start(batch)
+                    if len(self._running[batch[0].target]) < self.max_parallel:
+                        self._start(batch)
                 await self._wait()
         finally:
             self._stopping = True
@@ -281,6 +283,9 @@ class Outbox:
             task.add_done_callback(lambda _: self._fetching.discard(first.target))
         else:
             task = asyncio.create_task(self._attempt(first))
+        running = self._running[first.target]
+        running.add(task)
+        task.add_done_callback(running.discard)
         for command in batch:
             lane = _lane(command)
             self._in_flight[lane] = task
