@@ -55,7 +55,7 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "pipeline",
         lambda f: f["ingest_cpu_ms_per_request"] <= 3 * f["plain_aiohttp_cpu_ms_per_request"],
     ),
-    "sync_p99_ms < 500": ("pipeline", lambda f: f["sync_p99_ms"] < 500),
+    "sync_p99_ms < 50": ("pipeline", lambda f: f["sync_p99_ms"] < 50),
     "rss_mb < 150": ("history", lambda f: f["rss_mb"] < 150),
     "rss flat (1M <= 1.2 x 100k)": ("history", lambda f: f["rss_mb"] <= 1.2 * f["rss_100k_mb"]),
     "ready_s < 2": ("history", lambda f: f["ready_s"] < 2),
@@ -63,6 +63,7 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "soak_rss_anon_mb_end < 150": ("soak", lambda f: f["soak_rss_anon_mb_end"] < 150),
     "soak_fds_growth flat (<= 2)": ("soak", lambda f: f["soak_fds_growth"] <= 2),
     "soak_agreed": ("soak", lambda f: f["soak_agreed"]),
+    "soak_settle_s <= 5": ("soak", lambda f: f["soak_agreed"] and f["soak_settle_s"] <= 5),
     "burst_converge_s <= 5": ("burst", lambda f: f["burst_agreed"] and f["burst_converge_s"] <= 5),
     "burst_soc_writes <= 6 per ticket": (
         "burst",
