@@ -831,13 +831,18 @@ class EventStore:
         up within ``foreign_check_s``.
         """
         position = from_position
+        read_file = True  # at the start, and after a wait for this store's appends timed out
         while not self._closed:
             # Take the wake-up future before reading, so an append that lands
             # between the read and the wait is never missed.
             appended = self._appended
             batch = self._from_tail(position, batch_size)
-            if not batch:
+            if not batch and (read_file or position <= self.appended_through):
+                # Caught up with this store's own appends, only another process can
+                # have appended more: the file is read once a wait times out, not at
+                # every wake-up (a thread hand-off and a query per append otherwise).
                 batch = await self.read_batch(position, batch_size)
+                read_file = bool(batch)
             if batch:
                 for event in batch:
                     yield event
@@ -845,7 +850,8 @@ class EventStore:
                 continue
             # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that races its timeout, and the subscriber would never stop.
-            await asyncio.wait((appended,), timeout=foreign_check_s)
+            done, _ = await asyncio.wait((appended,), timeout=foreign_check_s)
+            read_file = not done
 
     # ----------------------------------------------------------- maintenance
 
