@@ -128,6 +128,10 @@ class Desk(Protocol):
         (``normalize`` is the mapping an update command carries for this desk)."""
         ...
 
+    async def room(self) -> None:
+        """Return once the desk's rate limit would let a request go at once."""
+        ...
+
     async def read_notes(self, ticket_id: int) -> list[Note]:
         """Every note of the ticket, oldest first."""
         ...

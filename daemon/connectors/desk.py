@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from daemon.connectors.contract import Record
+from daemon.connectors.remote import RemoteClient
 from eventstore import NewEvent
 from projections.state import Side
 
@@ -69,6 +70,8 @@ def ticket_observation(
 
 
 class TicketReader(Protocol):
+    remote: RemoteClient
+
     async def get_ticket(self, ticket_id: int) -> dict[str, Any]: ...
 
     async def get_tickets(self, ticket_ids: Iterable[int]) -> list[dict[str, Any]]: ...
@@ -96,6 +99,9 @@ class BaseDesk:
 
     async def read_ticket(self, ticket_id: int) -> Record:
         return await self.client.get_ticket(ticket_id)
+
+    async def room(self) -> None:
+        await self.client.remote.room()
 
     async def read_tickets(self, ticket_ids: Collection[int]) -> dict[int, Record]:
         return {int(t["id"]): t for t in await self.client.get_tickets(ticket_ids)}

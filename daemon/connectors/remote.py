@@ -51,6 +51,9 @@ AuthProvider = Callable[[], Mapping[str, str]]
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Requests' worth of the rate limit a background request leaves free for the others.
 BACKGROUND_RESERVE = 2
+#: How often :meth:`RemoteClient.room` looks, in request intervals: a slot freed is taken
+#: within a quarter of one.
+ROOM_POLL_S = 0.25
 #: How long a background request yields at most: under a steady stream of writes the
 #: reserve is never free, and the reads that find notes and changes must not starve
 #: (about one a second then, each costing the writes one slot's wait).
@@ -383,6 +386,16 @@ class RemoteClient:
                 delay=round(delay, 3),
             )
             await asyncio.sleep(delay)
+
+    async def room(self) -> None:
+        """Return once the rate limit would let one request go at once.
+
+        The outbox waits here before it settles what an update writes: a value settled
+        first and then held for seconds behind the limit may be overwritten meanwhile
+        (a burst of changes), and would spend a request on it all the same.
+        """
+        while not self._limiter.has_capacity(1):  # noqa: ASYNC110
+            await asyncio.sleep(ROOM_POLL_S / max(self.limits.rate_per_second, 1))
 
     async def _leave_room(self) -> None:
         reserve = min(BACKGROUND_RESERVE, self._limiter.max_rate - 1)

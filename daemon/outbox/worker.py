@@ -346,7 +346,18 @@ class Outbox:
 
     async def _going(self, command: PendingCommand) -> _Attempt | None:
         """The attempt at ``command``, or ``None`` when it ends (or waits) unsent: its link
-        is gone or unlinked, or a later command of its lane supersedes it."""
+        is gone or unlinked, or a later command of its lane supersedes it.
+
+        An update first waits until its desk's rate limit has room, and only then looks
+        for a successor: queued behind the limit for seconds in a burst, it would
+        otherwise write a value overwritten meanwhile.
+        """
+        if command.is_update:
+            await self.desks[command.target].room()
+            current = self.engine.state.outbox.get(command.command_id)
+            if current is None:
+                return None  # ended meanwhile (an operator skipped it)
+            command = current
         command_id = command.command_id
         link = self.engine.state.links.get(command.link_id)
         if link is None:

@@ -80,3 +80,41 @@ async def test_a_burst_behind_an_outage_writes_the_latest_value_only(bridge: Bri
     assert bridge.config is not None
     doc = await run_audit(bridge.config.store.path, bridge.config, audit_args())
     assert not doc["needs_attention"], doc["findings"]
+
+
+async def test_an_update_waiting_for_the_rate_limit_is_superseded_by_one_decided_meanwhile(
+    bridge: Bridge,
+) -> None:
+    """The outbox settles what an update writes only once the desk's rate limit has room:
+    a change made while the update waited its turn is written instead of it, not after."""
+    # Twelve updates at the SOC's 5 requests/s: the last waits its turn for about 2 s.
+    tickets = [await bridge.technician.create_ticket(f"Queued write {n}") for n in range(12)]
+    socs = [await soc_ticket_for(bridge, t["id"]) for t in tickets]
+    await bridge.settled()
+    for t in tickets:
+        await bridge.technician.set(t["id"], priority=PRIORITY_MAPPING["high"])
+    last = tickets[-1]
+    link_id = f"cw:{last['id']}"
+
+    async def queued() -> bool:
+        return any(c.link_id == link_id and c.kind == "soc.update_ticket"
+                   for c in bridge.engine.state.outbox.values())  # fmt: skip
+
+    await bridge.until(queued, "the last ticket's update to wait its turn", 10)
+    await asyncio.sleep(1.05)  # a newer second: a change, not a same-second ambiguity
+    await bridge.technician.set(last["id"], priority=PRIORITY_MAPPING["low"])
+
+    async def written() -> bool:
+        return bool((await bridge.analyst.ticket(socs[-1]["id"]))["priority"] == "low")
+
+    await bridge.until(written, "the later value to reach the SOC", 20)
+    await bridge.settled()
+    events = await bridge.events(link_id)
+    updates = [e for e in events if e.type == kinds.COMMAND_ISSUED
+               and e.data["kind"] == "soc.update_ticket"]  # fmt: skip
+    ends = {e.data["command_id"]: e.type for e in events if e.type in kinds.OUTCOMES}
+    # The first update never went out: superseded while it waited; only "low" was written.
+    assert [ends[u.event_id] for u in updates] == [
+        kinds.COMMAND_SUPERSEDED, kinds.COMMAND_DELIVERED,
+    ]  # fmt: skip
+    assert [u.data["params"]["fields"]["priority"] for u in updates] == ["high", "low"]
