@@ -53,7 +53,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKGROUND_RESERVE = 2
 #: How often :meth:`RemoteClient.room` looks, in request intervals: a slot freed is taken
 #: within a quarter of one.
-ROOM_POLL_S = 0.25
+ROOM_POLL_INTERVALS = 0.25
 #: How long a background request yields at most: under a steady stream of writes the
 #: reserve is never free, and the reads that find notes and changes must not starve
 #: (about one a second then, each costing the writes one slot's wait).
@@ -395,7 +395,7 @@ class RemoteClient:
         (a burst of changes), and would spend a request on it all the same.
         """
         while not self._limiter.has_capacity(1):  # noqa: ASYNC110
-            await asyncio.sleep(ROOM_POLL_S / max(self.limits.rate_per_second, 1))
+            await asyncio.sleep(ROOM_POLL_INTERVALS / max(self.limits.rate_per_second, 1))
 
     async def _leave_room(self) -> None:
         reserve = min(BACKGROUND_RESERVE, self._limiter.max_rate - 1)
