@@ -185,7 +185,10 @@ class ConnectWisePoller(BasePoller):
         report = PollReport()
         if ticket_id in self._notes_only and tenant is not None:
             self._notes_only.discard(ticket_id)
-            await self._observe_notes(ticket_id, tenant, [], whole=False, report=report)
+            try:
+                await self._observe_notes(ticket_id, tenant, [], whole=False, report=report)
+            except NotFoundError:
+                pass  # deleted meanwhile: its delete callback says so
             return report
         try:
             ticket = await self.client.get_ticket(ticket_id)

@@ -141,6 +141,19 @@ async def test_a_callbacks_kick_reads_the_notes_alone_and_a_whole_kick_wins(
         assert cw.remote.attempts_made - before == 2
 
 
+async def test_a_callbacks_kick_for_a_ticket_deleted_since_reads_nothing_and_fails_nothing(
+    tech: ConnectWiseClient, cw: ConnectWiseClient, settings: ConnectWiseSettings,
+    store: EventStore,
+) -> None:  # fmt: skip
+    poller = ConnectWisePoller(store, cw, settings, TENANTS)
+    t = await tech.create_ticket(on_board(250, "Gone before its notes were read"))
+    await tech.delete(f"service/tickets/{t['id']}")
+    poller.kick_notes(t["id"], "acme")
+    report = await poller.refresh_kicked()  # a 404 on its notes is not a failed refresh
+    assert (report.seen, report.notes_recorded) == (0, 0)
+    assert await store.read_stream(f"cw:ticket:{t['id']}") == []
+
+
 async def test_first_poll_looks_back_only_so_far(
     sim: SimServer, tech: ConnectWiseClient, cw: ConnectWiseClient,
     make_settings, store: EventStore,
