@@ -55,7 +55,7 @@ from daemon.connectors.connectwise.observe import (
 )
 from daemon.connectors.connectwise.settings import ConnectWiseSettings
 from daemon.connectors.contract import PollReport
-from daemon.connectors.polling import BasePoller, record_poll
+from daemon.connectors.polling import BasePoller, recent, record_poll
 from eventstore import DuplicateEventError, EventStore, NewEvent, RecordedEvent
 from projections import kinds
 
@@ -185,8 +185,10 @@ class ConnectWisePoller(BasePoller):
         report = PollReport()
         if ticket_id in self._notes_only and tenant is not None:
             self._notes_only.discard(ticket_id)
+            # The stream's recent events spare a look-up per note already recorded.
+            events, whole = await recent(self.store, stream_for(ticket_id), kinds.CW_NOTE_OBSERVED)
             try:
-                await self._observe_notes(ticket_id, tenant, [], whole=False, report=report)
+                await self._observe_notes(ticket_id, tenant, events, whole=whole, report=report)
             except NotFoundError:
                 pass  # deleted meanwhile: its delete callback says so
             return report
