@@ -44,6 +44,7 @@ import structlog
 from daemon.sync.decide import decide
 from daemon.sync.rules import Rules
 from eventstore import DuplicateEventError, EventStore, LogMovedError, NewEvent, RecordedEvent
+from eventstore.chain import encode_data
 from projections import kinds
 from projections.fold import apply
 from projections.persist import ProjectionStore
@@ -281,12 +282,8 @@ class SyncEngine:
 
         async def at_end(end: int) -> list[NewEvent]:
             nonlocal inputs, deciding, reached
-            while self.state.position < end:
-                batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
-                if not batch:
-                    return []
-                for folded in batch:
-                    self._fold(folded)
+            if not await self._fold_to(end):
+                return []
             reached = True
             self._folded_ahead = end
             decisions: list[NewEvent] = []
@@ -328,6 +325,17 @@ class SyncEngine:
             self._notify(event)
         return True
 
+    async def _fold_to(self, end: int) -> bool:
+        """Fold the log up to ``end`` (where a held append found it ending); ``False`` if
+        it is not readable that far yet: nothing is to be decided on a state short of it."""
+        while self.state.position < end:
+            batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
+            if not batch:
+                return False
+            for folded in batch:
+                self._fold(folded)
+        return True
+
     def _committed(self, inputs: int = 1) -> None:
         self.commits += 1
         self.inputs_decided += inputs
@@ -361,12 +369,8 @@ class SyncEngine:
 
         async def at_end(end: int) -> list[NewEvent]:
             nonlocal reached
-            while self.state.position < end:
-                batch = await self.store.read_batch(self.state.position + 1, 1000, until=end)
-                if not batch:
-                    return []  # not readable yet: decide nothing on a state short of the end
-                for folded in batch:
-                    self._fold(folded)
+            if not await self._fold_to(end):
+                return []
             reached = True
             decisions[:] = decide(self.state, event, self.rules)
             return decisions
@@ -423,7 +427,7 @@ def _as_recorded(event: NewEvent, position: int) -> RecordedEvent:
     The data goes through the log's own encoding (sorted keys, JSON types), so the
     fold sees what a rebuild from the log sees. Folding reads no hash or time.
     """
-    data = orjson.loads(orjson.dumps(dict(event.data), option=orjson.OPT_SORT_KEYS))
+    data = orjson.loads(encode_data(dict(event.data)))
     return RecordedEvent(
         position=position, event_id=event.event_id, stream=event.stream, stream_version=0,
         type=event.type, schema_version=event.schema_version, tenant=event.tenant,
