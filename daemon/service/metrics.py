@@ -192,47 +192,43 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         state = self.source() if self.source is not None else {}
-        depth = GaugeMetricFamily(
-            "socbridge_outbox_depth", "Commands issued and not yet delivered or abandoned."
+        yield GaugeMetricFamily(
+            "socbridge_outbox_depth",
+            "Commands issued and not yet delivered or abandoned.",
+            value=state.get("outbox_depth", 0),
         )
-        depth.add_metric([], state.get("outbox_depth", 0))
-        yield depth
-        parked = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "socbridge_parked_commands",
             "Commands a remote refused for good, waiting for socbridge retry or skip.",
+            value=state.get("parked", 0),
         )
-        parked.add_metric([], state.get("parked", 0))
-        yield parked
-        age = GaugeMetricFamily(
-            "socbridge_outbox_oldest_age_seconds", "Age of the oldest pending command (0: none)."
+        yield GaugeMetricFamily(
+            "socbridge_outbox_oldest_age_seconds",
+            "Age of the oldest pending command (0: none).",
+            value=state.get("outbox_oldest_age", 0.0),
         )
-        age.add_metric([], state.get("outbox_oldest_age", 0.0))
-        yield age
-        lag = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "socbridge_projection_lag_events",
             "Log head position minus the sync engine's position.",
+            value=state.get("projection_lag", 0),
         )
-        lag.add_metric([], state.get("projection_lag", 0))
-        yield lag
-        again = CounterMetricFamily(
+        yield CounterMetricFamily(
             "socbridge_sync_decided_again",
             "Inputs decided again because the log moved on before their decisions were "
             "appended (a delivery or callback landed first).",
+            value=state.get("decided_again", 0),
         )
-        again.add_metric([], state.get("decided_again", 0))
-        yield again
-        commits = CounterMetricFamily(
+        yield CounterMetricFamily(
             "socbridge_sync_commits",
             "Appends of sync's decisions (each one commit); with socbridge_sync_inputs_decided "
             "it gives the inputs decided per commit.",
+            value=state.get("sync_commits", 0),
         )
-        commits.add_metric([], state.get("sync_commits", 0))
-        yield commits
-        inputs = CounterMetricFamily(
-            "socbridge_sync_inputs_decided", "Inputs whose decisions sync appended."
+        yield CounterMetricFamily(
+            "socbridge_sync_inputs_decided",
+            "Inputs whose decisions sync appended.",
+            value=state.get("sync_inputs_decided", 0),
         )
-        inputs.add_metric([], state.get("sync_inputs_decided", 0))
-        yield inputs
         last = GaugeMetricFamily(
             "socbridge_last_reconciliation_timestamp_seconds",
             "Unix time of the last completed poll (reconciliation) per side.",
