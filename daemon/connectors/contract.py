@@ -211,6 +211,8 @@ class Intake(Protocol):
 
     #: The path the daemon mounts it at (``POST``).
     path: ClassVar[str]
+    #: Unix time of the last delivery recorded (``accepted``); ``None`` before the first.
+    last_accepted: float | None
 
     @property
     def counts(self) -> Mapping[str, int]:

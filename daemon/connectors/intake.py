@@ -125,6 +125,7 @@ class BaseIntake:
         self.tenants = tenants
         self.kick = kick
         self.counts: collections.Counter[str] = collections.Counter()
+        self.last_accepted: float | None = None
         self._log = log
         self._appender = RepeatAwareAppender(store)
 

@@ -43,6 +43,8 @@ from eventstore import EventStore, NewEvent, RecordedEvent, derived_event_id
 from projections import kinds
 from projections.state import Link, PendingCommand, Side
 
+SIDES: tuple[Side, ...] = ("cw", "soc")
+
 #: Remote statuses that retrying will not change: the command is parked for an operator.
 #: 401 is not among them: wrong keys fail every command alike, and fixing them (which
 #: readiness reports) lets every retry through; 409 parks only where it is no race.
@@ -158,20 +160,27 @@ class Outbox:
         none): commands held by a tenant switch or a removal are waiting as asked, not
         stuck. ``issued_at`` gives a command's issue time, when known; ``since`` stands in
         for the others (issued before this process started)."""
+        return max(self.oldest_waiting_by_side(issued_at, since).values())
+
+    def oldest_waiting_by_side(
+        self, issued_at: Callable[[str], float | None], since: float
+    ) -> dict[Side, float]:
+        """:meth:`oldest_waiting_s` for each desk the commands go to (both always present)."""
         state = self.engine.state
-        if state.removed:
-            return 0.0
-        # Parked commands, and their lanes, wait for an operator: counted by the parked
-        # gauge and listed by the audit, not a sign that delivery is stuck.
-        held = {_lane(c) for c in state.parked()}
-        oldest = None
-        for command in state.outbox.values():
-            if not self.engine.tenant_enabled(command.tenant) or _lane(command) in held:
-                continue
-            issued = issued_at(command.command_id)
-            at = since if issued is None else issued
-            oldest = at if oldest is None else min(oldest, at)
-        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        oldest: dict[Side, float] = {}
+        if not state.removed:
+            # Parked commands, and their lanes, wait for an operator: counted by the parked
+            # gauge and listed by the audit, not a sign that delivery is stuck.
+            held = {_lane(c) for c in state.parked()}
+            for command in state.outbox.values():
+                if not self.engine.tenant_enabled(command.tenant) or _lane(command) in held:
+                    continue
+                issued = issued_at(command.command_id)
+                at = since if issued is None else issued
+                side = command.target
+                oldest[side] = min(oldest.get(side, at), at)
+        now = time.time()
+        return {side: max(0.0, now - oldest[side]) if side in oldest else 0.0 for side in SIDES}
 
     def _folded(self, event: RecordedEvent) -> None:
         """Keep the lane heads as sync folds: a new command can only become its lane's

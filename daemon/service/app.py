@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
@@ -41,7 +39,7 @@ from daemon.service.anchoring import Anchoring
 from daemon.service.applied import record_applied
 from daemon.service.config import Config, config_hash
 from daemon.service.guard import guard_middleware
-from daemon.service.metrics import CONTENT_TYPE, Metrics
+from daemon.service.metrics import CONTENT_TYPE, Live, Metrics
 from daemon.service.secrets import Secret, load_secret
 from daemon.service.supervisor import Supervisor
 from daemon.service.writable import RETRY_AFTER_S, LogWritable
@@ -212,7 +210,7 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _reconciled(metrics: Metrics, side: Side, report: PollReport) -> None:
-    metrics.reconciled(side)
+    metrics.reconciled(side, report.tickets_recorded + report.notes_recorded)
 
 
 def _reobserve(app: web.Application, side: Side, ticket_id: int, tenant: str | None) -> None:
@@ -441,26 +439,15 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def _live_state(app: web.Application) -> dict[str, Any]:
-    """What /metrics reads at scrape time (outbox, lag, intake counts)."""
-    engine, metrics = app.get(ENGINE), app[METRICS]
-    state: dict[str, Any] = {"intake": {}}
-    if engine is not None:
-        outbox = engine.state.outbox
-        state["outbox_depth"] = len(outbox)
-        state["parked"] = len(engine.state.parked())
-        issued = [metrics.issued_at(c) for c in outbox]
-        known = [t for t in issued if t is not None]
-        state["outbox_oldest_age"] = max(0.0, time.time() - min(known)) if known else 0.0
-        state["projection_lag"] = max(0, metrics.head - engine.state.position)
-        state["decided_again"] = engine.raced
-        state["sync_commits"] = engine.commits
-        state["sync_inputs_decided"] = engine.inputs_decided
-    for side, intake in app.get(INTAKES, {}).items():
-        route = "connectwise" if side == "cw" else "soc"
-        for outcome, count in intake.counts.items():
-            state["intake"][(route, outcome)] = count
-    return state
+def _live_state(app: web.Application) -> Live:
+    """What /metrics reads at scrape time (engine, outbox, each desk's health, intakes)."""
+    live = Live(engine=app.get(ENGINE), outbox=app.get(OUTBOX), intakes=app.get(INTAKES, {}))
+    cw, soc = app.get(CW_CLIENT), app.get(SOC_CLIENT)
+    if cw is not None:
+        live.remotes["cw"] = cw.remote.health
+    if soc is not None:
+        live.remotes["soc"] = soc.remote.health
+    return live
 
 
 def build_app(

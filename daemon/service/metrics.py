@@ -1,9 +1,14 @@
 """``/metrics``: the daemon's Prometheus exposition, one registry per application.
 
 Each application gets its own ``CollectorRegistry`` (never the global one),
-so tests can run several daemons in one process. Counters and the latency
-histogram are fed by :meth:`Metrics.observe`, which the daemon registers with
-the sync engine (:meth:`~daemon.sync.engine.SyncEngine.on_event`): the engine
+so tests can run several daemons in one process; the process collector
+(``process_start_time_seconds``, CPU, memory, open files) is registered on it.
+Names follow the Prometheus naming guide: the ``socbridge_`` prefix, base units,
+counters ending in ``_total`` and no ticket ids in labels;
+``docs/monitoring/`` holds the alerting rules and the Grafana dashboard that read them.
+Counters and the latency histogram are fed by :meth:`Metrics.observe`, which the
+daemon registers with the sync engine
+(:meth:`~daemon.sync.engine.SyncEngine.on_event`): the engine
 already reads and decodes every event of the log in order, so metrics see each
 one once more for free rather than through a second subscription that read and
 decoded the whole log again. Events after the log's head at start count
@@ -12,26 +17,40 @@ skipped): every append counts, an ``outbox.command.issued`` ->
 ``delivered`` pair gives a delivery latency (log recorded times), and a
 ``failed``/``abandoned`` outcome counts a remote error by the ``remote_status``
 the outbox records with it (the HTTP status, or ``network`` when no answer
-came). Gauges that are state (outbox depth and oldest age, projection lag,
-intake counts, last reconciliation) are read at scrape time by
-:class:`_StateCollector`; the log head for the projection lag is read from the
-store at each scrape (:meth:`Metrics.scrape`), so the lag counts appends the
-engine has not folded yet.
+came). Gauges that are state (each desk's health, outbox depth and oldest age,
+decision lag, intake counts, the last success of each path) are read at scrape
+time by :class:`_StateCollector` from the :class:`Live` objects the app hands
+it; the log head for the decision lag is read from the store at each scrape
+(:meth:`Metrics.scrape`), so the lag counts appends the engine has not folded yet.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from daemon.connectors.contract import Intake
+from daemon.connectors.remote import RemoteHealth
+from daemon.outbox.worker import Outbox
+from daemon.sync.engine import SyncEngine
 from eventstore import EventStore
 from projections import kinds
+from projections.state import Side
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ISSUED, DELIVERED = kinds.COMMAND_ISSUED, kinds.COMMAND_DELIVERED
@@ -40,6 +59,27 @@ FAILED, ABANDONED, PARKED = kinds.COMMAND_FAILED, kinds.COMMAND_ABANDONED, kinds
 NEVER_DELIVERED = frozenset({ABANDONED, kinds.COMMAND_SUPERSEDED, kinds.COMMAND_SKIPPED})
 #: The desks' client names, as the side labels say them.
 SIDES = {"connectwise": "cw", "soc": "soc"}
+#: The ``path`` label of each desk's intake in ``socbridge_last_success_timestamp_seconds``.
+INTAKE_PATHS: dict[Side, str] = {"cw": "callback", "soc": "webhook"}
+
+
+def build_version() -> str:
+    """socbridge's version as installed (the package metadata)."""
+    try:
+        return version("socbridge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Live:
+    """The running components ``/metrics`` reads at scrape time (absent until started)."""
+
+    engine: SyncEngine | None = None
+    outbox: Outbox | None = None
+    #: Each desk's health, as its client's last request found it.
+    remotes: dict[Side, RemoteHealth] = field(default_factory=dict)
+    intakes: dict[Side, Intake] = field(default_factory=dict)
 
 
 def _ts(text: str) -> float:
@@ -51,6 +91,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        Gauge(
+            "socbridge_build_info",
+            "Always 1; the version label says which socbridge runs.",
+            ["version"],
+            registry=self.registry,
+        ).labels(build_version()).set(1)
         self.events = Counter(
             "socbridge_events_appended",
             "Events appended to the log since start, by type.",
@@ -95,7 +142,19 @@ class Metrics:
             ["path", "status"],
             registry=self.registry,
         )
+        self.poll_changes = Counter(
+            "socbridge_poll_changes",
+            "Tickets and notes a reconciliation pass recorded (changes the desk's callbacks "
+            "or webhooks had not brought), by side.",
+            ["side"],
+            registry=self.registry,
+        )
+        for side in INTAKE_PATHS:
+            self.poll_changes.labels(side)  # present at 0 from the start, for rate()
         self.last_reconciliation: dict[str, float] = {}
+        #: (side, path) -> Unix time of the last success: ``poll`` (a completed pass) and
+        #: ``delivery`` (a command delivered); the intakes keep their own (see _StateCollector).
+        self.last_success: dict[tuple[str, str], float] = {}
         #: The log's last position at start: events after it are counted.
         self.started_at = 0
         #: The log's last position, read at scrape time (for the projection lag).
@@ -123,8 +182,12 @@ class Metrics:
         """When a pending command was issued (known for commands issued since start)."""
         return self._issued.get(command_id)
 
-    def reconciled(self, side: str) -> None:
-        self.last_reconciliation[side] = time.time()
+    def reconciled(self, side: str, changes: int = 0) -> None:
+        """A reconciliation pass completed on ``side``, recording ``changes`` tickets and notes."""
+        now = time.time()
+        self.last_reconciliation[side] = now
+        self.last_success[(side, "poll")] = now
+        self.poll_changes.labels(side).inc(changes)
 
     def observe(self, event: Any) -> None:
         """Count one event (a :class:`eventstore.RecordedEvent`) if appended since start.
@@ -145,6 +208,8 @@ class Metrics:
         if event.type == ISSUED:
             self._issued[command_id] = _ts(event.recorded_at)
         elif event.type == DELIVERED:
+            side = str(event.data.get("kind", "?")).split(".", 1)[0]
+            self.last_success[(side, "delivery")] = _ts(event.recorded_at)
             issued = self._issued.pop(command_id, None)
             if issued is not None:
                 self.latency.observe(max(0.0, _ts(event.recorded_at) - issued))
@@ -177,7 +242,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-StateFn = Callable[[], dict[str, Any]]
+StateFn = Callable[[], Live]
 
 
 class _StateCollector(Collector):
@@ -191,57 +256,120 @@ class _StateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Any]:
-        state = self.source() if self.source is not None else {}
+        live = self.source() if self.source is not None else Live()
+        yield from self._outbox(live)
+        yield from self._sync(live.engine)
+        yield from self._desks(live)
+
+    def _outbox(self, live: Live) -> Iterator[Any]:
+        engine, metrics = live.engine, self.metrics
+        commands = list(engine.state.outbox.values()) if engine is not None else []
         yield GaugeMetricFamily(
             "socbridge_outbox_depth",
             "Commands issued and not yet delivered or abandoned.",
-            value=state.get("outbox_depth", 0),
+            value=len(commands),
         )
+        pending = GaugeMetricFamily(
+            "socbridge_outbox_pending",
+            "Commands issued and not yet delivered or abandoned, by the desk they go to "
+            "(parked and held ones included).",
+            labels=["side"],
+        )
+        by_side = {side: 0 for side in INTAKE_PATHS}
+        for command in commands:
+            by_side[command.target] += 1
+        for side, count in by_side.items():
+            pending.add_metric([side], count)
+        yield pending
         yield GaugeMetricFamily(
             "socbridge_parked_commands",
             "Commands a remote refused for good, waiting for socbridge retry or skip.",
-            value=state.get("parked", 0),
+            value=len(engine.state.parked()) if engine is not None else 0,
         )
-        yield GaugeMetricFamily(
+        oldest = GaugeMetricFamily(
             "socbridge_outbox_oldest_age_seconds",
-            "Age of the oldest pending command (0: none).",
-            value=state.get("outbox_oldest_age", 0.0),
+            "Age of the oldest pending command that should be going out, by the desk it "
+            "goes to (0: none; parked lanes and held tenants excluded, as /readyz counts). "
+            "Commands issued before this process started count from its start.",
+            labels=["side"],
+        )
+        if live.outbox is not None:
+            ages = live.outbox.oldest_waiting_by_side(metrics.issued_at, metrics.process_started)
+            for side, age in ages.items():
+                oldest.add_metric([side], age)
+        yield oldest
+
+    def _sync(self, engine: SyncEngine | None) -> Iterator[Any]:
+        lag = max(0, self.metrics.head - engine.state.position) if engine is not None else 0
+        yield GaugeMetricFamily(
+            "socbridge_decision_lag_events",
+            "Events of the log sync has still to decide: the log's head position minus "
+            "the sync engine's position.",
+            value=lag,
         )
         yield GaugeMetricFamily(
             "socbridge_projection_lag_events",
-            "Log head position minus the sync engine's position.",
-            value=state.get("projection_lag", 0),
+            "Deprecated: the same as socbridge_decision_lag_events (the old name).",
+            value=lag,
         )
         yield CounterMetricFamily(
             "socbridge_sync_decided_again",
             "Inputs decided again because the log moved on before their decisions were "
             "appended (a delivery or callback landed first).",
-            value=state.get("decided_again", 0),
+            value=engine.raced if engine is not None else 0,
         )
         yield CounterMetricFamily(
             "socbridge_sync_commits",
             "Appends of sync's decisions (each one commit); with socbridge_sync_inputs_decided "
             "it gives the inputs decided per commit.",
-            value=state.get("sync_commits", 0),
+            value=engine.commits if engine is not None else 0,
         )
         yield CounterMetricFamily(
             "socbridge_sync_inputs_decided",
             "Inputs whose decisions sync appended.",
-            value=state.get("sync_inputs_decided", 0),
+            value=engine.inputs_decided if engine is not None else 0,
         )
-        last = GaugeMetricFamily(
-            "socbridge_last_reconciliation_timestamp_seconds",
-            "Unix time of the last completed poll (reconciliation) per side.",
+
+    def _desks(self, live: Live) -> Iterator[Any]:
+        up = GaugeMetricFamily(
+            "socbridge_remote_up",
+            "1 while the desk answers, as its last request found it; 0 while it is "
+            "unreachable, answers 5xx or refuses the credentials.",
             labels=["side"],
         )
-        for side, at in sorted(self.metrics.last_reconciliation.items()):
-            last.add_metric([side], at)
+        for side, health in sorted(live.remotes.items()):
+            up.add_metric([side], 1 if health.healthy else 0)
+        yield up
+        success = GaugeMetricFamily(
+            "socbridge_last_success_timestamp_seconds",
+            "Unix time of the last success per side and path: callback (ConnectWise) or "
+            "webhook (SOC) recorded, poll (reconciliation pass completed), delivery (command "
+            "delivered). Absent until the first since start.",
+            labels=["side", "path"],
+        )
+        times = dict(self.metrics.last_success)
+        for desk, intake in live.intakes.items():
+            if intake.last_accepted is not None:
+                times[(desk, INTAKE_PATHS[desk])] = intake.last_accepted
+        for (where, path), at in sorted(times.items()):
+            success.add_metric([where, path], at)
+        yield success
+        last = GaugeMetricFamily(
+            "socbridge_last_reconciliation_timestamp_seconds",
+            "Unix time of the last completed poll (reconciliation) per side; the same as "
+            'socbridge_last_success_timestamp_seconds{path="poll"}.',
+            labels=["side"],
+        )
+        for polled, at in sorted(self.metrics.last_reconciliation.items()):
+            last.add_metric([polled], at)
         yield last
-        intake = CounterMetricFamily(
+        intake_requests = CounterMetricFamily(
             "socbridge_intake_requests",
             "Callbacks/webhooks handled by the intakes, by route and outcome.",
             labels=["route", "outcome"],
         )
-        for (route, outcome), count in sorted(state.get("intake", {}).items()):
-            intake.add_metric([route, outcome], count)
-        yield intake
+        for side, intake in sorted(live.intakes.items()):
+            route = "connectwise" if side == "cw" else "soc"
+            for outcome, count in sorted(intake.counts.items()):
+                intake_requests.add_metric([route, outcome], count)
+        yield intake_requests

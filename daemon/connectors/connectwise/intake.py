@@ -27,6 +27,7 @@ retries later.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -236,6 +237,7 @@ class CallbackIntake(BaseIntake):
             self.counts["duplicate"] += 1
             return answer({"status": "duplicate", "event_id": event_id})
         self.counts["accepted"] += 1
+        self.last_accepted = time.time()
         if self.kick is not None and writer != self.settings.api_member:
             # socbridge's own write (an echo) added no note to read: waking the poller
             # would only spend the rate-capped API budget the outbox's next write needs.

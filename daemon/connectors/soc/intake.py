@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -192,6 +193,8 @@ class WebhookIntake(BaseIntake):
         except Refusal as err:
             return await self._refuse(request, err, size, envelope.id if envelope else None)
         self.counts["duplicate" if duplicate else "accepted"] += 1
+        if not duplicate:
+            self.last_accepted = time.time()
         self._log.info(
             "soc.webhook.accepted", type=envelope.type, ticket=envelope.detail.id,
             tenant=tenant, duplicate=duplicate,

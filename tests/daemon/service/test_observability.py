@@ -305,7 +305,7 @@ async def test_each_event_appended_since_start_is_counted_once_not_the_catch_up(
         async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
             text = await resp.text()
         assert metrics.head >= head
-        lag = re.search(r"^socbridge_projection_lag_events (\S+)$", text, re.M)
+        lag = re.search(r"^socbridge_decision_lag_events (\S+)$", text, re.M)
         assert lag is not None and float(lag.group(1)) >= 0
         again = re.search(r"^socbridge_sync_decided_again_total (\S+)$", text, re.M)
         assert again is not None and float(again.group(1)) == bridge.engine.raced
