@@ -19,6 +19,7 @@ import orjson
 
 from eventstore.chain import GENESIS_HASH, encode_data
 from eventstore.errors import ImportError_
+from eventstore.progress import PROGRESS_EVERY, OnProgress
 from eventstore.store import EventStore
 from eventstore.verify import ChainWalker
 from eventstore.writer import COLUMNS, INSERT
@@ -51,8 +52,19 @@ class ImportReport:
     last_position: int
 
 
-async def export_ndjson(store: EventStore, out: IO[bytes], *, from_position: int = 1) -> int:
-    """Write every event from ``from_position`` to ``out`` as NDJSON; return the count."""
+async def export_ndjson(
+    store: EventStore,
+    out: IO[bytes],
+    *,
+    from_position: int = 1,
+    on_progress: OnProgress | None = None,
+) -> int:
+    """Write every event from ``from_position`` to ``out`` as NDJSON; return the count.
+
+    ``on_progress`` is told the events written after each batch of them."""
+    total = None
+    if on_progress is not None:
+        total = max(0, await store.last_position() - from_position + 1)
     count = 0
     position = from_position
     while True:
@@ -72,6 +84,8 @@ async def export_ndjson(store: EventStore, out: IO[bytes], *, from_position: int
         out.write(chunk)
         count += len(rows)
         position = rows[-1][0] + 1
+        if on_progress is not None:
+            on_progress(count, total)
 
 
 def _line(row: tuple[Any, ...]) -> bytes:
@@ -113,8 +127,12 @@ def parse_line(number: int, raw: bytes) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def import_rows(conn: sqlite3.Connection, lines: Iterable[bytes]) -> ImportReport:
-    """Writer thread: check and insert every line in one transaction, or nothing."""
+def import_rows(
+    conn: sqlite3.Connection, lines: Iterable[bytes], on_progress: OnProgress | None = None
+) -> ImportReport:
+    """Writer thread: check and insert every line in one transaction, or nothing.
+
+    ``on_progress`` is told the lines read so far (their total only at the end)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute(
@@ -131,6 +149,8 @@ def import_rows(conn: sqlite3.Connection, lines: Iterable[bytes]) -> ImportRepor
             if not raw.strip():
                 continue
             read += 1
+            if on_progress is not None and read % PROGRESS_EVERY == 0:
+                on_progress(read, None)
             values = parse_line(number, raw)
             if values[0] <= have_pos:
                 stored = conn.execute(
@@ -153,6 +173,8 @@ def import_rows(conn: sqlite3.Connection, lines: Iterable[bytes]) -> ImportRepor
                 batch = []
         imported += _insert(conn, batch, read)
         conn.execute("COMMIT")
+        if on_progress is not None:
+            on_progress(read, read)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -168,6 +190,9 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]], number: int)
     return len(batch)
 
 
-async def import_ndjson(store: EventStore, source: IO[bytes]) -> ImportReport:
-    """Import an NDJSON export into ``store``; all of it, or nothing."""
-    return await store.run_exclusive(lambda conn: import_rows(conn, source))
+async def import_ndjson(
+    store: EventStore, source: IO[bytes], on_progress: OnProgress | None = None
+) -> ImportReport:
+    """Import an NDJSON export into ``store``; all of it, or nothing. ``on_progress`` is
+    called from the store's writer thread."""
+    return await store.run_exclusive(lambda conn: import_rows(conn, source, on_progress))

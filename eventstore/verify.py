@@ -17,6 +17,7 @@ from typing import Any
 
 from eventstore.anchors import Anchor
 from eventstore.chain import GENESIS_HASH, event_hash
+from eventstore.progress import PROGRESS_EVERY, OnProgress
 from eventstore.store import EventStore
 from eventstore.writer import COLUMNS
 
@@ -87,28 +88,44 @@ class ChainWalker:
         return None
 
 
-def walk(rows: Iterable[tuple[Any, ...]]) -> VerifyReport:
-    walker = ChainWalker()
-    for row in rows:
-        problem = walker.check(row)
-        if problem is not None:
-            return VerifyReport(False, walker.checked, walker.prev_position, row[0], problem)
+def walk(
+    walker: ChainWalker,
+    cursor: sqlite3.Cursor,
+    on_progress: OnProgress | None = None,
+    total: int | None = None,
+) -> VerifyReport:
+    """Check the rows ``cursor`` yields, a batch of :data:`PROGRESS_EVERY` at a time (the
+    progress callback is called after each batch, with the events checked)."""
+    while rows := cursor.fetchmany(PROGRESS_EVERY):
+        for row in rows:
+            problem = walker.check(row)
+            if problem is not None:
+                return VerifyReport(False, walker.checked, walker.prev_position, row[0], problem)
+        if on_progress is not None:
+            on_progress(walker.checked, total)
     return VerifyReport(True, walker.checked, walker.prev_position)
 
 
-def verify_connection(conn: sqlite3.Connection) -> VerifyReport:
+def verify_connection(
+    conn: sqlite3.Connection, on_progress: OnProgress | None = None
+) -> VerifyReport:
     """Walk the chain through an open connection (thread of the caller's choosing)."""
+    total = None
+    if on_progress is not None:
+        total = conn.execute("SELECT MAX(position) FROM events").fetchone()[0]
     cursor = conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY position")
-    cursor.arraysize = 1000
-    return walk(cursor)
+    return walk(ChainWalker(), cursor, on_progress, total)
 
 
-async def verify(store: EventStore, anchors: Sequence[Anchor] = ()) -> VerifyReport:
+async def verify(
+    store: EventStore, anchors: Sequence[Anchor] = (), on_progress: OnProgress | None = None
+) -> VerifyReport:
     """Walk the whole chain of ``store``, then check it against ``anchors``; report the
-    first wrong position, if any."""
+    first wrong position, if any. ``on_progress`` is told the events checked (it is
+    called from the store's reader thread)."""
 
     def run(conn: sqlite3.Connection) -> VerifyReport:
-        report = verify_connection(conn)
+        report = verify_connection(conn, on_progress)
         if not report.ok or not anchors:
             return report
         bad = check_anchors(conn, anchors)
@@ -169,12 +186,7 @@ def verify_from(conn: sqlite3.Connection, anchor: Anchor | None) -> VerifyReport
     cursor = conn.execute(
         f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position", (start,)
     )
-    cursor.arraysize = 1000
-    for row in cursor:
-        problem = walker.check(row)
-        if problem is not None:
-            return VerifyReport(False, walker.checked, walker.prev_position, row[0], problem)
-    return VerifyReport(True, walker.checked, walker.prev_position)
+    return walk(walker, cursor)
 
 
 class _SeededVersions(dict[str, int]):

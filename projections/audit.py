@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from eventstore import RecordedEvent
+from eventstore.progress import PROGRESS_EVERY, OnProgress
 from projections import kinds
 from projections.fold import apply
 from projections.state import (
@@ -273,12 +274,23 @@ _NOTES: dict[str, Callable[[_Walk, RecordedEvent], None]] = {
 }
 
 
-def audit(events: Iterable[RecordedEvent], limits: Limits = Limits()) -> AuditReport:
-    """Fold ``events`` from position 1 and report everything that needs a look."""
+def audit(
+    events: Iterable[RecordedEvent],
+    limits: Limits = Limits(),
+    on_progress: OnProgress | None = None,
+) -> AuditReport:
+    """Fold ``events`` from position 1 and report everything that needs a look.
+
+    ``on_progress`` is told the position folded to every
+    :data:`~eventstore.progress.PROGRESS_EVERY` events."""
     walk = _Walk()
     for event in events:
         walk.step(event)
+        if on_progress is not None and event.position % PROGRESS_EVERY == 0:
+            on_progress(event.position, None)
     state = walk.state
+    if on_progress is not None:
+        on_progress(state.position, None)
     findings = list(walk.findings)
     # A conflict stays unresolved while a write it decided is abandoned and unrepaired.
     abandoned_causes = {

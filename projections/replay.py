@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import orjson
 
 from eventstore import RecordedEvent
+from eventstore.progress import PROGRESS_EVERY, OnProgress
 from projections import kinds
 from projections.fold import apply
 from projections.persist import NAME, _ensure_schema, save_checkpoint, write_transaction
@@ -192,7 +193,7 @@ def replay(
     events: Iterable[RecordedEvent],
     *,
     until: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    on_progress: OnProgress | None = None,
     into: ReplaySummary | None = None,
     snapshot_at: int | None = None,
 ) -> ReplaySummary:
@@ -201,7 +202,8 @@ def replay(
     ``into`` continues a summary folded so far: the log can be replayed batch by
     batch, never holding more than one batch of events. With ``snapshot_at``,
     :attr:`ReplaySummary.snapshot` becomes a copy of the state as of that
-    position (see :func:`snapshot` for a log that ends before it).
+    position (see :func:`snapshot` for a log that ends before it). ``on_progress`` is
+    told the position folded to every :data:`~eventstore.progress.PROGRESS_EVERY` events.
     """
     summary = into if into is not None else ReplaySummary()
     if snapshot_at is not None and snapshot_at <= 0 and summary.snapshot is None:
@@ -215,8 +217,10 @@ def replay(
         summary.by_type[event.type] = summary.by_type.get(event.type, 0) + 1
         if event.position == snapshot_at:
             summary.snapshot = copy_state(summary.state)
-        if progress is not None:
-            progress(event.position)
+        if on_progress is not None and summary.events % PROGRESS_EVERY == 0:
+            on_progress(event.position, None)
+    if on_progress is not None:
+        on_progress(summary.position, None)
     return summary
 
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 import orjson
 
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from daemon.cli.progress import NO_BARS, Bars, read_log, wanted
 from daemon.cli.store import _guarded, add_db_arguments, resolve_db
 from daemon.connectors.connectwise.errors import ConnectWiseError
 from daemon.connectors.soc.errors import SocError
@@ -106,15 +107,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_audit)
 
 
-async def run_audit(path: Any, config: Config | None, args: argparse.Namespace) -> dict[str, Any]:
+async def run_audit(
+    path: Any, config: Config | None, args: argparse.Namespace, bars: Bars = NO_BARS
+) -> dict[str, Any]:
     """Audit the log at ``path`` (and the live sides with ``--remote``); maybe fix."""
     anchors = config.store.anchors if config is not None else anchors_path(Path(path))
     store = await EventStore.open(path, readonly=not args.fix)
     try:
-        checked = await verify(store, read_anchors(anchors))
-        events = [e async for e in store.read()]
+        checked = await verify(store, read_anchors(anchors), bars.task("verifying", None))
+        events = await read_log(store, bars)
         limits = Limits(args.stuck_attempts, args.stuck_age)
-        report = audit(events, limits)
+        last = events[-1].position if events else 0
+        report = audit(events, limits, bars.task("auditing", last))
         findings = list(report.findings)
         remote: Remote | None = None
         orphans: list[Orphan] = []
@@ -206,7 +210,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     def action() -> int:
         config = load_config(args.config) if args.config else None
         try:
-            doc = asyncio.run(run_audit(resolve_db(args), config, args))
+            with Bars(wanted(args.json)) as bars:
+                doc = asyncio.run(run_audit(resolve_db(args), config, args, bars))
         except (ConnectWiseError, SocError) as exc:
             print(f"socbridge: error: --remote could not read a live side: {exc}", file=sys.stderr)
             return EXIT_PROBLEM

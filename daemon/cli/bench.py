@@ -38,6 +38,7 @@ import orjson
 from daemon.bench import burst, history, pipeline, soak
 from daemon.bench import store as store_bench
 from daemon.cli.main import EXIT_OK
+from daemon.cli.progress import Bars, wanted
 
 #: The parts a run without ``--only`` measures.
 PARTS = ("store", "pipeline", "history")
@@ -164,31 +165,38 @@ async def cmd_bench(args: argparse.Namespace) -> int:
     parts = set(args.only or PARTS)
     figures: dict[str, Any] = {"quick": quick, "loadavg_start": loadavg()}
     took: dict[str, float] = {}
+    bars = Bars(wanted(args.json))
+    bar = bars.task("bench", len(parts), unit="parts")
 
     async def part(name: str, work: Awaitable[dict[str, Any]]) -> None:
         started = time.perf_counter()
+        if bar is not None:
+            bar.describe(f"bench: {name}")
         figures.update(await work)
         took[name] = round(time.perf_counter() - started, 1)
+        if bar is not None:
+            bar(len(took), None)
 
-    if "store" in parts:
-        await part("store", store_bench.run(events, sequential, args.dir))
-    with tempfile.TemporaryDirectory(prefix="socbridge-bench-", dir=args.dir) as tmp:
-        root = Path(tmp)
-        if "pipeline" in parts:
-            await part("pipeline", pipeline.run_pipeline(root, sizes))
-        if "history" in parts:
-            await part(
-                "history",
-                history.figures(root, large, 1 if quick else 3, quick, args.keep_history),
-            )
-        if "soak" in parts:
-            minutes = args.minutes if args.minutes is not None else (1.0 if quick else 10.0)
-            await part("soak", soak.run_soak(root, minutes))
-        if "burst" in parts:
-            shape = burst.Shape(links=4, changes_per_link=20) if quick else burst.Shape()
-            await part("burst", burst.run_burst(root, shape))
-        if "idle" in parts:
-            await part("idle", burst.run_idle(root, window_s=10.0 if quick else 30.0))
+    with bars:
+        if "store" in parts:
+            await part("store", store_bench.run(events, sequential, args.dir))
+        with tempfile.TemporaryDirectory(prefix="socbridge-bench-", dir=args.dir) as tmp:
+            root = Path(tmp)
+            if "pipeline" in parts:
+                await part("pipeline", pipeline.run_pipeline(root, sizes))
+            if "history" in parts:
+                await part(
+                    "history",
+                    history.figures(root, large, 1 if quick else 3, quick, args.keep_history),
+                )
+            if "soak" in parts:
+                minutes = args.minutes if args.minutes is not None else (1.0 if quick else 10.0)
+                await part("soak", soak.run_soak(root, minutes))
+            if "burst" in parts:
+                shape = burst.Shape(links=4, changes_per_link=20) if quick else burst.Shape()
+                await part("burst", burst.run_burst(root, shape))
+            if "idle" in parts:
+                await part("idle", burst.run_idle(root, window_s=10.0 if quick else 30.0))
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met

@@ -1,7 +1,8 @@
 """``socbridge replay``: the state as of any point in the log; other conflict policies previewed.
 
 Replay folds the log from position 1 and prints a summary of every
-projection it rebuilt, with a progress bar on a terminal's stderr. Plain
+projection it rebuilt, with a progress bar on a terminal's stderr (none with
+``--json`` or when stdout is not a terminal: see :mod:`daemon.cli.progress`). Plain
 ``socbridge replay`` also writes the rebuilt projection rows, so an operator
 can repair corrupted or stale projection tables, safely while the daemon runs
 (see :mod:`projections.replay`: the rows are written at the daemon's own
@@ -23,6 +24,7 @@ import orjson
 
 from daemon.cli.events import _when
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from daemon.cli.progress import NO_BARS, Bars, read_log, wanted
 from daemon.cli.store import _guarded, add_db_arguments, resolve_db
 from daemon.service.config import load_config
 from daemon.sync.decide import decide
@@ -100,27 +102,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--dry-run", action="store_true", help="fold and summarise only; write no projection row"
     )
     p.set_defaults(func=cmd_replay)
-
-
-class Progress:
-    """A one-line progress bar on a terminal; nothing when not a terminal."""
-
-    def __init__(self, out: IO[str], total: int) -> None:
-        self.out, self.total = out, max(total, 1)
-        self.enabled = out.isatty()
-        self.shown = -1
-
-    def __call__(self, position: int) -> None:
-        percent = min(100, position * 100 // self.total)
-        if self.enabled and percent != self.shown:
-            self.shown = percent
-            bar = "#" * (percent // 4)
-            self.out.write(f"\rreplaying [{bar:<25}] {percent:3d}% ({position}/{self.total})")
-            self.out.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.out.write("\n")
 
 
 def until_position(events: list[RecordedEvent], until: int | str | None) -> int | None:
@@ -220,15 +201,14 @@ class ReplayWriteError(Exception):
 
 
 async def _replay_streaming(
-    store: EventStore, until: int | None, err: IO[str], snapshot_at: int | None = None
+    store: EventStore, until: int | None, bars: Bars, snapshot_at: int | None = None
 ) -> ReplaySummary:
     """Fold the log batch by batch: memory stays that of the state, whatever the log's length."""
     last = await store.last_position()
-    bar = Progress(err, until if until is not None else last)
+    bar = bars.task("replaying", last if until is None else min(until, last))
     summary = ReplaySummary()
     async for batch in store.read_batches(1, batch_size=REPLAY_BATCH, until=until):
-        replay(batch, until=until, progress=bar, into=summary, snapshot_at=snapshot_at)
-    bar.done()
+        replay(batch, until=until, on_progress=bar, into=summary, snapshot_at=snapshot_at)
     return summary
 
 
@@ -248,7 +228,11 @@ async def _fold_to(store: EventStore, state: BridgeState, position: int) -> Brid
 
 
 async def rebuild_projection(
-    reader: EventStore, writer: EventStore, err: IO[str], state: BridgeState | None = None
+    reader: EventStore,
+    writer: EventStore,
+    err: IO[str],
+    state: BridgeState | None = None,
+    bars: Bars = NO_BARS,
 ) -> tuple[ReplaySummary, Written]:
     """Replay the whole log and write the projection rows as of the saved checkpoint.
 
@@ -258,7 +242,7 @@ async def rebuild_projection(
     # At the end of the log (a daemon at rest, the usual case) the final state is the
     # rows: no copy, so memory stays that of one state.
     at_end = checkpoint > 0 and checkpoint == await reader.last_position()
-    summary = await _replay_streaming(reader, None, err, snapshot_at=None if at_end else checkpoint)
+    summary = await _replay_streaming(reader, None, bars, None if at_end else checkpoint)
     if state is not None:
         rows = state
     elif at_end and summary.position == checkpoint:
@@ -289,17 +273,21 @@ async def rebuild_projection(
 
 
 async def run_replay(
-    store: EventStore, rules: Rules | None, args: argparse.Namespace, err: IO[str]
+    store: EventStore,
+    rules: Rules | None,
+    args: argparse.Namespace,
+    err: IO[str],
+    bars: Bars = NO_BARS,
 ) -> str:
     if not args.policy and not isinstance(args.until, str):
         # No preview and no time to look up: nothing needs the whole log at once.
-        summary = await _replay_streaming(store, args.until, err)
+        summary = await _replay_streaming(store, args.until, bars)
         return render(summary.to_dict(), None, {}, args.json)
-    events = [e async for e in store.read()]
+    events = await read_log(store, bars)
     until = until_position(events, args.until)
-    bar = Progress(err, until if until is not None else (events[-1].position if events else 0))
-    summary = replay(events, until=until, progress=bar)
-    bar.done()
+    last = events[-1].position if events else 0
+    bar = bars.task("replaying", last if until is None else min(until, last))
+    summary = replay(events, until=until, on_progress=bar)
     policy = dict(args.policy)
     previewed = None
     if policy:
@@ -322,13 +310,15 @@ def writes(args: argparse.Namespace) -> bool:
     return not (args.policy or args.until is not None or getattr(args, "dry_run", False))
 
 
-async def run_rebuild(path: Any, args: argparse.Namespace, err: IO[str]) -> str:
+async def run_rebuild(
+    path: Any, args: argparse.Namespace, err: IO[str], bars: Bars = NO_BARS
+) -> str:
     """Replay the log at ``path`` and write its projection rows; the rendered summary."""
     reader = await EventStore.open(path, readonly=True)  # refuses a missing log
     try:
         writer = await EventStore.open(path)
         try:
-            summary, written = await rebuild_projection(reader, writer, err)
+            summary, written = await rebuild_projection(reader, writer, err, bars=bars)
         finally:
             await writer.close()
     finally:
@@ -346,17 +336,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def action() -> int:
         rules = rules_from_config(load_config(args.config)) if args.config else None
 
-        async def run() -> str:
+        async def run(bars: Bars) -> str:
             if writes(args):
-                return await run_rebuild(resolve_db(args), args, sys.stderr)
+                return await run_rebuild(resolve_db(args), args, sys.stderr, bars)
             store = await EventStore.open(resolve_db(args), readonly=True)
             try:
-                return await run_replay(store, rules, args, sys.stderr)
+                return await run_replay(store, rules, args, sys.stderr, bars)
             finally:
                 await store.close()
 
         try:
-            sys.stdout.write(asyncio.run(run()))
+            with Bars(wanted(args.json)) as bars:
+                text = asyncio.run(run(bars))
+            sys.stdout.write(text)
         except ReplayWriteError as exc:
             print(f"socbridge: error: {exc}", file=sys.stderr)
             return EXIT_PROBLEM

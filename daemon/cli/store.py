@@ -17,6 +17,7 @@ from typing import IO
 import orjson
 
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_STORE, EXIT_USAGE
+from daemon.cli.progress import Bars, OnProgress, wanted
 from daemon.service.config import ConfigError, load_config
 from eventstore import (
     EventStore,
@@ -176,7 +177,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.anchors is not None and not anchors_file.exists():
             _error(f"anchors file {anchors_file} does not exist; check --anchors")
             return EXIT_USAGE
-        report = asyncio.run(_verify(path, anchors_file))
+        with Bars(wanted(args.json)) as bars:
+            report = asyncio.run(_verify(path, anchors_file, bars.task("verifying", None)))
         if args.json:
             print(orjson.dumps({"db": str(path), **report.to_dict()}).decode())
         elif report.ok:
@@ -196,10 +198,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _guarded(action, "cannot read the event log")
 
 
-async def _verify(path: Path, anchors_file: Path) -> VerifyReport:
+async def _verify(
+    path: Path, anchors_file: Path, on_progress: OnProgress | None = None
+) -> VerifyReport:
     store = await EventStore.open(path, readonly=True)
     try:
-        return await verify(store, read_anchors(anchors_file))
+        return await verify(store, read_anchors(anchors_file), on_progress)
     finally:
         await store.close()
 
@@ -247,21 +251,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     def action() -> int:
         path = resolve_db(args)
         if args.output == "-":
+            # The events are the output: no bar among them.
             count = asyncio.run(_export(path, sys.stdout.buffer))
             sys.stdout.buffer.flush()
         else:
-            with open(args.output, "wb") as out:
-                count = asyncio.run(_export(path, out))
+            with open(args.output, "wb") as out, Bars(wanted()) as bars:
+                count = asyncio.run(_export(path, out, bars.task("exporting", None)))
         print(f"exported {count} events from {path}", file=sys.stderr)
         return EXIT_OK
 
     return _guarded(action, f"cannot write {args.output}")
 
 
-async def _export(path: Path, out: IO[bytes]) -> int:
+async def _export(path: Path, out: IO[bytes], on_progress: OnProgress | None = None) -> int:
     store = await EventStore.open(path, readonly=True)
     try:
-        return await export_ndjson(store, out)
+        return await export_ndjson(store, out, on_progress=on_progress)
     finally:
         await store.close()
 
@@ -269,11 +274,13 @@ async def _export(path: Path, out: IO[bytes]) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     def action() -> int:
         path = resolve_db(args)
-        if args.file == "-":
-            report = asyncio.run(_import(path, sys.stdin.buffer))
-        else:
-            with open(args.file, "rb") as source:
-                report = asyncio.run(_import(path, source))
+        with Bars(wanted(args.json)) as bars:
+            if args.file == "-":
+                report = asyncio.run(_import(path, sys.stdin.buffer, bars.task("importing", None)))
+            else:
+                with open(args.file, "rb") as source:
+                    bar = bars.task("importing", _lines(source) if bars.progress else None)
+                    report = asyncio.run(_import(path, source, bar))
         if args.json:
             summary = {"db": str(path), "imported": report.imported, "skipped": report.skipped,
                        "last_position": report.last_position}  # fmt: skip
@@ -288,9 +295,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     return _guarded(action, f"cannot read {args.file}")
 
 
-async def _import(path: Path, source: IO[bytes]) -> ImportReport:
+def _lines(source: IO[bytes]) -> int | None:
+    """The lines of a file (newlines counted a megabyte at a time), read back to its start;
+    None for a pipe, which cannot be read twice."""
+    if not source.seekable():
+        return None
+    count = sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(1 << 20), b""))
+    source.seek(0)
+    return count
+
+
+async def _import(
+    path: Path, source: IO[bytes], on_progress: OnProgress | None = None
+) -> ImportReport:
     store = await EventStore.open(path)
     try:
-        return await import_ndjson(store, source)
+        return await import_ndjson(store, source, on_progress)
     finally:
         await store.close()
