@@ -1,0 +1,34 @@
+"""The shipped alerting rules: valid for Prometheus, each proven by a promtool unit test."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.monitoring.promql import ALERTS, alert_rules
+from tests.support.paths import REPO
+
+TESTS = Path(__file__).with_name("alerts_test.yml")
+
+
+def _promtool(promtool: str, *args: str, cwd: Path = REPO) -> str:
+    done = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def test_promtool_accepts_the_rules(promtool: str) -> None:
+    output = _promtool(promtool, "check", "rules", str(ALERTS))
+    assert f"SUCCESS: {len(alert_rules())} rules found" in output, output
+
+
+def test_every_alert_fires_when_it_should_and_only_then(promtool: str) -> None:
+    _promtool(promtool, "test", "rules", TESTS.name, cwd=TESTS.parent)
+
+
+def test_every_alert_has_a_unit_test() -> None:
+    tested = set(re.findall(r"alertname: (\w+)", TESTS.read_text()))
+    assert {rule["alert"] for rule in alert_rules()} <= tested
