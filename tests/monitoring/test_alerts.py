@@ -1,4 +1,5 @@
-"""The shipped alerting rules: valid for Prometheus, each proven by a promtool unit test."""
+"""The shipped alerting rules: valid for Prometheus, each proven by a promtool unit test,
+and each with its runbook line in docs/operations.md."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def test_every_alert_fires_when_it_should_and_only_then(promtool: str) -> None:
 def test_every_alert_has_a_unit_test() -> None:
     tested = set(re.findall(r"alertname: (\w+)", TESTS.read_text()))
     assert {rule["alert"] for rule in alert_rules()} <= tested
+
+
+def test_every_alert_links_its_runbook_line_in_operations_md() -> None:
+    operations = (REPO / "docs" / "operations.md").read_text()
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", operations, re.M)
+    }
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        page, anchor = url.split("#")
+        assert page == "docs/operations.md" and anchor in headings, (rule["alert"], url)
+        assert anchor == rule["alert"].lower()
+        assert rule["annotations"]["summary"]
