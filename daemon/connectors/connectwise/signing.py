@@ -55,7 +55,9 @@ def mac_key(signing_key: Secret) -> bytes:
 
 def sign(signing_key: Secret, body: bytes) -> str:
     """The ``x-content-signature`` value ConnectWise sends with ``body``."""
-    return base64.b64encode(hmac.digest(mac_key(signing_key), body, "sha256")).decode("ascii")
+    mac = keyed(mac_key(signing_key))
+    mac.update(body)
+    return base64.b64encode(mac.digest()).decode("ascii")
 
 
 def verify(signing_key: Secret, body: bytes, header: str | None) -> None:
@@ -64,8 +66,9 @@ def verify(signing_key: Secret, body: bytes, header: str | None) -> None:
     verify_mac(mac_key(signing_key), body, header)
 
 
-def verify_mac(key: bytes, body: bytes, header: str | None) -> None:
-    """:func:`verify` with the HMAC key (:func:`mac_key`) already derived."""
+def verify_mac(key: bytes | hmac.HMAC, body: bytes, header: str | None) -> None:
+    """:func:`verify` with the HMAC key (:func:`mac_key`) already derived, or an HMAC
+    keyed with it (:func:`keyed`; copied, never updated)."""
     if not header:
         raise SignatureError(f"{SIGNATURE_HEADER} header is missing")
     try:
@@ -73,19 +76,33 @@ def verify_mac(key: bytes, body: bytes, header: str | None) -> None:
         given = binascii.a2b_base64(header.strip(), strict_mode=True)
     except (binascii.Error, ValueError):
         given = b""
-    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), given):
+    mac = key.copy() if isinstance(key, hmac.HMAC) else keyed(key)
+    mac.update(body)
+    if not hmac.compare_digest(mac.digest(), given):
         raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
 
 
+def keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with ``key`` and fed nothing yet.
+
+    Not ``hmac.digest()``: that one-shot form releases the GIL for any body, and on
+    the daemon's event loop, with the store's threads waiting for the GIL, getting
+    it back after a few microseconds of hashing can take far longer than the hashing
+    (the loop stalls meanwhile). An HMAC object's ``update`` keeps the GIL for bodies
+    under 2 KiB (a callback's size) and releases it only for larger ones.
+    """
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 class SigningKey:
-    """A fetched signing key with its HMAC key derived once: every callback signed with
-    it is checked without hashing the key again. Never shows either."""
+    """A fetched signing key with its HMAC keyed once: every callback signed with it is
+    checked on a copy, without hashing the key (or its pads) again. Never shows either."""
 
     __slots__ = ("_mac", "secret")
 
     def __init__(self, secret: Secret) -> None:
         self.secret = secret
-        self._mac = mac_key(secret)
+        self._mac = keyed(mac_key(secret))
 
     def verify(self, body: bytes, header: str | None) -> None:
         """:func:`verify` with this key."""
