@@ -185,12 +185,20 @@ class ConnectWisePoller(BasePoller):
         report = PollReport()
         if ticket_id in self._notes_only and tenant is not None:
             self._notes_only.discard(ticket_id)
-            # The stream's recent events spare a look-up per note already recorded.
-            events, whole = await recent(self.store, stream_for(ticket_id), kinds.CW_NOTE_OBSERVED)
             try:
-                await self._observe_notes(ticket_id, tenant, events, whole=whole, report=report)
+                notes = await self.client.list_notes(ticket_id)
             except NotFoundError:
-                pass  # deleted meanwhile: its delete callback says so
+                return report  # deleted meanwhile: its delete callback says so
+            if notes:
+                # The stream's recent events spare a look-up per note already recorded.
+                # Read only when there are notes: a ticket without any has none among
+                # them, so the read would reach back to the stream's first event (every
+                # callback of it) for nothing.
+                stream = stream_for(ticket_id)
+                events, whole = await recent(self.store, stream, kinds.CW_NOTE_OBSERVED)
+                await self._observe_notes(
+                    ticket_id, tenant, events, whole=whole, report=report, notes=notes
+                )
             return report
         try:
             ticket = await self.client.get_ticket(ticket_id)
@@ -225,12 +233,15 @@ class ConnectWisePoller(BasePoller):
 
     async def _observe_notes(
         self, ticket_id: int, tenant: str, events: list[RecordedEvent], *, whole: bool,
-        report: PollReport,
+        report: PollReport, notes: list[Any] | None = None,
     ) -> None:  # fmt: skip
         """Append the ticket's notes the log lacks; ``events`` are its stream's recent
-        events (``whole``: all of them), which need no look-up."""
+        events (``whole``: all of them), which need no look-up. ``notes``: as listed
+        already (else listed now)."""
         known = {e.event_id for e in events}
-        for note in await self.client.list_notes(ticket_id):
+        if notes is None:
+            notes = await self.client.list_notes(ticket_id)
+        for note in notes:
             event = note_event(note, ticket_id, tenant, api_member=self.settings.api_member)
             if event.event_id in known:
                 continue
