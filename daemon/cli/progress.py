@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from eventstore import EventStore, RecordedEvent
 from eventstore.progress import OnProgress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, Task, TaskID
 
 
 def wanted(as_json: bool = False) -> bool:
@@ -34,18 +25,43 @@ def wanted(as_json: bool = False) -> bool:
     return not as_json and sys.stdout.isatty() and sys.stderr.isatty()
 
 
-class RateColumn(ProgressColumn):
+def rate(task: Task) -> str:
     """Items per second: rich's recent estimate, else the average since the start."""
+    speed = task.finished_speed or task.speed
+    if speed is None and task.elapsed and task.completed:
+        speed = task.completed / task.elapsed
+    unit = task.fields.get("unit", "items")
+    if speed is None:
+        return f"? {unit}/s"
+    return f"{speed:,.0f} {unit}/s" if speed >= 10 else f"{speed:.2g} {unit}/s"
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if speed is None and task.elapsed and task.completed:
-            speed = task.completed / task.elapsed
-        unit = task.fields.get("unit", "items")
-        if speed is None:
-            return Text(f"? {unit}/s", style="progress.data.speed")
-        shown = f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}"
-        return Text(f"{shown} {unit}/s", style="progress.data.speed")
+
+def _progress() -> Progress:
+    """rich's bars on stderr: imported only here, so a run that draws none never loads rich."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(rate(task), style="progress.data.speed")
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
 
 
 class _Task:
@@ -66,17 +82,7 @@ class Bars:
     """The bars of one command run, on stderr; inert (no output) when not ``enabled``."""
 
     def __init__(self, enabled: bool) -> None:
-        self.progress: Progress | None = None
-        if enabled:
-            self.progress = Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                RateColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
+        self.progress: Progress | None = _progress() if enabled else None
 
     def __enter__(self) -> Bars:
         if self.progress is not None:
