@@ -253,6 +253,67 @@ class ServerSettings(BaseModel):
             )
 
 
+class AdminSettings(BaseModel):
+    """``[admin]``: the operator console, web pages served on their own listener (no
+    ``[admin]`` section: no console)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = Field(
+        default="127.0.0.1:8790",
+        description=(
+            "HOST:PORT of the console's listener ([::1]:8790 for IPv6). Loopback by default: "
+            "open it from elsewhere over an SSH tunnel. Any other address needs token, "
+            "tls_cert and tls_key."
+        ),
+    )
+    token: str | None = Field(
+        default=None,
+        description=(
+            "Secret reference (a file, or credential:NAME) holding the console's tokens, one "
+            "per line as NAME:TOKEN (a bare TOKEN is named after the file); the name is "
+            "recorded with every action taken with it. When set, every page asks for a token."
+        ),
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate chain the console serves (with tls_key)."
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+
+    @property
+    def host(self) -> str:
+        return self._split()[0]
+
+    @property
+    def port(self) -> int:
+        return self._split()[1]
+
+    def _split(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @model_validator(mode="after")
+    def _loopback_or_guarded(self) -> AdminSettings:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen = {self.listen!r} is not HOST:PORT (e.g. 127.0.0.1:8790)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        if not _is_loopback(self.host):
+            lacking = [
+                name
+                for name, value in (("token", self.token), ("tls_cert", self.tls_cert))
+                if value is None
+            ]
+            if lacking:
+                raise ValueError(
+                    f"the console listens on {self.host}, not a loopback address, "
+                    f"without {' and '.join(lacking)}; set token, tls_cert and tls_key, or "
+                    "listen on 127.0.0.1 and open it over an SSH tunnel"
+                )
+        return self
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -275,6 +336,7 @@ class Config(BaseModel):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    admin: AdminSettings | None = None
 
     @model_validator(mode="after")
     def _tenants_unique(self) -> Config:
@@ -337,7 +399,8 @@ def _explain(error: Any) -> str:
         if expected == "a number" and str(loc[-1]).endswith("_seconds"):
             expected = "a number of seconds"
         return f"expected {expected}, got {error.get('input')!r}"
-    return str(error["msg"])
+    # A validator's own sentence, without pydantic's "Value error, " in front of it.
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
@@ -386,12 +449,15 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         store = store.model_copy(update={"path": base / store.path})
     if store.anchors_file is not None and not store.anchors_file.is_absolute():
         store = store.model_copy(update={"anchors_file": base / store.anchors_file})
-    server = config.server
+    server, admin = config.server, config.admin
     for key in ("tls_cert", "tls_key"):
         value = getattr(server, key)
         if value is not None and not value.is_absolute():
             server = server.model_copy(update={key: base / value})
-    return config.model_copy(update={"store": store, "server": server})
+        value = getattr(admin, key, None)
+        if admin is not None and value is not None and not value.is_absolute():
+            admin = admin.model_copy(update={key: base / value})
+    return config.model_copy(update={"store": store, "server": server, "admin": admin})
 
 
 def load_config(path: str | Path) -> Config:

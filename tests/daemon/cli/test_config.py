@@ -67,12 +67,19 @@ def test_reference_documents_every_key_with_a_meaning() -> None:
         "conflict",
         "outbox",
         "health",
+        "admin",
     }
     for key in _keys(Config) - sections:
         row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
         assert row is not None, f"{key} missing from the reference"
         assert not row.rstrip().endswith("|  |"), f"{key} has no description"
-    for header in ("`[store]`", "`[soc.webhook]`", "`[[tenants]]`", "`[sync.conflict]`"):
+    for header in (
+        "`[store]`",
+        "`[soc.webhook]`",
+        "`[[tenants]]`",
+        "`[sync.conflict]`",
+        "`[admin]`",
+    ):
         assert header in text
 
 
