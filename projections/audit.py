@@ -651,13 +651,13 @@ def plan_fixes(
     for command_id, a in sorted(state.abandoned.items()):
         if command_id in done:
             continue
-        fixes.append(_answer(state, a.command, False, a.reason))
+        fixes.append(answer(state, a.command, False, a.reason))
         done.add(command_id)
 
     for command_id, c in sorted(state.outbox.items()):
         if command_id in done or _waits_for_create(state, c) or not stuck_and_idle(c):
             continue
-        fixes.append(_answer(state, c, True))
+        fixes.append(answer(state, c, True))
         done.add(command_id)
 
     for link_id, sides in sorted((remote or {}).items()):
@@ -683,7 +683,7 @@ def plan_fixes(
     return fixes
 
 
-def _answer(state: BridgeState, c: PendingCommand, close: bool, reason: str | None = None) -> Fix:
+def answer(state: BridgeState, c: PendingCommand, close: bool, reason: str | None = None) -> Fix:
     """The fix for one abandoned (or, with ``close``, stuck) command that is not a create."""
     link = state.links.get(c.link_id)
     what = "stuck and no longer retried" if close else f"abandoned ({reason})"

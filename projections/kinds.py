@@ -65,6 +65,8 @@ INTEGRATION_REMOVED = "admin.integration.removed"
 #: Parked commands sent again (``socbridge retry``, ``audit --fix``), or dropped (``skip``).
 COMMAND_RETRIED = "admin.command.retried"
 COMMAND_SKIPPED = "admin.command.skipped"
+#: An operator asked (from the console) for both tickets of a link to be read again.
+LINK_REREAD = "admin.link.reread"
 #: ``socbridge run --accept-broken-chain`` started on a log that failed its check.
 CHAIN_ACCEPTED = "admin.chain.accepted"
 SYNC_TEST_STARTED = "admin.sync_test.started"

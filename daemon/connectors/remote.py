@@ -387,6 +387,10 @@ class RemoteClient:
             )
             await asyncio.sleep(delay)
 
+    def has_room(self) -> bool:
+        """Whether a request could go out now without waiting for the rate cap."""
+        return self._limiter.has_capacity(1)
+
     async def room(self) -> None:
         """Return once the rate limit would let one request go at once.
 

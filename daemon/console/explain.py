@@ -679,6 +679,10 @@ def _retried(c: _Ctx) -> str:
     return f"parked command sent again{_operator(c.d)}{_why(c.d)} ({what})"
 
 
+def _reread(c: _Ctx) -> str:
+    return f"both tickets asked to be read again{_operator(c.d)}"
+
+
 def _skipped(c: _Ctx) -> str:
     what = _what_of(c)
     return f"parked command dropped{_operator(c.d)}{_why(c.d)}: it will never {what}"
@@ -743,6 +747,7 @@ _EXPLAIN: dict[str, Callable[[_Ctx], str]] = {
     kinds.INTEGRATION_REMOVED: _removed,
     kinds.COMMAND_RETRIED: _retried,
     kinds.COMMAND_SKIPPED: _skipped,
+    kinds.LINK_REREAD: _reread,
     kinds.CHAIN_ACCEPTED: _chain,
     kinds.SYNC_TEST_STARTED: _test_started,
     kinds.SYNC_TEST_STEP_PASSED: _test_step(True),

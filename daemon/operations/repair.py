@@ -70,7 +70,7 @@ def retried_data(command: PendingCommand, operator: str, reason: str | None) -> 
     }  # fmt: skip
 
 
-def _fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
+def fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
     """The decision for one fix and the events it implies, all with derived ids."""
     command = fix.command
     command_id = command.command_id if command is not None else None
@@ -145,7 +145,7 @@ async def apply_fixes(
 ) -> list[RecordedEvent]:
     """Append each fix's decision with its events (one append each: all or nothing), and
     fold them into ``state`` so the field repairs planned next see them."""
-    planned = [_fix_events(fix, state) for fix in fixes]  # all at the audited position
+    planned = [fix_events(fix, state) for fix in fixes]  # all at the audited position
     appended: list[RecordedEvent] = []
     for events in planned:
         appended.extend(await store.append(events))

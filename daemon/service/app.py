@@ -29,11 +29,15 @@ from daemon.connectors.connectwise.settings import ApiKeys
 from daemon.connectors.connectwise.signing import SigningKeyCache
 from daemon.connectors.contract import Desk, Intake, PollReport, RemoteError
 from daemon.connectors.polling import BasePoller
+from daemon.connectors.remote import RemoteClient
 from daemon.connectors.soc import install as soc_install
 from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.desk import SocDesk
 from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.poller import SocPoller
+from daemon.console.auth import Tokens
+from daemon.console.server import start_console
+from daemon.console.sources import Bridge, DeskHealth
 from daemon.outbox.worker import Outbox
 from daemon.service.anchoring import Anchoring
 from daemon.service.applied import record_applied
@@ -88,6 +92,8 @@ class Secrets:
 
     cw_keys: ApiKeys
     soc_token: Secret
+    #: The console's tokens (``[admin] token``), when it has any.
+    console_tokens: Tokens | None = None
 
 
 SECRETS = web.AppKey("secrets", Secrets)
@@ -101,7 +107,11 @@ DRAIN_ON_STOP_S = 5.0
 async def _secrets_ctx(app: web.Application) -> AsyncIterator[None]:
     # First: a start that fails on a missing or unreadable secret appends nothing.
     config = app[CONFIG]
-    app[SECRETS] = Secrets(config.connectwise.load_keys(), load_secret(config.soc.api_token))
+    admin = config.admin
+    tokens = Tokens.load(admin.token) if admin is not None and admin.token is not None else None
+    app[SECRETS] = Secrets(
+        config.connectwise.load_keys(), load_secret(config.soc.api_token), tokens
+    )
     yield
 
 
@@ -366,6 +376,51 @@ async def _hooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await upkeep.stop()
 
 
+async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The operator console on ``[admin] listen`` (no ``[admin]`` section: none)."""
+    settings = app[CONFIG].admin
+    if settings is None:
+        yield
+        return
+    metrics = app[METRICS]
+
+    def desks() -> list[DeskHealth]:
+        out = []
+        clients: tuple[tuple[Side, RemoteClient, str], ...] = (
+            ("cw", app[CW_CLIENT].remote, "ConnectWise"),
+            ("soc", app[SOC_CLIENT].remote, "SOC desk"),
+        )
+        for side, remote, label in clients:
+            outage = remote.health.outage
+            intake = app.get(INTAKES, {}).get(side)
+            out.append(DeskHealth(
+                side, label, outage is None, outage.reason if outage else None,
+                outage.since if outage else None,
+                intake.last_accepted if intake is not None else None,
+                metrics.last_reconciliation.get(side), remote.limits.rate_per_second,
+                remote.attempts_made, remote.has_room(),
+            ))  # fmt: skip
+        return out
+
+    async def lag() -> int:
+        return max(0, await app[STORE].last_position() - app[ENGINE].state.position)
+
+    bridge = Bridge(
+        store=app[STORE],
+        state=lambda: app[ENGINE].state,
+        config=lambda: app[APPLIED].config,
+        desks=desks,
+        issued_at=metrics.issued_at,
+        started_at=metrics.process_started,
+        tenant_enabled=lambda name: app[ENGINE].tenant_enabled(name),
+        reread=functools.partial(_reobserve, app),
+        lag=lag,
+    )
+    runner = await start_console(bridge, settings, app[SECRETS].console_tokens)
+    yield
+    await runner.cleanup()
+
+
 def _intake(side: Side) -> Handler:
     """The route handler of a desk's intake (mounted before the intake exists). A log that
     cannot be written (disk full, I/O error) is answered 503 with Retry-After: the desks
@@ -486,6 +541,15 @@ def build_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.extend(
-        [_secrets_ctx, _store_ctx, _applied_ctx, _clients_ctx, _sync_ctx, _intake_ctx, _hooks_ctx]
+        [
+            _secrets_ctx,
+            _store_ctx,
+            _applied_ctx,
+            _clients_ctx,
+            _sync_ctx,
+            _intake_ctx,
+            _hooks_ctx,
+            _console_ctx,
+        ]
     )
     return app

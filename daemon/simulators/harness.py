@@ -166,12 +166,18 @@ class Bridge:
     """Simulators + daemon in a temp folder; ``async with Bridge() as b: ...``."""
 
     def __init__(
-        self, folder: Path | None = None, *, poll_s: float = 0.5, export_lag: float = 60.0
+        self,
+        folder: Path | None = None,
+        *,
+        poll_s: float = 0.5,
+        export_lag: float = 60.0,
+        console_port: int | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.folder = folder
         self.poll_s = poll_s
         self.export_lag = export_lag
+        self.console_port = console_port
         self.rehearsal: Rehearsal | None = None
         self.config: Config | None = None
         self._runner: web.AppRunner | None = None
@@ -185,7 +191,7 @@ class Bridge:
             self.folder = Path(self._tmp.name)
         self.rehearsal = await start_rehearsal(
             "127.0.0.1", 0, self.folder / "socbridge.toml", self.folder / "sheet.json",
-            poll_s=self.poll_s, export_lag=self.export_lag,
+            poll_s=self.poll_s, export_lag=self.export_lag, console_port=self.console_port,
         )  # fmt: skip
         self.config = load_config(self.rehearsal.config_path)
         self.session = aiohttp.ClientSession()
@@ -218,6 +224,12 @@ class Bridge:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @property
+    def console_url(self) -> str | None:
+        """Where the operator console listens (``None`` without an ``[admin]`` section)."""
+        admin = self.config.admin if self.config is not None else None
+        return f"http://127.0.0.1:{admin.port}/" if admin is not None else None
 
     @property
     def app(self) -> web.Application:

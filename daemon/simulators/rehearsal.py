@@ -104,11 +104,13 @@ def write_config(
     daemon_port: int,
     poll_s: float,
     tls: RehearsalTls | None = None,
+    console_port: int | None = None,
 ) -> dict[str, Any]:
     """Write the daemon's config (and its secret files) for running simulators.
 
     With ``tls`` the daemon serves TLS with that certificate and the callback and
     webhook URLs are https; without, plain HTTP on loopback (allowed explicitly).
+    With ``console_port`` the operator console listens there, on loopback.
     """
     folder = path.parent
     secrets = folder / "secrets"
@@ -156,6 +158,8 @@ def write_config(
             },
         },
     }
+    if console_port is not None:
+        sections["admin"] = {"listen": f"127.0.0.1:{console_port}"}
     # Not in the config: the key pair of a technician (a member other than socbridge's API
     # member) for the ConnectWise side of 'socbridge sync-test' (its notes are not echoes).
     _write_secret(secrets, "tech_public_key", cwfx.TECH_PUBLIC_KEY)
@@ -218,6 +222,10 @@ def info_sheet(
     }
 
 
+#: The console listens on the first port plus this (8790 for ``sim all``'s default 8700).
+CONSOLE_OFFSET = 90
+
+
 async def start_rehearsal(
     host: str,
     port: int,
@@ -227,6 +235,7 @@ async def start_rehearsal(
     poll_s: float = 5.0,
     export_lag: float = 60.0,
     tls: bool = False,
+    console_port: int | None = None,
 ) -> Rehearsal:
     """Start both simulators on ``port`` and ``port + 1``; write config and sheet.
 
@@ -240,10 +249,16 @@ async def start_rehearsal(
     soc = SocSimulator(host=host, port=port + 1 if port else 0, export_lag=export_lag)
     await soc.start()
     daemon_port = port + 2 if port else _free_port(host)
+    # The console's default port (8790) beside the default first port (8700).
+    if console_port is None:
+        console_port = port + CONSOLE_OFFSET if port else _free_port("127.0.0.1")
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    write_config(config_path, cw.url, soc.url, host, daemon_port, poll_s, rehearsal_tls)
+    write_config(
+        config_path, cw.url, soc.url, host, daemon_port, poll_s, rehearsal_tls, console_port
+    )
     daemon_url = f"{'https' if tls else 'http'}://{host}:{daemon_port}"
     sheet = info_sheet(cw, soc, config_path, daemon_url)
+    sheet["daemon"]["console_url"] = f"http://127.0.0.1:{console_port}/"
     if info_path is not None:
         info_path.write_text(json.dumps(sheet, indent=2) + "\n")
     return Rehearsal(cw, soc, daemon_url, config_path, sheet)
@@ -300,6 +315,7 @@ async def cmd_sim_all(args: Any) -> int:
     print(
         f"ConnectWise simulator {rehearsal.cw.url}, SOC simulator {rehearsal.soc.url}\n"
         f"config {rehearsal.config_path}, sheet {args.info}\n"
+        f"the daemon's console will be at {rehearsal.sheet['daemon']['console_url']}\n"
         f"now run: socbridge run --config {rehearsal.config_path}",
         flush=True,
     )

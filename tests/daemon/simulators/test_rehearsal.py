@@ -26,7 +26,10 @@ SHEET_KEYS = {
     },
     "soc": {"url", "email", "token"},
     "tenants": None,
-    "daemon": {"url", "config", "connectwise_callback_url", "soc_webhook_url", "health_url"},
+    "daemon": {
+        "url", "config", "connectwise_callback_url", "soc_webhook_url", "health_url",
+        "console_url",
+    },
 }  # fmt: skip
 
 
@@ -118,6 +121,9 @@ async def test_sim_all_sheet_and_run_bring_a_bridge_up(tmp_path: Path) -> None:
 
             found = await eventually(crossed, "the incident in ConnectWise", 60)
             assert found[0]["company"]["id"] == enabled["cw_company_id"]
+            # `socbridge run` on the written config serves the console at the sheet's address.
+            async with http.get(sheet["daemon"]["console_url"] + "links") as resp:
+                assert resp.status == 200 and f"#{found[0]['id']}" in await resp.text()
         assert await daemon.stop() == 0
     finally:
         if daemon is not None:

@@ -1,0 +1,1 @@
+"""The operator console: web pages served by the daemon on its own listener."""
