@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM
+from daemon.simulators.connectwise.faults import ApiFault
 from daemon.simulators.harness import Bridge
 from eventstore import verify
 from projections import kinds
@@ -38,6 +39,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="example:\n  socbridge demo\n  socbridge demo --keep ./demo-run",
     )
     p.add_argument("--keep", type=Path, default=None, help="folder to keep the run in")
+    p.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the story, keep the daemon and its console up until Ctrl-C "
+        "(default: when run on a terminal)",
+    )
+    p.add_argument(
+        "--console-port", type=int, default=8790, help="the console's port (default 8790)"
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -135,6 +146,17 @@ async def _conflict(b: Bridge, ctx: dict[str, Any]) -> str:
 
 
 async def _unlink(b: Bridge, ctx: dict[str, Any]) -> str:
+    # ConnectWise fails this ticket's notes for a while (503): the analyst's reply waits in
+    # the outbox, retried, when the technician unlinks the ticket.
+    assert b.rehearsal is not None
+    outage = ApiFault(503, 1_000_000, method="POST", path_contains=f"tickets/{ctx['cw_b']}/notes")
+    b.rehearsal.cw.faults.api.append(outage)
+    await b.analyst.comment(ctx["soc_b"], "Is the host isolated yet?")
+
+    async def reply_failed() -> bool:
+        return any(c.attempts > 0 and c.is_note for c in b.engine.state.outbox.values())
+
+    await b.until(reply_failed, "the reply's delivery to fail")
     await b.technician.set(ctx["cw_b"], status="Unlinked")
 
     async def unlinked() -> bool:
@@ -142,11 +164,20 @@ async def _unlink(b: Bridge, ctx: dict[str, Any]) -> str:
         return link is not None and link.state == "unlinked"
 
     await b.until(unlinked, "the link to be unlinked")
+    b.rehearsal.cw.faults.api.remove(outage)
+
+    async def abandoned() -> bool:
+        return any(a.command.is_note for a in b.engine.state.abandoned.values())
+
+    await b.until(abandoned, "the waiting reply to be abandoned")
     await b.analyst.comment(ctx["soc_b"], "Still there?")
     await b.settled()
     notes = await b.technician.notes(ctx["cw_b"])
     assert not any("Still there?" in n["text"] for n in notes), "synced after unlink"
-    return "ConnectWise Unlinked -> sync stops for good (a later SOC reply stays on the SOC)"
+    return (
+        "ConnectWise Unlinked -> sync stops for good; the reply still waiting for "
+        "ConnectWise is abandoned (the console's Problems lists it)"
+    )
 
 
 STORY: list[tuple[str, Step]] = [
@@ -182,9 +213,9 @@ async def _timeline(b: Bridge) -> None:
                   f"{_describe(e.data)}")  # fmt: skip
 
 
-async def run_demo(folder: Path | None) -> int:
+async def run_demo(folder: Path | None, *, serve: bool = False, console_port: int = 0) -> int:
     failures = 0
-    async with Bridge(folder) as b:
+    async with Bridge(folder, console_port=_free_or_any(console_port)) as b:
         print(f"socbridge demo in {b.folder}")
         print(f"  ConnectWise simulator {b.rehearsal.cw.url if b.rehearsal else ''}")
         print(f"  SOC simulator         {b.rehearsal.soc.url if b.rehearsal else ''}\n")
@@ -202,13 +233,50 @@ async def run_demo(folder: Path | None) -> int:
         report = await verify(b.store)
         print(f"\nevent log: {report.checked} events, chain {'intact' if report.ok else 'BROKEN'}")
         failures += 0 if report.ok else 1
-    print("\ndemo: every step held" if not failures else "\ndemo: FAILED")
+        print("\ndemo: every step held" if not failures else "\ndemo: FAILED")
+        print(f"\nconsole: {b.console_url}")
+        if serve:
+            print("  open it in a browser (the links, and the abandoned reply in Problems);")
+            print("  the daemon and both simulators run until Ctrl-C", flush=True)
+            await _until_interrupted()
+        else:
+            print("  (served while the demo runs; socbridge demo on a terminal keeps it up)")
     return EXIT_OK if not failures else EXIT_PROBLEM
+
+
+def _free_or_any(port: int) -> int | None:
+    """``port`` when nothing listens there, else ``None`` (a free port is picked)."""
+    import socket
+
+    if port == 0:
+        return None
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return port
+
+
+async def _until_interrupted() -> None:
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    code = await run_demo(args.keep)
+    serve = args.serve if args.serve is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    code = await run_demo(args.keep, serve=serve, console_port=args.console_port)
     sys.stdout.flush()
     return code
