@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from daemon.console.explain import explain
 from daemon.console.sources import Bridge, DeskHealth
 from daemon.service.config import Config
 from eventstore import RecordedEvent
@@ -162,7 +163,7 @@ async def overview(bridge: Bridge) -> Overview:
 
 @dataclass(frozen=True)
 class ProblemRow:
-    kind: Literal["parked", "abandoned", "unlinked"]
+    kind: Literal["parked", "abandoned", "unlinked", "conflict", "ambiguity storm"]
     link_id: str
     tenant: str | None
     cw_id: int | None
@@ -194,8 +195,11 @@ def describe_command(command: PendingCommand) -> str:
     return f"{command.action.replace('_', ' ')} on {desk}"
 
 
+ProblemKind = Literal["parked", "abandoned", "unlinked", "conflict", "ambiguity storm"]
+
+
 def _row(
-    config: Config, link: Link | None, kind: Literal["parked", "abandoned", "unlinked"],
+    config: Config, link: Link | None, kind: ProblemKind,
     link_id: str, what: str, error: str, position: int, command_id: str | None,
     actions: tuple[str, ...],
 ) -> ProblemRow:  # fmt: skip
@@ -240,6 +244,21 @@ def problems(bridge: Bridge, answered: set[str]) -> list[ProblemRow]:
                 config, link, "unlinked", link.link_id, "the two tickets are no longer synced",
                 link.unlinked_reason or "unlinked", link.unlinked_at or 0, None, (),
             ))  # fmt: skip
+    for event in bridge.activity.conflicts():
+        link_id = str(event.data.get("link_id") or event.ticket or "")
+        rows.append(_row(
+            config, state.links.get(link_id), "conflict", link_id, explain(event, None),
+            "both desks changed the same field: the policy chose (nothing to fix unless the "
+            "choice was wrong)", event.position, None, ("reread",),
+        ))  # fmt: skip
+    for storm in bridge.activity.storms():
+        rows.append(_row(
+            config, state.links.get(storm.link_id), "ambiguity storm", storm.link_id,
+            f"{storm.count} changes in the same second as the known value in 24 h, each "
+            "needing a read of the ticket", "two writers may be fighting over a field (an "
+            "automation rule, another integration): each costs an API read",
+            storm.last.position, None, ("reread",),
+        ))  # fmt: skip
     rows.sort(key=lambda r: r.position, reverse=True)
     return rows
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from daemon.console.activity import Activity
 from daemon.service.config import Config
 from eventstore import EventStore
 from projections.state import BridgeState, Side
@@ -57,3 +58,5 @@ class Bridge:
     reread: Callable[[Side, int, str | None], None]
     #: Events of the log sync has not decided yet.
     lag: Callable[[], Awaitable[int]]
+    #: Conflicts and ambiguity storms of the last 24 h (fed by the engine).
+    activity: Activity

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from daemon.connectors.soc.client import SocClient
 from daemon.connectors.soc.desk import SocDesk
 from daemon.connectors.soc.intake import WebhookIntake
 from daemon.connectors.soc.poller import SocPoller
+from daemon.console.activity import Activity
 from daemon.console.auth import Tokens
 from daemon.console.server import start_console
 from daemon.console.sources import Bridge, DeskHealth
@@ -84,6 +86,9 @@ APPLIED = web.AppKey("applied", Applied)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 WRITABLE = web.AppKey("writable", LogWritable)
 TENANTS = web.AppKey("tenants", TenantDirectory)
+#: The console's listening socket when ``socbridge run`` bound it before the start (a taken
+#: port is refused before the log is opened); without it the console binds its own.
+CONSOLE_SOCKET = web.AppKey("console_socket", socket.socket)
 
 
 @dataclass(frozen=True)
@@ -415,8 +420,12 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
         tenant_enabled=lambda name: app[ENGINE].tenant_enabled(name),
         reread=functools.partial(_reobserve, app),
         lag=lag,
+        activity=Activity(),
     )
-    runner = await start_console(bridge, settings, app[SECRETS].console_tokens)
+    app[ENGINE].on_event(bridge.activity.observe)
+    runner = await start_console(
+        bridge, settings, app[SECRETS].console_tokens, app.get(CONSOLE_SOCKET)
+    )
     yield
     await runner.cleanup()
 
