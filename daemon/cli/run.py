@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -19,11 +20,13 @@ import structlog
 from aiohttp import web
 
 from daemon.cli.main import EXIT_OK, EXIT_STORE, EXIT_USAGE
-from daemon.service.app import RUNNING, build_app
+from daemon.console.auth import Tokens
+from daemon.service.app import CONFIG, CONSOLE_SOCKET, RUNNING, build_app
 from daemon.service.config import Config, ConfigError, ServerSettings, load_config
 from daemon.service.listener import (
     AcceptErrorThrottle,
     PortTakenError,
+    bind_console,
     bind_listeners,
     start_bound,
 )
@@ -74,6 +77,14 @@ async def serve(
     log = structlog.get_logger("socbridge")
     # Bound first: a taken port is refused before the log is opened or anything appended.
     listeners = bind_listeners(server)
+    admin = app[CONFIG].admin
+    try:
+        if admin is not None:
+            app[CONSOLE_SOCKET] = bind_console(admin)
+    except BaseException:
+        for sock, _ in listeners:
+            sock.close()
+        raise
     asyncio.get_running_loop().set_exception_handler(AcceptErrorThrottle())
     # aiohttp's keep-alive timer runs from the connection's first byte: a connection that
     # sends no complete request head in time (idle, or slow on purpose) is closed.
@@ -103,6 +114,8 @@ async def serve(
         await asyncio.gather(watchdog, return_exceptions=True)
         for sock, _ in listeners:
             sock.close()  # unused when the start failed before serving; closed once anyway
+        if CONSOLE_SOCKET in app:
+            app[CONSOLE_SOCKET].close()
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -113,6 +126,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     redactor = Redactor()
     redactor.add_refs(config_secret_refs(config))
+    if config.admin is not None and config.admin.token is not None:
+        with contextlib.suppress(SecretError):  # refused at start, with its reason
+            for token in Tokens.load(config.admin.token).by_name.values():
+                redactor.add(token)
     configure_logging(redactor)
     app = build_app(
         config, Path(args.config).resolve(), accept_broken_chain=args.accept_broken_chain

@@ -11,6 +11,7 @@ its outcome.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -304,16 +305,21 @@ def build_console(
 
 
 async def start_console(
-    bridge: Bridge, settings: AdminSettings, tokens: Tokens | None
+    bridge: Bridge, settings: AdminSettings, tokens: Tokens | None, sock: socket.socket | None
 ) -> web.AppRunner:
-    """Serve the console on ``settings.listen``; the caller cleans the runner up."""
+    """Serve the console on ``sock`` (bound to ``settings.listen``), or bind that address
+    now; the caller cleans the runner up."""
     app = build_console(bridge, settings, tokens)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     context = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         context = server_context(settings.tls_cert, settings.tls_key)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    site: web.BaseSite = (
+        web.SockSite(runner, sock, ssl_context=context)
+        if sock is not None
+        else web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    )
     try:
         await site.start()
     except BaseException:

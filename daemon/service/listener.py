@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from daemon.service.config import ConfigError, ServerSettings
+from daemon.service.config import AdminSettings, ConfigError, ServerSettings
 from daemon.service.tls import TlsPolicyError, server_context
 
 
@@ -64,7 +64,12 @@ def bind_listeners(server: ServerSettings) -> list[Listener]:
     return bound
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_console(admin: AdminSettings) -> socket.socket:
+    """Bind the console's listening socket (``[admin] listen``), before anything starts."""
+    return _bind(admin.host, admin.port, "[admin] listen")
+
+
+def _bind(host: str, port: int, setting: str = "[server] port (and host)") -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -77,7 +82,7 @@ def _bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise PortTakenError(
                 f"port {port} on {host} is taken by another process; stop it, or set "
-                "[server] port (and host) to a free one"
+                f"{setting} to a free one"
             ) from None
         raise
     return sock

@@ -7,12 +7,15 @@ loopback; the browser tests (test_browser.py) drive the same pages in Chromium.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 from pydantic import ValidationError
 
 from daemon.service.config import AdminSettings
@@ -168,3 +171,46 @@ def test_a_token_file_without_a_usable_token_stops_the_start_before_the_log(
     assert "shorter than 16 characters" in done.stderr and "openssl rand" in done.stderr
     assert "abc123" not in done.stderr  # not even a token too short to use
     assert not (tmp_path / "events.db").exists()
+
+
+def test_a_taken_console_port_is_named_before_the_log_is_opened(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "socbridge.toml"
+        write_config(config, "http://127.0.0.1:1", "http://127.0.0.1:2", "127.0.0.1", 0, 5.0,
+                     console_port=port)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"socbridge: error: port {port} on 127.0.0.1 is taken by another process; stop it, "
+        "or set [admin] listen to a free one"
+    )
+    assert not (tmp_path / "events.db").exists()
+
+
+async def test_the_console_serves_tls_when_given_a_certificate(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "console.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "console.key"))
+    (tmp_path / "console.key").chmod(0o600)
+    assert bridge.config is not None and bridge.config.admin is not None
+    admin = bridge.config.admin.model_copy(
+        update={"tls_cert": tmp_path / "console.pem", "tls_key": tmp_path / "console.key"}
+    )
+    await bridge.stop_daemon()
+    await bridge.start_daemon(bridge.config.model_copy(update={"admin": admin}))
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as https:
+        async with https.get(f"https://127.0.0.1:{admin.port}/", ssl=trusted) as resp:
+            assert resp.status == 200 and "Overview" in await resp.text()
+            assert "Secure" in resp.headers["Set-Cookie"]  # the cookie never goes over HTTP

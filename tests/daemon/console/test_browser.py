@@ -21,6 +21,7 @@ from daemon.simulators.harness import Bridge
 from daemon.simulators.soc import fixture as socfx
 from projections import kinds
 from tests.daemon.bridge.test_parked import parked, refuse_writes, two_linked
+from tests.daemon.console.test_access import TOKEN, with_token
 from tests.support.browser import Browser, require_browser
 from tests.support.paths import REPO
 
@@ -198,3 +199,21 @@ async def test_the_demo_ends_with_a_console_that_shows_its_links_and_abandoned_r
     finally:
         demo.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(demo.wait(), 30) == 0
+
+
+async def test_with_a_token_the_login_form_lets_its_owner_in(
+    bridge: Bridge, browser: Browser, tmp_path: Path
+) -> None:
+    await with_token(bridge, tmp_path)
+    await browser.get(console(bridge, "/problems"))
+    assert (await browser.url()).endswith("/login?next=/problems")
+    await browser.fill("input[name=token]", "not-the-token-at-all")
+    await browser.submit("form button")
+    assert "That token is not valid." in await browser.text(".flash")
+    await browser.screenshot("login")
+    await browser.fill("input[name=token]", TOKEN)
+    await browser.submit("form button")
+    assert (await browser.url()).endswith("/problems")
+    assert "alice" in await browser.text("header .who")
+    await browser.submit("header form button")  # log out
+    assert (await browser.url()).endswith("/login")
