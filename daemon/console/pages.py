@@ -145,16 +145,18 @@ async def overview(bridge: Bridge) -> Overview:
         problems.append(f"{parked} command(s) parked: a desk refused them; see Problems.")
     if state.abandoned:
         problems.append(
-            f"{len(state.abandoned)} command(s) abandoned after their retries; see Problems."
+            f"{len(state.abandoned)} command(s) abandoned (never delivered); see Problems."
         )
     if lag > config.health.max_decision_lag_events:
         problems.append(f"Sync is {lag} events behind the log.")
     if state.removed:
         problems.append("The integration was removed (socbridge remove): nothing is synced.")
     tenants = tenant_rows(bridge, state)
-    off = [t.name for t in tenants if not t.sync_on]
+    # A tenant the configuration keeps off is as intended; one an operator switched off
+    # is worth a glance (its changes are not synced until it is switched on again).
+    off = [t.name for t in tenants if not t.sync_on and state.tenant_switches.get(t.name) is False]
     if off:
-        problems.append(f"Sync is off for {', '.join(off)}.")
+        problems.append(f"Sync was switched off by an operator for {', '.join(off)}.")
     return Overview(desks, tenants, lag, parked, len(state.abandoned), len(state.links), problems)
 
 
@@ -235,7 +237,7 @@ def problems(bridge: Bridge, answered: set[str]) -> list[ProblemRow]:
         link = state.links.get(c.link_id)
         rows.append(_row(
             config, link, "abandoned", c.link_id, describe_command(c),
-            f"given up after {c.attempts} attempt(s): {a.reason}", a.abandoned_at,
+            f"not delivered ({c.attempts} attempt(s)): {a.reason}", a.abandoned_at,
             command_id, ("retry", "skip", "reread"),
         ))  # fmt: skip
     for link in state.links.values():
