@@ -36,15 +36,16 @@ from typing import Any
 import orjson
 
 from daemon.bench import burst, history, pipeline, soak
+from daemon.bench import console as console_bench
 from daemon.bench import store as store_bench
 from daemon.cli.main import EXIT_OK
 from daemon.cli.progress import Bars, wanted
 
 #: The parts a run without ``--only`` measures.
 PARTS = ("store", "pipeline", "history")
-#: Every part ``--only`` accepts. The soak (10 minutes by default) and the burst run only
-#: when asked.
-ALL_PARTS = (*PARTS, "soak", "burst", "idle")
+#: Every part ``--only`` accepts. The soak (10 minutes by default), the burst, idle and
+#: console parts run only when asked.
+ALL_PARTS = (*PARTS, "soak", "burst", "idle", "console")
 #: The project's performance targets: printed next to the figures, never used to change them.
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "append_concurrent_eps / sqlite_limit_batched_eps >= 0.75": (
@@ -73,6 +74,10 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "idle: <= 1 request per desk per pass": (
         "idle",
         lambda f: max(f["idle_cw_requests_per_pass"], f["idle_soc_requests_per_pass"]) <= 1,
+    ),
+    "console_page_p99_ms < 200 (10k links)": (
+        "console",
+        lambda f: f["console_links"] >= 10_000 and f["console_page_p99_ms"] < 200,
     ),
     "burst_cw_reads <= 4 per ticket": (
         "burst",
@@ -127,7 +132,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--only", action="append", choices=ALL_PARTS, default=None,
         help="run only this part (repeatable; default: store, pipeline and history; "
-        "the soak and the burst run only when named)",
+        "the soak, burst, idle and console parts run only when named)",
     )  # fmt: skip
     p.add_argument(
         "--minutes", type=float, default=None,
@@ -197,6 +202,9 @@ async def cmd_bench(args: argparse.Namespace) -> int:
                 await part("burst", burst.run_burst(root, shape))
             if "idle" in parts:
                 await part("idle", burst.run_idle(root, window_s=10.0 if quick else 30.0))
+            if "console" in parts:
+                links = 500 if quick else 10_000
+                await part("console", console_bench.run_console(root, links, 10 if quick else 50))
     met = {name: bool(check(figures)) for name, (part, check) in TARGETS.items() if part in parts}
     if met:
         figures["pipeline_targets"] = met
