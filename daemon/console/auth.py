@@ -26,6 +26,9 @@ from daemon.service.secrets import Secret, SecretError, load_secret
 COOKIE = "socbridge_console"
 #: A login lasts this long without use.
 SESSION_IDLE_S = 8 * 3600.0
+#: Sessions kept at most (the least recently used go first): a client that never keeps
+#: its cookie, a probe say, cannot grow the table without bound.
+MAX_SESSIONS = 10_000
 LOCAL = "local"
 
 
@@ -89,6 +92,8 @@ class Sessions:
 
     def open(self, operator: str) -> str:
         self._expire()
+        while len(self._sessions) >= MAX_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]  # kept in order of last use
         sid = secrets.token_urlsafe(32)
         self._sessions[sid] = Session(operator)
         return sid
@@ -103,6 +108,7 @@ class Sessions:
             del self._sessions[sid]
             return None
         session.last_used = time.monotonic()
+        self._sessions[sid] = self._sessions.pop(sid)  # now the most recently used
         return session
 
     def close(self, sid: str | None) -> None:

@@ -18,6 +18,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
+from daemon.console.auth import MAX_SESSIONS, Sessions
 from daemon.service.config import AdminSettings
 from daemon.simulators.harness import Bridge
 from daemon.simulators.rehearsal import write_config
@@ -214,3 +215,13 @@ async def test_the_console_serves_tls_when_given_a_certificate(
         async with https.get(f"https://127.0.0.1:{admin.port}/", ssl=trusted) as resp:
             assert resp.status == 200 and "Overview" in await resp.text()
             assert "Secure" in resp.headers["Set-Cookie"]  # the cookie never goes over HTTP
+
+
+def test_sessions_are_bounded_and_a_forgotten_one_has_no_csrf_token() -> None:
+    sessions = Sessions()
+    first = sessions.open("local")
+    for _ in range(MAX_SESSIONS):
+        sessions.open("local")
+    assert sessions.get(first) is None  # the least recently used went first
+    assert sessions.csrf_ok(first, sessions.csrf(first))  # the token is bound to the id...
+    assert not sessions.csrf_ok(None, sessions.csrf(first))  # ...and useless without it
