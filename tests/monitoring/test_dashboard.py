@@ -9,7 +9,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.monitoring.promql import DASHBOARD, dashboard, dashboard_exprs, panels, series_names
+from tests.monitoring.promql import (
+    DASHBOARD,
+    alert_rules,
+    dashboard,
+    dashboard_exprs,
+    panels,
+    series_names,
+)
 
 
 def test_the_dashboard_is_json_grafana_imports_with_a_datasource_input() -> None:
@@ -32,6 +39,12 @@ def test_every_query_names_only_socbridge_and_process_series() -> None:
         names = series_names(expr)
         assert names, expr
         assert all(n.startswith(("socbridge_", "process_")) for n in names), (expr, names)
+
+
+def test_the_dashboard_shows_every_series_an_alert_reads() -> None:
+    alerted = {n for rule in alert_rules() for n in series_names(rule["expr"])}
+    shown = {n for expr in dashboard_exprs(dashboard()) for n in series_names(expr)}
+    assert alerted <= shown, alerted - shown
 
 
 def test_the_series_names_are_read_out_of_promql() -> None:
