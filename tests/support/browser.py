@@ -89,18 +89,31 @@ class Browser:
         await self.call(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
     async def submit(self, css: str) -> None:
-        """Click ``css`` (a form's button, a link) and wait until the next page has loaded."""
+        """Click ``css`` (a form's button, a link) and wait until the next page has loaded.
+
+        The page being left is marked, and the wait ends once a complete page without the
+        mark is there. (Waiting for an element of the old page to go stale can meet
+        chromedriver's "node does not belong to the document" in mid-navigation instead.)
+        """
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.wait import WebDriverWait
 
+        def loaded(driver: Any) -> bool:
+            try:
+                return bool(
+                    driver.execute_script(
+                        "return window.socbridgeLeaving === undefined"
+                        " && document.readyState === 'complete'"
+                    )
+                )
+            except WebDriverException:
+                return False  # between two pages
+
         def submit() -> None:
-            page = self.driver.find_element(By.TAG_NAME, "html")
+            self.driver.execute_script("window.socbridgeLeaving = true")
             self.driver.find_element(By.CSS_SELECTOR, css).click()
-            WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(page))
-            WebDriverWait(self.driver, 30).until(
-                lambda d: d.execute_script("return document.readyState") == "complete"
-            )
+            WebDriverWait(self.driver, 30).until(loaded)
 
         await self.call(submit)
 
