@@ -202,6 +202,8 @@ class RemoteHealth:
     def __init__(self, name: str) -> None:
         self.name = name
         self.outage: Outage | None = None
+        #: Since when it has answered (this process's start, or the end of its last outage).
+        self.up_since = datetime.now(UTC)
         self._log = structlog.get_logger("socbridge.remote").bind(remote=name)
 
     @property
@@ -215,6 +217,7 @@ class RemoteHealth:
     def answered(self) -> None:
         if self.outage is not None:
             was, self.outage = self.outage, None
+            self.up_since = datetime.now(UTC)
             self._log.info("remote.up", was=was.reason, down_since=was.since.isoformat())
 
     def refused(self, status: int) -> None:

@@ -69,9 +69,9 @@ class DeskRow:
     @property
     def reachable_text(self) -> str:
         h = self.health
+        when = h.since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if h.reachable:
-            return "reachable"
-        when = h.down_since.strftime("%Y-%m-%d %H:%M:%S UTC") if h.down_since else "?"
+            return f"reachable since {when}"
         return f"not reachable: {h.down_reason} since {when}"
 
 

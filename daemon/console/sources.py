@@ -27,9 +27,10 @@ class DeskHealth:
     #: "ConnectWise" or "SOC desk".
     label: str
     reachable: bool
-    #: Why not (``"unavailable (HTTP 503)"``) and since when, while unreachable.
+    #: Why not (``"unavailable (HTTP 503)"``), while unreachable.
     down_reason: str | None
-    down_since: datetime | None
+    #: Since when it is in its current state (down, or answering).
+    since: datetime
     #: Unix times: the last callback or webhook accepted, the last reconciliation pass.
     last_inbound_at: float | None
     last_poll_at: float | None

@@ -400,7 +400,7 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
             intake = app.get(INTAKES, {}).get(side)
             out.append(DeskHealth(
                 side, label, outage is None, outage.reason if outage else None,
-                outage.since if outage else None,
+                outage.since if outage else remote.health.up_since,
                 intake.last_accepted if intake is not None else None,
                 metrics.last_reconciliation.get(side), remote.limits.rate_per_second,
                 remote.attempts_made, remote.has_room(),

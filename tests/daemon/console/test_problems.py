@@ -66,3 +66,28 @@ def test_what_is_older_than_the_window_is_forgotten() -> None:
     [storm] = activity.storms(now)
     assert storm.count == STORM_READS and storm.link_id == "cw:1" and storm.last.position == 40
     assert activity.storms(now + WINDOW_S) == [] and activity.conflicts(now + WINDOW_S) == []
+
+
+async def test_the_overview_says_which_desk_is_down_since_when_and_when_it_is_back(
+    bridge: Bridge,
+) -> None:
+    assert bridge.rehearsal is not None and bridge.console_url is not None
+    bridge.rehearsal.soc.faults.update({"error_ratio": 1.0, "error_status": 503})
+
+    async def overview() -> str:
+        async with aiohttp.ClientSession() as http, http.get(bridge.console_url or "") as r:
+            return await r.text()
+
+    async def down() -> str | None:
+        page = await overview()
+        return page if "SOC desk is not reachable: unavailable (HTTP 503) since" in page else None
+
+    page = await bridge.until(down, "the overview to say the SOC desk is down")
+    assert 'class="verdict bad"' in page and "ConnectWise</td>\n<td>reachable since" in page
+    bridge.rehearsal.soc.faults.update({"error_ratio": 0.0})
+
+    async def back() -> bool:
+        page = await overview()
+        return "SOC desk</td>\n<td>reachable since" in page and "Healthy" in page
+
+    await bridge.until(back, "the overview to say the SOC desk is back")
