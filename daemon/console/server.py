@@ -92,10 +92,11 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     who = _who(request)
     new_sid = None
-    if who is None and request.app[TOKENS] is None:
-        # Loopback without tokens: whoever reaches the listener is this host's ``local``.
+    if who is None and request.app[TOKENS] is None and request.method == "GET":
+        # Loopback without tokens: whoever reaches the listener is this host's ``local``
+        # (a POST must come from a page it loaded: its session's CSRF token, below).
         new_sid = request.app[SESSIONS].open(LOCAL)
-        who = Who(LOCAL, new_sid) if request.method == "GET" else None
+        who = Who(LOCAL, new_sid)
     if who is None:
         if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
             raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
