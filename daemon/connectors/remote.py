@@ -80,6 +80,11 @@ def request_purpose(purpose: str) -> Iterator[None]:
 
 #: Called for every HTTP attempt: (remote name, method, purpose).
 RequestCounter = Callable[[str, str, str], None]
+#: ``(remote name, status)`` of an attempt the remote failed: the HTTP status, or ``network``.
+ErrorCounter = Callable[[str, str], None]
+#: Answers that mean the desk failed the request (not a normal answer about it, as a 404
+#: look-up or a 409 safe-update conflict is): credentials refused, throttled, server errors.
+FAILED_STATUSES = frozenset({401, 403, 429})
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:
@@ -286,6 +291,8 @@ class RemoteClient:
         self.health = RemoteHealth(name)
         #: Told of every HTTP attempt (the API budget: socbridge_remote_requests_total).
         self.on_request: RequestCounter | None = None
+        #: Told of every attempt the remote failed (see :data:`FAILED_STATUSES`).
+        self.on_error: ErrorCounter | None = None
 
     def __repr__(self) -> str:
         return f"RemoteClient(name={self.name!r}, base_url={redact_url(self.base_url)!r})"
@@ -435,6 +442,10 @@ class RemoteClient:
         # A little jitter on top so clients told the same moment do not stampede.
         return retry_after + self._rng.uniform(0, min(1.0, self.retry.base_delay))
 
+    def _failed_attempt(self) -> None:
+        if self.on_error is not None:
+            self.on_error(self.name, "network")
+
     async def _attempt(
         self,
         method: str,
@@ -466,10 +477,16 @@ class RemoteClient:
                     allow_redirects=False,
                 ) as resp:
                     raw = await resp.read()
+                    if self.on_error is not None and (
+                        resp.status >= 500 or resp.status in FAILED_STATUSES
+                    ):
+                        self.on_error(self.name, str(resp.status))
                     return RemoteResponse(resp.status, resp.headers, raw, resp.url)
             except TimeoutError:
+                self._failed_attempt()
                 return f"timed out after {time.monotonic() - started:.1f}s"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                self._failed_attempt()
                 # Only the exception type: some aiohttp messages embed the
                 # request, and the request carries the credentials.
                 return f"connection error ({type(exc).__name__})"

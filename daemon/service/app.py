@@ -170,6 +170,7 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SOC_CLIENT] = SocClient.from_settings(config.soc, secrets.soc_token, session=session)
         for client in (app[CW_CLIENT], app[SOC_CLIENT]):
             client.remote.on_request = app[METRICS].remote_request  # the API budget
+            client.remote.on_error = app[METRICS].remote_request_failed
         desks: dict[Side, Desk] = {
             "cw": ConnectWiseDesk(app[CW_CLIENT]),
             "soc": SocDesk(app[SOC_CLIENT]),

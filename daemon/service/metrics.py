@@ -130,6 +130,14 @@ class Metrics:
             ["side", "method", "purpose"],
             registry=self.registry,
         )
+        self.remote_request_errors = Counter(
+            "socbridge_remote_request_errors",
+            "HTTP requests to each desk that it failed (every attempt): no answer "
+            "(status network), credentials refused (401, 403), throttled (429) or a server "
+            "error (5xx). Over socbridge_remote_requests_total: the error ratio.",
+            ["side", "status"],
+            registry=self.registry,
+        )
         self.remote_errors = Counter(
             "socbridge_remote_errors",
             "Failed or abandoned deliveries, by target side and HTTP status.",
@@ -228,6 +236,10 @@ class Metrics:
     def remote_request(self, remote: str, method: str, purpose: str) -> None:
         """One HTTP attempt to a desk (the clients' ``on_request``)."""
         self.remote_requests.labels(SIDES.get(remote, remote), method, purpose).inc()
+
+    def remote_request_failed(self, remote: str, status: str) -> None:
+        """One HTTP attempt the desk failed (the clients' ``on_error``)."""
+        self.remote_request_errors.labels(SIDES.get(remote, remote), status).inc()
 
     async def start(self, store: EventStore) -> None:
         """Count from the log's current end on (call once the log is open)."""

@@ -12,7 +12,11 @@ from tests.monitoring.promql import shipped_series
 
 #: Counters that have samples only once something went wrong (a label per remote status or
 #: per task): declared from the start, and those must be.
-ONLY_ON_TROUBLE = {"socbridge_remote_errors_total", "socbridge_task_restarts_total"}
+ONLY_ON_TROUBLE = {
+    "socbridge_remote_errors_total",
+    "socbridge_remote_request_errors_total",
+    "socbridge_task_restarts_total",
+}
 
 
 async def test_every_series_the_rules_and_dashboard_name_is_exposed(tmp_path: Path) -> None:

@@ -90,6 +90,10 @@ async def test_a_desk_answering_5xx_is_down_and_its_commands_wait_on_its_side(
         assert value(text, 'socbridge_outbox_oldest_age_seconds{side="cw"}') > 0  # type: ignore[operator]
         assert value(text, 'socbridge_outbox_oldest_age_seconds{side="soc"}') == 0
         assert value(text, "socbridge_decision_lag_events") is not None
+        # Every attempt ConnectWise failed is counted, retries included; the SOC failed none.
+        failed = value(text, 'socbridge_remote_request_errors_total{side="cw",status="503"}')
+        assert failed is not None and failed >= 1
+        assert 'socbridge_remote_request_errors_total{side="soc"' not in text
 
         bridge.rehearsal.cw.faults.api.clear()
 
