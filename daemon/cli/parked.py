@@ -21,7 +21,7 @@ import orjson
 
 from daemon.cli.main import EXIT_OK, EXIT_USAGE
 from daemon.cli.store import _guarded, add_db_arguments, resolve_db
-from daemon.operations.repair import retried_data
+from daemon.operations.repair import operator_event, retried_data, skipped_data
 from daemon.service.applied import operator_name
 from eventstore import EventStore, NewEvent
 from projections import kinds
@@ -184,19 +184,6 @@ async def _append(path: Path, events: list[NewEvent]) -> None:
         await store.close()
 
 
-def _event(command: PendingCommand, type_: str, data: dict[str, Any]) -> NewEvent:
-    return NewEvent(
-        stream=f"outbox:{command.link_id}",
-        type=type_,
-        data=data,
-        tenant=command.tenant,
-        ticket=command.link_id,
-        causation_id=command.command_id,
-        correlation_id=command.link_id,
-        source=SOURCE,
-    )
-
-
 def cmd_retry(args: argparse.Namespace) -> int:
     def action() -> int:
         path = resolve_db(args)
@@ -208,7 +195,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return _fail(args, chosen)
         who = operator_name(args.operator)
         events = [
-            _event(c, kinds.COMMAND_RETRIED, retried_data(c, operator=who, reason=args.reason))
+            operator_event(c, kinds.COMMAND_RETRIED, retried_data(c, who, args.reason), SOURCE)
             for c in chosen
         ]
         if events:
@@ -260,12 +247,8 @@ def cmd_skip(args: argparse.Namespace) -> int:
             return _fail(args, chosen)
         [command] = chosen
         d = describe(command, state)
-        data = {
-            "command_id": command.command_id, "kind": command.kind, "link_id": command.link_id,
-            "params": command.params, "operator": operator_name(args.operator),
-            "reason": args.reason,
-        }  # fmt: skip
-        asyncio.run(_append(path, [_event(command, kinds.COMMAND_SKIPPED, data)]))
+        data = skipped_data(command, operator_name(args.operator), args.reason)
+        asyncio.run(_append(path, [operator_event(command, kinds.COMMAND_SKIPPED, data, SOURCE)]))
         if args.json:
             sys.stdout.write(orjson.dumps({"ok": True, "skipped": d}).decode() + "\n")
             return EXIT_OK

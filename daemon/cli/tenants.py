@@ -28,9 +28,10 @@ import orjson
 
 from daemon.cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from daemon.cli.store import _guarded
+from daemon.operations.tenant_switch import append_switch
 from daemon.service.applied import last_applied, operator_name
 from daemon.service.config import Config, config_hash, load_config
-from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from eventstore import ConcurrencyError, EventStore, RecordedEvent
 from projections import kinds
 from projections.fold import fold
 from projections.state import BridgeState
@@ -41,10 +42,6 @@ _EXIT_CODES = (
     "exit codes: 0 done (or already in that state), 1 the switch changed meanwhile (run\n"
     "again), 2 usage or configuration error, unknown tenant, 3 event log unusable"
 )
-
-
-def switch_stream(tenant: str) -> str:
-    return f"admin:tenant:{tenant}"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -271,25 +268,10 @@ async def switch(
         return False, before
     store = await EventStore.open(path, synchronous=config.store.synchronous)
     try:
-        last = await store.last_in_stream(switch_stream(tenant))
-        await store.append(
-            [
-                NewEvent(
-                    stream=switch_stream(tenant),
-                    type=kinds.TENANT_SYNC_ENABLED if enable else kinds.TENANT_SYNC_DISABLED,
-                    tenant=tenant,
-                    source=SOURCE,
-                    data={
-                        "tenant": tenant,
-                        "operator": operator,
-                        "reason": reason,
-                        "was": before.sync,
-                        "was_set_by": before.set_by,
-                    },
-                )
-            ],
-            expected_version=last.stream_version if last is not None else 0,
-        )
+        await append_switch(
+            store, tenant, enable, operator=operator, reason=reason, was=before.sync,
+            was_set_by=before.set_by, source=SOURCE,
+        )  # fmt: skip
     finally:
         await store.close()
     return True, before

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +21,12 @@ import orjson
 
 from daemon.console.pages import ProblemRow, describe_command, when
 from daemon.console.sources import Bridge
-from daemon.operations.repair import fix_events, retried_data
+from daemon.operations.repair import fix_events, operator_event, retried_data, skipped_data
+from daemon.operations.tenant_switch import append_switch
 from eventstore import NewEvent, RecordedEvent
 from projections import kinds
 from projections.audit import Fix, answer
-from projections.state import BridgeState, Link, PendingCommand
+from projections.state import Link, PendingCommand
 
 SOURCE = "socbridge.console"
 
@@ -50,54 +50,38 @@ class Outcome:
     status: str
 
 
-def _event(link_id: str, tenant: str | None, type_: str, data: dict[str, Any], cause: str | None
-           ) -> NewEvent:  # fmt: skip
-    return NewEvent(
-        stream=f"outbox:{link_id}", type=type_, data=data, tenant=tenant, ticket=link_id,
-        causation_id=cause, correlation_id=link_id, source=SOURCE,
-    )  # fmt: skip
-
-
 async def on_command(bridge: Bridge, command_id: str, action: str, operator: str) -> str:
     """Retry or skip a parked or abandoned command; the sentence the page shows."""
     state = bridge.state()
     reason = "from the console"
     pending = state.outbox.get(command_id)
+    gone = state.abandoned.get(command_id)
     if pending is not None and pending.parked is not None:
         c = pending
-        if action == "retry":
-            data = retried_data(c, operator=operator, reason=reason)
-            await bridge.store.append(
-                [_event(c.link_id, c.tenant, kinds.COMMAND_RETRIED, data, c.command_id)]
-            )
-            return f"Retrying: {describe_command(c)} ({command_id[:8]}), sent again within seconds."
-        data = {
-            "command_id": c.command_id, "kind": c.kind, "link_id": c.link_id,
-            "params": c.params, "operator": operator, "reason": reason,
-        }  # fmt: skip
-        await bridge.store.append(
-            [_event(c.link_id, c.tenant, kinds.COMMAND_SKIPPED, data, c.command_id)]
-        )
-        return f"Skipped: {describe_command(c)} ({command_id[:8]}) will not be delivered."
-    gone = state.abandoned.get(command_id)
-    if gone is None:
-        if pending is not None:
-            return f"Nothing done: {command_id[:8]} is not parked, the outbox is still on it."
-        return f"Nothing done: {command_id[:8]} is no longer waiting (delivered or dropped)."
-    c = gone.command
-    if action == "retry":
-        fix = answer(state, c, False, gone.reason)
-        admin = _event(c.link_id, c.tenant, kinds.COMMAND_RETRIED,
-                       retried_data(c, operator=operator, reason=reason), c.command_id)  # fmt: skip
+    elif gone is not None:
+        c = gone.command
+    elif pending is not None:
+        return f"Nothing done: {command_id[:8]} is not parked, the outbox is still on it."
     else:
-        fix = Fix("acknowledge", c.link_id, f"{c.kind} abandoned ({gone.reason}): skipped by "
-                  f"{operator} from the console", c)  # fmt: skip
-        admin = _event(c.link_id, c.tenant, kinds.COMMAND_SKIPPED, {
-            "command_id": c.command_id, "kind": c.kind, "link_id": c.link_id,
-            "params": c.params, "operator": operator, "reason": reason,
-        }, c.command_id)  # fmt: skip
+        return f"Nothing done: {command_id[:8]} is no longer waiting (delivered or dropped)."
+    retry = action == "retry"
+    data = (retried_data if retry else skipped_data)(c, operator, reason)
+    admin = operator_event(
+        c, kinds.COMMAND_RETRIED if retry else kinds.COMMAND_SKIPPED, data, SOURCE
+    )
+    if gone is None:  # parked: the event alone lets it (and its lane) go, or drops it
+        await bridge.store.append([admin])
+        if retry:
+            return f"Retrying: {describe_command(c)} ({command_id[:8]}), sent again within seconds."
+        return f"Skipped: {describe_command(c)} ({command_id[:8]}) will not be delivered."
+    # Abandoned: with the audit's own answer to it, so the audit stops listing it.
+    fix = (
+        answer(state, c, False, gone.reason) if retry
+        else Fix("acknowledge", c.link_id, f"{c.kind} abandoned ({gone.reason}): skipped by "
+                 f"{operator} from the console", c)
+    )  # fmt: skip
     await bridge.store.append([admin, *fix_events(fix, state)])
-    return f"{'Retried' if action == 'retry' else 'Skipped'}: {fix.reason}."
+    return f"{'Retried' if retry else 'Skipped'}: {fix.reason}."
 
 
 async def reread(bridge: Bridge, link_id: str, operator: str) -> str:
@@ -122,17 +106,10 @@ async def switch_tenant(bridge: Bridge, name: str, enable: bool, operator: str) 
     was = bridge.tenant_enabled(name)
     if was == enable:
         return f"Sync for {name} is already {'on' if enable else 'off'}."
-    stream = f"admin:tenant:{name}"
-    last = await bridge.store.last_in_stream(stream)
-    await bridge.store.append(
-        [NewEvent(
-            stream=stream,
-            type=kinds.TENANT_SYNC_ENABLED if enable else kinds.TENANT_SYNC_DISABLED,
-            tenant=name, source=SOURCE,
-            data={"tenant": name, "operator": operator, "reason": "from the console",
-                  "was": was, "was_set_by": None},
-        )],
-        expected_version=last.stream_version if last is not None else 0,
+    set_by = "switch" if name in bridge.state().tenant_switches else "config"
+    await append_switch(
+        bridge.store, name, enable, operator=operator, reason="from the console", was=was,
+        was_set_by=set_by, source=SOURCE,
     )  # fmt: skip
     return f"Sync for {name} is now {'on' if enable else 'off'}."
 
@@ -211,20 +188,11 @@ async def _last_outcome(bridge: Bridge, link_id: str, command_id: str) -> str | 
 
 async def ticket_events(bridge: Bridge, link: Link) -> list[RecordedEvent]:
     """A link's timeline: its decisions and commands and both tickets' observations."""
-    keys = {link.link_id}
-    for side in ("cw", "soc"):
-        ticket_id = link.ticket_id(side)
-        if ticket_id is not None:
-            keys.add(f"{side}:{ticket_id}")
     found: dict[int, RecordedEvent] = {}
-    for key in keys:
+    for key in link.ticket_keys():
         for e in await bridge.store.read_ticket(link.tenant, key):
             found[e.position] = e
     return [found[p] for p in sorted(found)]
-
-
-def pending_of(state: BridgeState, link: Link) -> Counter[str]:
-    return Counter(c.link_id for c in state.outbox.values() if c.link_id == link.link_id)
 
 
 def as_toml(config: dict[str, Any], prefix: str = "") -> str:

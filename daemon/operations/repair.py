@@ -70,6 +70,24 @@ def retried_data(command: PendingCommand, operator: str, reason: str | None) -> 
     }  # fmt: skip
 
 
+def skipped_data(command: PendingCommand, operator: str, reason: str | None) -> dict[str, Any]:
+    """The ``admin.command.skipped`` of a command: it is never delivered (its parameters are
+    kept, so the audit can say what was dropped)."""
+    return {**retried_data(command, operator, reason), "params": command.params}
+
+
+def operator_event(
+    command: PendingCommand, type_: str, data: dict[str, Any], source: str
+) -> NewEvent:
+    """An operator's event about one command (retried, skipped), on its link's outbox
+    stream and caused by the command."""
+    return NewEvent(
+        stream=f"outbox:{command.link_id}", type=type_, data=data, tenant=command.tenant,
+        ticket=command.link_id, causation_id=command.command_id,
+        correlation_id=command.link_id, source=source,
+    )  # fmt: skip
+
+
 def fix_events(fix: Fix, state: BridgeState) -> list[NewEvent]:
     """The decision for one fix and the events it implies, all with derived ids."""
     command = fix.command
