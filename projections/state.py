@@ -261,6 +261,16 @@ class Link:
     def active(self) -> bool:
         return self.state in ("requested", "linked")
 
+    def ticket_keys(self) -> frozenset[str]:
+        """The ``ticket`` keys of a timeline of this link: its own (its decisions, commands
+        and outcomes) and each side's ticket (``cw:ID``, ``soc:ID``: the observations)."""
+        keys = {self.link_id}
+        for side in SIDES:
+            ticket_id = self.ticket_id(side)
+            if ticket_id is not None:
+                keys.add(f"{side}:{ticket_id}")
+        return frozenset(keys)
+
 
 @dataclass(frozen=True, slots=True)
 class Parked:

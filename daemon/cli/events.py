@@ -110,13 +110,7 @@ def ticket_keys(state: BridgeState, ticket: str) -> frozenset[str]:
     """The ticket keys of one ticket's timeline: its link and both sides' observations."""
     side, _, ident = ticket.partition(":")
     link = (state.link_for(side, ident) if is_side(side) else None) or state.links.get(ticket)
-    if link is None:
-        return frozenset({ticket})
-    keys = {link.link_id}
-    for s in ("cw", "soc"):
-        if link.ticket_id(s) is not None:
-            keys.add(f"{s}:{link.ticket_id(s)}")
-    return frozenset(keys)
+    return frozenset({ticket}) if link is None else link.ticket_keys()
 
 
 def _summary(event: RecordedEvent) -> str:
