@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
 
+from daemon.console.explain import moment
 from eventstore import RecordedEvent
 from projections import kinds
 
@@ -37,10 +37,8 @@ class Storm:
 
 
 def _unix(event: RecordedEvent) -> float:
-    try:
-        return datetime.fromisoformat(event.recorded_at.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
+    at = moment(event.recorded_at)
+    return at.timestamp() if at is not None else time.time()
 
 
 class Activity:

@@ -220,7 +220,8 @@ def _generic(event: RecordedEvent) -> str:
     return f"recorded {event.type}{where} (no plainer explanation is known for this event)"
 
 
-def _moment(text: object) -> datetime | None:
+def moment(text: object) -> datetime | None:
+    """An ISO time (``Z`` or an offset; naive taken as UTC) in UTC, or ``None``."""
     if not isinstance(text, str):
         return None
     try:
@@ -232,9 +233,9 @@ def _moment(text: object) -> datetime | None:
 
 def clock(text: object) -> str | None:
     """An ISO time as HH:MM:SS in UTC (what is not a time is shown as it is)."""
-    moment = _moment(text)
-    if moment is not None:
-        return moment.strftime("%H:%M:%S")
+    at = moment(text)
+    if at is not None:
+        return at.strftime("%H:%M:%S")
     return _text(text)
 
 
@@ -613,8 +614,8 @@ def _failed(c: _Ctx) -> str:
     retry = ""
     delay = d.get("retry_in_s")
     if isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        moment = _moment(c.event.recorded_at)
-        at = (moment + timedelta(seconds=delay)).strftime("%H:%M:%S") if moment else None
+        recorded = moment(c.event.recorded_at)
+        at = (recorded + timedelta(seconds=delay)).strftime("%H:%M:%S") if recorded else None
         retry = f"; next try in {delay:.0f} s" + (f", at {at}" if at else "")
     return f"{n} {_what_of(c)} failed: {error}{retry}"
 

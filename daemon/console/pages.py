@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Literal
 
-from daemon.console.explain import explain
+from daemon.console.explain import explain, moment
 from daemon.console.sources import Bridge, DeskHealth
 from daemon.service.config import Config
 from eventstore import RecordedEvent
@@ -101,16 +101,12 @@ class Overview:
 
 
 def pending_by_side(bridge: Bridge, state: BridgeState) -> dict[Side, tuple[int, float]]:
-    """Per desk: commands waiting to go there, and the oldest one's age in seconds."""
-    now = time.time()
-    out: dict[Side, tuple[int, float]] = {"cw": (0, 0.0), "soc": (0, 0.0)}
-    for command in state.outbox.values():
-        side = command.target
-        count, oldest = out[side]
-        issued = bridge.issued_at(command.command_id)
-        age = now - (bridge.started_at if issued is None else issued)
-        out[side] = (count + 1, max(oldest, age))
-    return out
+    """Per desk: commands waiting to go there, and how long the oldest that should be going
+    out has waited (as ``/readyz`` and the metric count it: parked lanes and switched-off
+    tenants wait as asked)."""
+    counts = Counter(command.target for command in state.outbox.values())
+    waited = bridge.oldest_waiting()
+    return {side: (counts[side], waited.get(side, 0.0)) for side in ("cw", "soc")}
 
 
 def tenant_rows(bridge: Bridge, state: BridgeState) -> list[TenantRow]:
@@ -305,11 +301,11 @@ def _side_view(config: Config, link: Link, side: Side) -> SideView:
     )  # fmt: skip
 
 
-def link_row(config: Config, state: BridgeState, link: Link, pending: Counter[str]) -> LinkRow:
+def link_row(config: Config, link: Link, pending: int) -> LinkRow:
+    """One link as Links and its timeline show it; ``pending``: its commands waiting."""
     return LinkRow(
         link.link_id, link.tenant, link.state, SIDE_LABEL[link.origin],
-        _side_view(config, link, "cw"), _side_view(config, link, "soc"),
-        pending.get(link.link_id, 0),
+        _side_view(config, link, "cw"), _side_view(config, link, "soc"), pending,
     )  # fmt: skip
 
 
@@ -358,7 +354,7 @@ def links(bridge: Bridge, search: LinkSearch) -> LinkPage:
     shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     pending = Counter(c.link_id for c in state.outbox.values())
     return LinkPage(
-        [link_row(config, state, x, pending) for x in shown], len(found),
+        [link_row(config, x, pending[x.link_id]) for x in shown], len(found),
         LinkSearch(search.q, search.tenant, search.state, page), pages,
     )  # fmt: skip
 
@@ -388,10 +384,6 @@ def applied_rows(events: list[RecordedEvent]) -> list[AppliedRow]:
 
 
 def when(recorded_at: str | None) -> str:
-    if not recorded_at:
-        return ""
-    try:
-        at = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
-    except ValueError:
-        return recorded_at
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """An ISO time as ``YYYY-MM-DD HH:MM:SS UTC`` (what is not a time is shown as it is)."""
+    at = moment(recorded_at)
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else recorded_at or ""

@@ -30,12 +30,10 @@ from daemon.console.explain import timeline
 from daemon.console.sources import Bridge
 from daemon.service.config import AdminSettings, canonical_config
 from daemon.service.tls import server_context
-from projections import kinds
 from projections.state import is_side
 
 HERE = Path(__file__).parent
 BRIDGE = web.AppKey("bridge", Bridge)
-SETTINGS = web.AppKey("settings", AdminSettings)
 SESSIONS = web.AppKey("sessions", Sessions)
 TOKENS: web.AppKey[Tokens | None] = web.AppKey("tokens")
 RECENT: web.AppKey[deque[actions.Action]] = web.AppKey("recent")
@@ -186,7 +184,7 @@ async def ticket(request: web.Request) -> dict[str, Any]:
     if link is None:
         raise web.HTTPNotFound(text=f"no link has ticket {key} (search Links by ticket id)")
     events = await actions.ticket_events(bridge, link)
-    row = pages.link_row(bridge.config(), state, link, actions.pending_of(state, link))
+    row = pages.link_row(bridge.config(), link, sum(1 for _ in state.commands_of(link.link_id)))
     return _base(request, "links", link=row, entries=timeline(events))
 
 
@@ -273,13 +271,10 @@ def _at(unix: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(unix))
 
 
-def build_console(
-    bridge: Bridge, settings: AdminSettings, tokens: Tokens | None
-) -> web.Application:
+def build_console(bridge: Bridge, tokens: Tokens | None) -> web.Application:
     """The console as an aiohttp application (start it with :func:`start_console`)."""
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[BRIDGE] = bridge
-    app[SETTINGS] = settings
     app[SESSIONS] = Sessions()
     app[TOKENS] = tokens
     app[RECENT] = deque(maxlen=20)
@@ -289,7 +284,7 @@ def build_console(
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
     )
-    env.globals.update(side_label=pages.SIDE_LABEL, when=pages.when, at=_at, kinds=kinds)
+    env.globals.update(when=pages.when, at=_at)
     app.router.add_get("/", overview)
     app.router.add_get("/problems", problems)
     app.router.add_get("/links", links)
@@ -310,7 +305,7 @@ async def start_console(
 ) -> web.AppRunner:
     """Serve the console on ``sock`` (bound to ``settings.listen``), or bind that address
     now; the caller cleans the runner up."""
-    app = build_console(bridge, settings, tokens)
+    app = build_console(bridge, tokens)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     context = None

@@ -50,10 +50,8 @@ class Bridge:
     state: Callable[[], BridgeState]
     config: Callable[[], Config]
     desks: Callable[[], list[DeskHealth]]
-    #: Unix time a pending command was issued, when this process saw it issued.
-    issued_at: Callable[[str], float | None]
-    #: When this process started (stands in for commands issued before it).
-    started_at: float
+    #: Per desk, seconds the oldest command that should be going out has waited.
+    oldest_waiting: Callable[[], dict[Side, float]]
     tenant_enabled: Callable[[str], bool]
     #: Read a ticket of a desk again (its poller does, soon).
     reread: Callable[[Side, int, str | None], None]

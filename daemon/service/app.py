@@ -416,8 +416,9 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
         state=lambda: app[ENGINE].state,
         config=lambda: app[APPLIED].config,
         desks=desks,
-        issued_at=metrics.issued_at,
-        started_at=metrics.process_started,
+        oldest_waiting=lambda: app[OUTBOX].oldest_waiting_by_side(
+            metrics.issued_at, metrics.process_started
+        ),
         tenant_enabled=lambda name: app[ENGINE].tenant_enabled(name),
         reread=functools.partial(_reobserve, app),
         lag=lag,
